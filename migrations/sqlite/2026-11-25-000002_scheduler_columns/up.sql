@@ -1,0 +1,17 @@
+-- Columns for the scheduler's semantics. Defaults make rows left by the seed
+-- (only `id`) pending and due now, so nothing queued before the switch is lost.
+-- Times are integer milliseconds since the Unix epoch on every backend.
+ALTER TABLE video_del_rec ADD COLUMN state VARCHAR(16) NOT NULL DEFAULT 'pending';
+ALTER TABLE video_del_rec ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE video_del_rec ADD COLUMN created_at BIGINT NOT NULL DEFAULT 0;
+-- When the row may be claimed next: the schedule while pending, the lease
+-- expiry while running, NULL once failed (never claimed again by itself).
+ALTER TABLE video_del_rec ADD COLUMN not_before BIGINT DEFAULT 0;
+ALTER TABLE video_del_rec ADD COLUMN locked_by VARCHAR(128);
+ALTER TABLE video_del_rec ADD COLUMN locked_until BIGINT;
+ALTER TABLE video_del_rec ADD COLUMN last_error TEXT;
+UPDATE video_del_rec SET created_at = CAST(strftime('%s', 'now') AS INTEGER) * 1000;
+-- The claim query: `not_before <= now ORDER BY not_before LIMIT n`.
+CREATE INDEX video_del_rec_due ON video_del_rec (not_before);
+-- Listing and counting by state, keyset-paginated by id.
+CREATE INDEX video_del_rec_state ON video_del_rec (state, id);

@@ -1,0 +1,104 @@
+//! Rows of `video_del_rec` and the values the queries pass around.
+
+use diesel::prelude::*;
+
+use super::schema::video_del_rec;
+
+/// Lifecycle of a request as users see it.
+///
+/// `pending` rows are claimed once `not_before` has passed; `running` rows
+/// are leased by one instance (`locked_by`) until `locked_until`, after which
+/// they are claimable again; `failed` rows ran out of attempts and wait for a
+/// retry or a cancel. A finished request has no row at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    Pending,
+    Running,
+    Failed,
+}
+
+impl State {
+    pub const ALL: [State; 3] = [State::Pending, State::Running, State::Failed];
+
+    /// The value stored in `video_del_rec.state`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Pending => "pending",
+            State::Running => "running",
+            State::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<State> {
+        State::ALL.into_iter().find(|state| state.as_str() == s)
+    }
+}
+
+/// One row, as read back for the API.
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable)]
+#[diesel(table_name = video_del_rec)]
+pub struct Deletion {
+    pub id: String,
+    pub state: String,
+    pub attempts: i32,
+    pub created_at: i64,
+    pub not_before: Option<i64>,
+    pub locked_by: Option<String>,
+    pub locked_until: Option<i64>,
+    pub last_error: Option<String>,
+}
+
+/// A new request. Every column is given so that SQLite can batch the insert.
+#[derive(Debug, Insertable)]
+#[diesel(table_name = video_del_rec)]
+pub struct NewDeletion<'a> {
+    pub id: &'a str,
+    pub state: &'a str,
+    pub attempts: i32,
+    pub created_at: i64,
+    pub not_before: i64,
+}
+
+/// An id handed to an executor by a claim, with the attempts made so far
+/// (the backoff of a failure depends on it).
+#[derive(Debug, Clone, PartialEq, Eq, QueryableByName)]
+#[diesel(table_name = video_del_rec)]
+pub struct Claimed {
+    pub id: String,
+    pub attempts: i32,
+}
+
+/// What a failed deletion does to its row: computed by the executor from the
+/// retry policy, written by [`super::queries::ack`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    pub id: String,
+    /// Attempts including this one.
+    pub attempts: i32,
+    pub error: String,
+    /// `Some(when)` to retry, `None` when the request is now `failed`.
+    pub retry_at: Option<i64>,
+}
+
+/// Counts of one ack, for logs and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AckCounts {
+    /// Rows removed: their files are gone and the lease was still ours.
+    pub removed: usize,
+    pub retried: usize,
+    pub failed: usize,
+    /// Acks skipped because the lease had moved to another claim.
+    pub lost_lease: usize,
+}
+
+/// Counts by state and the age of the oldest due request.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Stats {
+    pub pending: i64,
+    pub running: i64,
+    pub failed: i64,
+    /// Milliseconds since the oldest claimable request became due; `None`
+    /// when nothing is due.
+    pub oldest_due_age_ms: Option<i64>,
+}

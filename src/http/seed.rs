@@ -1,0 +1,47 @@
+//! The seed's route, answered exactly as the Go scheduler did:
+//! `GET|POST|DELETE /video-delete-record/{vid}` -> 200 with an empty body,
+//! 400 with a plain-text reason.
+
+use actix_web::http::header;
+use actix_web::{web, HttpResponse};
+
+use super::AppState;
+use crate::db::now_ms;
+use crate::error::RETRY_AFTER_SECS;
+use crate::pipeline::record::Record;
+use crate::video_id::{InvalidId, VideoId};
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        // `{vid:.*}`: an id with a `/` in it is still this route, and a 400.
+        web::resource("/video-delete-record/{vid:.*}")
+            .route(web::get().to(record))
+            .route(web::post().to(record))
+            .route(web::delete().to(record)),
+    )
+    .service(
+        web::resource(["/video-delete-record", "/video-delete-record/"])
+            .route(web::get().to(empty))
+            .route(web::post().to(empty))
+            .route(web::delete().to(empty)),
+    );
+}
+
+/// Records one id, due now; answers after the row is committed.
+async fn record(state: web::Data<AppState>, vid: web::Path<String>) -> HttpResponse {
+    let id = match VideoId::parse(&vid) {
+        Ok(id) => id,
+        Err(InvalidId::Empty) => return empty().await,
+        Err(_) => return HttpResponse::BadRequest().body("invalid video id"),
+    };
+    match state.record.send(Record::new(vec![id], now_ms())).await {
+        Ok(Ok(_)) => HttpResponse::Ok().finish(),
+        Ok(Err(_)) | Err(_) => HttpResponse::ServiceUnavailable()
+            .insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS))
+            .body("database unavailable"),
+    }
+}
+
+async fn empty() -> HttpResponse {
+    HttpResponse::BadRequest().body("video id should not be empty")
+}

@@ -1,0 +1,145 @@
+//! video-scheduler: a durable deletion scheduler for a video platform.
+//!
+//! Upload and management services record "video X is deleted"; the request
+//! is committed to the `video_del_rec` table, and an actor pipeline deletes
+//! the video's files in the background, in batches, with retries.
+//!
+//! A request's path through the crate:
+//!
+//! 1. [`http`]: `GET /video-delete-record/{vid}` (the seed's route) or
+//!    `POST /v1/deletions` validates ids into [`video_id::VideoId`]s and
+//!    sends a `Record` to the [`pipeline::record::RecordActor`], which
+//!    group-commits concurrent requests and answers after the commit.
+//! 2. [`pipeline::timer::TimerActor`] ticks, and the RecordActor nudges, the
+//!    [`pipeline::dispatcher::DispatcherActor`], which claims due ids with a
+//!    lease ([`db::queries::claim`]) and hands batches to
+//!    [`pipeline::executor::ExecutorActor`]s on a `SyncArbiter`.
+//! 3. An executor removes each id's files through [`storage::LocalStorage`]
+//!    and acks the batch ([`db::queries::ack`]): done rows deleted, failed
+//!    ones rescheduled by [`pipeline::retry::RetryPolicy`].
+//!
+//! Modules:
+//! - [`config`]: typed configuration (conf.json + `VIDEO_SCHEDULER_*`).
+//! - [`db`]: pools, migrations, and all SQL in [`db::queries`].
+//! - [`pipeline`]: the actors, one per file with their messages.
+//! - [`storage`]: templated paths under a root, never escaping it.
+//! - [`http`]: routes, auth, limits; [`error`] maps errors to HTTP once.
+//! - [`cli`]: `serve`, `migrate`, `enqueue`, `stats`, `retry --failed`.
+
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod http;
+pub mod pipeline;
+pub mod storage;
+pub mod video_id;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::middleware::from_fn;
+use actix_web::{web, App, HttpServer};
+
+use config::Config;
+use db::Db;
+use http::AppState;
+use pipeline::Pipeline;
+use storage::LocalStorage;
+
+/// A server that has bound its port and started its pipeline.
+pub struct Running {
+    addr: SocketAddr,
+    server: Server,
+    pipeline: Pipeline,
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Db(#[from] db::DbError),
+    #[error("storage.root {path}: {source}")]
+    Storage {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("listen {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Opens the database, migrates it, starts the pipeline and binds the HTTP
+/// server. Must run inside an actix system (`actix_web::rt::System`).
+pub async fn start(config: Config) -> Result<Running, StartError> {
+    let db = Db::connect(&config.database_url, config.pool_size)?;
+    let migrator = db.clone();
+    let applied = actix_web::rt::task::spawn_blocking(move || migrator.migrate())
+        .await
+        .map_err(|e| db::DbError::Migration(e.to_string()))??;
+    for name in applied {
+        log::info!("applied migration {name}");
+    }
+    let storage = LocalStorage::open(&config.storage).map_err(|source| StartError::Storage {
+        path: config.storage.root.display().to_string(),
+        source,
+    })?;
+    let pipeline = Pipeline::start(db.clone(), Arc::new(storage), &config);
+    let state = web::Data::new(AppState {
+        db,
+        record: pipeline.record.clone(),
+        tokens: config.api_tokens.clone().into(),
+    });
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .wrap(from_fn(http::authenticate))
+            .configure(http::routes)
+    })
+    .shutdown_timeout(config.shutdown_timeout_secs)
+    .bind(config.listen)
+    .map_err(|source| StartError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let addr = server.addrs()[0];
+    let server = server.run();
+    log::info!("listening on http://{addr}, deleting under {}", config.storage.root.display());
+    Ok(Running {
+        addr,
+        server,
+        pipeline,
+    })
+}
+
+impl Running {
+    /// The bound address (useful with port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops the server from another task or thread.
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until SIGINT/SIGTERM or [`ServerHandle::stop`]: then stops
+    /// accepting requests, finishes in-flight requests, and waits for the
+    /// batches being executed to be acked.
+    pub async fn wait(self, shutdown_timeout: Duration) -> std::io::Result<()> {
+        self.server.await?;
+        log::info!("HTTP server stopped; waiting for in-flight batches");
+        if actix_web::rt::time::timeout(shutdown_timeout, self.pipeline.shutdown())
+            .await
+            .is_err()
+        {
+            log::warn!("batches still running after {shutdown_timeout:?}; their leases will expire");
+        }
+        log::info!("shut down");
+        Ok(())
+    }
+}

@@ -1,0 +1,86 @@
+//! The actor pipeline of the design card:
+//!
+//! ```text
+//! HTTP --Record--> RecordActor --group commit--> video_del_rec
+//!                       \--Nudge--.
+//! TimerActor --Tick--> DispatcherActor --claim (lease)--> video_del_rec
+//! DispatcherActor --DeleteBatch--> ExecutorActor x N --delete--> storage
+//! ExecutorActor --ack (delete done / reschedule failed)--> video_del_rec
+//! ```
+
+pub mod dispatcher;
+pub mod executor;
+pub mod record;
+pub mod retry;
+pub mod timer;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+
+use crate::config::Config;
+use crate::db::Db;
+use crate::storage::LocalStorage;
+use dispatcher::{DispatcherActor, Shutdown};
+use executor::ExecutorActor;
+use record::RecordActor;
+use retry::RetryPolicy;
+use timer::{StopTimer, TimerActor};
+
+/// The running actors of one process.
+pub struct Pipeline {
+    pub record: Addr<RecordActor>,
+    pub dispatcher: Addr<DispatcherActor>,
+    timer: Addr<TimerActor>,
+    /// `locked_by` of this process's claims.
+    pub owner: Arc<str>,
+}
+
+impl Pipeline {
+    /// Starts the actors on the current actix system.
+    pub fn start(db: Db, storage: Arc<LocalStorage>, config: &Config) -> Pipeline {
+        let owner: Arc<str> = instance_id().into();
+        let retry = RetryPolicy::from_config(config);
+        let executors = {
+            let (db, owner) = (db.clone(), owner.clone());
+            SyncArbiter::start(config.executors, move || {
+                ExecutorActor::new(db.clone(), storage.clone(), owner.clone(), retry)
+            })
+        };
+        let dispatcher = DispatcherActor::new(
+            db.clone(),
+            executors,
+            owner.clone(),
+            config.batch_size,
+            Duration::from_secs(config.lease_secs),
+            config.executors,
+        )
+        .start();
+        let timer = TimerActor::new(dispatcher.clone(), Duration::from_millis(config.tick_ms)).start();
+        let record = RecordActor::new(db, dispatcher.clone()).start();
+        log::info!("pipeline started as {owner}: {} executors", config.executors);
+        Pipeline {
+            record,
+            dispatcher,
+            timer,
+            owner,
+        }
+    }
+
+    /// Stops ticking and claiming, and waits for the batches in execution to
+    /// be acked.
+    pub async fn shutdown(&self) {
+        let _ = self.timer.send(StopTimer).await;
+        let _ = self.dispatcher.send(Shutdown).await;
+    }
+}
+
+/// A `locked_by` unique to this process start: host, pid and a random part
+/// (a restarted process must not inherit the leases of its predecessor).
+fn instance_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "host".into());
+    format!("{host}-{}-{:08x}", std::process::id(), fastrand::u32(..))
+}

@@ -1,0 +1,131 @@
+//! RecordActor: inserts new requests with group commit.
+//!
+//! Callers' requests are queued while a commit is in flight; the next commit
+//! takes the whole queue in one transaction, so under load many requests
+//! share one fsync, and each caller is answered only after its rows are
+//! committed. With no load a request commits alone, at once.
+
+use actix::prelude::*;
+use tokio::sync::oneshot;
+
+use super::dispatcher::{DispatcherActor, Nudge};
+use crate::db::queries::{self, RecordRequest};
+use crate::db::{now_ms, Db, DbError};
+use crate::video_id::VideoId;
+
+type Reply = oneshot::Sender<Result<usize, String>>;
+
+/// The single entry point of new requests into the table.
+pub struct RecordActor {
+    db: Db,
+    dispatcher: Addr<DispatcherActor>,
+    queue: Vec<(RecordRequest, Reply)>,
+    committing: bool,
+}
+
+impl RecordActor {
+    pub fn new(db: Db, dispatcher: Addr<DispatcherActor>) -> RecordActor {
+        RecordActor {
+            db,
+            dispatcher,
+            queue: Vec::new(),
+            committing: false,
+        }
+    }
+
+    fn commit(&mut self, ctx: &mut Context<Self>) {
+        if self.committing || self.queue.is_empty() {
+            return;
+        }
+        self.committing = true;
+        let (requests, replies): (Vec<_>, Vec<_>) = std::mem::take(&mut self.queue).into_iter().unzip();
+        let db = self.db.clone();
+        let write = async move {
+            let now = now_ms();
+            let due_now = requests.iter().any(|r| r.not_before <= now);
+            let result = db
+                .write_async(move |conn| queries::record_many(conn, &requests, now))
+                .await;
+            (result, due_now)
+        };
+        ctx.spawn(write.into_actor(self).map(|(result, due_now), act, ctx| {
+            act.committing = false;
+            match result {
+                Ok(inserted) => {
+                    if due_now && inserted.iter().any(|&n| n > 0) {
+                        act.dispatcher.do_send(Nudge);
+                    }
+                    for (reply, n) in replies.into_iter().zip(inserted) {
+                        let _ = reply.send(Ok(n));
+                    }
+                }
+                Err(e) => {
+                    log::warn!("recording {} requests failed: {e}", replies.len());
+                    let message = e.to_string();
+                    for reply in replies {
+                        let _ = reply.send(Err(message.clone()));
+                    }
+                }
+            }
+            act.commit(ctx);
+        }));
+    }
+}
+
+impl Actor for RecordActor {
+    type Context = Context<Self>;
+}
+
+/// Record deletion requests for these ids, not to run before `not_before`.
+#[derive(Message)]
+#[rtype(result = "Result<Recorded, DbError>")]
+pub struct Record {
+    ids: Vec<VideoId>,
+    not_before: i64,
+}
+
+impl Record {
+    /// Duplicates are dropped; ids are sorted so every transaction touches
+    /// keys in the same order.
+    pub fn new(mut ids: Vec<VideoId>, not_before: i64) -> Record {
+        ids.sort_unstable();
+        ids.dedup();
+        Record { ids, not_before }
+    }
+}
+
+/// The answer to a [`Record`], given once the rows are committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Recorded {
+    /// New rows.
+    pub accepted: usize,
+    /// Ids that were already in the table, left as they were.
+    pub already_queued: usize,
+}
+
+impl Handler<Record> for RecordActor {
+    type Result = ResponseFuture<Result<Recorded, DbError>>;
+
+    fn handle(&mut self, msg: Record, ctx: &mut Context<Self>) -> Self::Result {
+        let total = msg.ids.len();
+        let (tx, rx) = oneshot::channel();
+        self.queue.push((
+            RecordRequest {
+                ids: msg.ids,
+                not_before: msg.not_before,
+            },
+            tx,
+        ));
+        self.commit(ctx);
+        Box::pin(async move {
+            match rx.await {
+                Ok(Ok(accepted)) => Ok(Recorded {
+                    accepted,
+                    already_queued: total - accepted,
+                }),
+                Ok(Err(message)) => Err(DbError::Unavailable(message)),
+                Err(_) => Err(DbError::Unavailable("the recorder stopped".into())),
+            }
+        })
+    }
+}
