@@ -1,0 +1,223 @@
+//! The HTTP contract: answers, errors, limits, auth.
+
+mod common;
+
+use common::{now_ms, spawn_app, TestApp};
+use serde_json::{json, Value};
+use video_scheduler::db::queries;
+use video_scheduler::video_id::VideoId;
+
+fn stats(app: &TestApp) -> Value {
+    app.get("/v1/stats").json()
+}
+
+#[test]
+fn every_bad_id_is_a_400_and_changes_nothing() {
+    let app = spawn_app(|_| {});
+    // (path as sent on the wire, expected seed answer)
+    let long = "x".repeat(65);
+    let seed_cases = [
+        ("/video-delete-record/", "video id should not be empty"),
+        ("/video-delete-record", "video id should not be empty"),
+        (&*format!("/video-delete-record/{long}"), "invalid video id"),
+        ("/video-delete-record/.", "invalid video id"),
+        ("/video-delete-record/..", "invalid video id"),
+        ("/video-delete-record/../x", "invalid video id"),
+        ("/video-delete-record/..%2Fx", "invalid video id"),
+        ("/video-delete-record/a/b", "invalid video id"),
+        ("/video-delete-record/%2e%2e%2fetc", "invalid video id"),
+        ("/video-delete-record/%252e%252e%252fetc", "invalid video id"),
+        ("/video-delete-record/a%00b", "invalid video id"),
+        ("/video-delete-record/a%20b", "invalid video id"),
+        ("/video-delete-record/vid%C3%A9o", "invalid video id"),
+    ];
+    for (path, answer) in seed_cases {
+        let reply = app.raw_get(path);
+        assert_eq!((reply.status, reply.body.as_str()), (400, answer), "{path}");
+    }
+
+    let body_cases = [
+        "", &long, ".", "..", "../x", "a/b", "%2e%2e%2fetc", "a\0b", "a b", " a", "vidéo",
+    ];
+    for bad in body_cases {
+        let reply = app.record(&["fine-id", bad], json!({}));
+        assert_eq!(reply.status, 400, "{bad:?}");
+        let error = reply.json();
+        assert_eq!(error["code"], "invalid_id", "{bad:?}");
+        assert!(error["error"].as_str().unwrap().starts_with("ids[1]: "), "{error}");
+    }
+    for path in ["/v1/deletions/..", "/v1/deletions/a%20b", "/v1/deletions/%2e%2e%2fetc"] {
+        let reply = app.raw_get(path);
+        assert_eq!(reply.status, 400, "{path}");
+    }
+
+    assert_eq!(
+        stats(&app),
+        json!({ "pending": 0, "running": 0, "failed": 0, "oldest_due_age_ms": null }),
+        "nothing was recorded, not even the valid id of a rejected batch"
+    );
+}
+
+#[test]
+fn the_batch_route_enforces_its_limits_with_json_errors() {
+    let app = spawn_app(|_| {});
+    let too_many: Vec<String> = (0..10_001).map(|i| format!("v{i}")).collect();
+    let reply = app.post("/v1/deletions", json!({ "ids": too_many }));
+    assert_eq!(reply.status, 400);
+    assert_eq!(reply.json()["code"], "bad_request");
+
+    let huge = "x".repeat(1 << 20);
+    let reply = app.post("/v1/deletions", json!({ "ids": [huge] }));
+    assert_eq!(reply.status, 413);
+    assert_eq!(reply.json()["code"], "payload_too_large");
+
+    for body in [
+        json!({ "ids": ["a"], "delay_secs": 5, "not_before": "2030-01-01T00:00:00Z" }),
+        json!({ "ids": ["a"], "not_before": "tomorrow" }),
+        json!({ "ids": ["a"], "delay_secs": -1 }),
+        json!({ "ids": "a" }),
+        json!({ "id": ["a"] }),
+    ] {
+        let reply = app.post("/v1/deletions", body.clone());
+        assert_eq!(reply.status, 400, "{body}");
+        assert_eq!(reply.json()["code"], "bad_request", "{body}");
+    }
+
+    let duplicates = app.record(&["dup", "dup", "other"], json!({ "delay_secs": 60 }));
+    assert_eq!(duplicates.json(), json!({ "accepted": 2, "already_queued": 0 }));
+    let empty = app.record(&[], json!({}));
+    assert_eq!(empty.json(), json!({ "accepted": 0, "already_queued": 0 }));
+}
+
+#[test]
+fn show_cancel_and_retry_answer_as_the_contract_says() {
+    let app = spawn_app(|_| {});
+    assert_eq!(app.get("/v1/deletions/unknown").status, 404);
+    assert_eq!(app.get("/v1/deletions/unknown").json()["code"], "not_found");
+    assert_eq!(app.delete("/v1/deletions/unknown").status, 404);
+    assert_eq!(app.post("/v1/deletions/unknown/retry", json!({})).status, 404);
+
+    app.record(&["to-cancel", "running-one"], json!({ "delay_secs": 3600 }));
+    let row = app.get("/v1/deletions/to-cancel").json();
+    assert_eq!(row["state"], "pending");
+    assert_eq!(row["attempts"], 0);
+    assert!(row["created_at"].as_str().unwrap().ends_with('Z'));
+
+    let retry = app.post("/v1/deletions/to-cancel/retry", json!({}));
+    assert_eq!(retry.status, 409, "only failed requests can be retried");
+    assert_eq!(retry.json()["code"], "conflict");
+
+    assert_eq!(app.delete("/v1/deletions/to-cancel").status, 204);
+    assert_eq!(app.get("/v1/deletions/to-cancel").status, 404);
+
+    // Lease the other row as another instance would, an hour from now so
+    // that this app's own dispatcher cannot have claimed it.
+    let later = now_ms() + 2 * 3_600_000;
+    let claimed = app
+        .db()
+        .write(|c| queries::claim(c, "other-instance", later, later + 60_000, 10))
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    let running = app.get("/v1/deletions/running-one").json();
+    assert_eq!(running["state"], "running");
+    assert_eq!(running["locked_by"], "other-instance");
+    assert_eq!(app.delete("/v1/deletions/running-one").status, 409);
+    assert_eq!(app.post("/v1/deletions/running-one/retry", json!({})).status, 409);
+}
+
+#[test]
+fn listing_is_keyset_paginated_by_id_and_filtered_by_state() {
+    let app = spawn_app(|_| {});
+    let ids = ["e", "a", "d", "b", "c"];
+    app.record(&ids, json!({ "delay_secs": 3600 }));
+
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let path = match &after {
+            Some(a) => format!("/v1/deletions?limit=2&after={a}"),
+            None => "/v1/deletions?limit=2".into(),
+        };
+        let page = app.get(&path).json();
+        for item in page["items"].as_array().unwrap() {
+            seen.push(item["id"].as_str().unwrap().to_owned());
+        }
+        match page["next"].as_str() {
+            Some(next) => after = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["a", "b", "c", "d", "e"]);
+
+    let pending = app.get("/v1/deletions?state=pending&limit=1000").json();
+    assert_eq!(pending["items"].as_array().unwrap().len(), 5);
+    assert_eq!(pending["next"], Value::Null);
+    let failed = app.get("/v1/deletions?state=failed").json();
+    assert_eq!(failed, json!({ "items": [], "next": null }));
+
+    for (bad, code) in [
+        ("state=done", "bad_request"),
+        ("limit=0", "bad_request"),
+        ("limit=1001", "bad_request"),
+        ("limit=x", "bad_request"),
+        ("colour=red", "bad_request"),
+        ("after=..", "invalid_id"),
+    ] {
+        let reply = app.get(&format!("/v1/deletions?{bad}"));
+        assert_eq!(reply.status, 400, "{bad}");
+        assert_eq!(reply.json()["code"], code, "{bad}");
+    }
+}
+
+#[test]
+fn stats_count_by_state_and_age_the_oldest_due_request() {
+    let app = spawn_app(|c| c.tick_ms = 3_600_000);
+    app.record(&["p1", "p2", "f1"], json!({ "delay_secs": 3600 }));
+    let later = now_ms() + 2 * 3_600_000;
+    let db = app.db();
+    let claimed = db
+        .write(|c| queries::claim(c, "test", later, later + 60_000, 3))
+        .unwrap();
+    let policy = video_scheduler::pipeline::retry::RetryPolicy {
+        max_attempts: 1,
+        base_ms: 1,
+        max_ms: 1,
+    };
+    let f1 = claimed.iter().find(|c| c.id == "f1").unwrap();
+    let failure = policy.failure(f1, "boom".into(), later);
+    let counts = db.write(|c| queries::ack(c, "test", &[], &[failure])).unwrap();
+    assert_eq!(counts.failed, 1);
+
+    let s = stats(&app);
+    assert_eq!((s["pending"].as_i64(), s["running"].as_i64(), s["failed"].as_i64()), (Some(0), Some(2), Some(1)));
+    assert_eq!(s["oldest_due_age_ms"], Value::Null, "nothing is due");
+
+    let id = VideoId::parse("p1").unwrap();
+    let row = db.read(|c| queries::get(c, &id)).unwrap().unwrap();
+    assert_eq!(row.locked_by.as_deref(), Some("test"));
+    let failed = app.get("/v1/deletions/f1").json();
+    assert_eq!((failed["state"].as_str(), failed["last_error"].as_str()), (Some("failed"), Some("boom")));
+}
+
+#[test]
+fn probes_answer_and_readyz_checks_the_database() {
+    let app = spawn_app(|_| {});
+    assert_eq!(app.get("/healthz").status, 200);
+    let ready = app.get("/readyz");
+    assert_eq!((ready.status, ready.json()["status"].as_str()), (200, Some("ready")));
+}
+
+#[test]
+fn api_tokens_protect_every_route_but_the_probes() {
+    let app = spawn_app(|c| c.api_tokens = vec!["s3cret".into()]);
+    for path in ["/v1/stats", "/v1/deletions", "/v1/deletions/x", "/video-delete-record/x"] {
+        let reply = app.get(path);
+        assert_eq!(reply.status, 401, "{path}");
+        assert_eq!(reply.json()["code"], "unauthorized");
+        assert_eq!(app.get_with_token(path, "wrong").status, 401, "{path}");
+    }
+    assert_eq!(app.get_with_token("/v1/stats", "s3cret").status, 200);
+    assert_eq!(app.get_with_token("/video-delete-record/x", "s3cret").status, 200);
+    assert_eq!(app.get("/healthz").status, 200);
+    assert_eq!(app.get("/readyz").status, 200);
+}
