@@ -13,7 +13,11 @@ use crate::db::{now_ms, Db};
 use crate::video_id::VideoId;
 
 #[derive(Debug, Parser)]
-#[command(name = "video-scheduler", version, about = "A durable deletion scheduler for video files")]
+#[command(
+    name = "video-scheduler",
+    version,
+    about = "A durable deletion scheduler for video files"
+)]
 pub struct Cli {
     /// Configuration file [default: ./conf.json when it exists].
     #[arg(long, global = true, value_name = "FILE")]

@@ -260,7 +260,14 @@ mod tests {
 
     #[test]
     fn templates_must_stay_inside_the_root_and_depend_on_the_id() {
-        for ok in ["{id}", "{id}.mp4", "thumbs/{id}.jpg", "hls/{id}/", "{id}/", "a/b/{id}"] {
+        for ok in [
+            "{id}",
+            "{id}.mp4",
+            "thumbs/{id}.jpg",
+            "hls/{id}/",
+            "{id}/",
+            "a/b/{id}",
+        ] {
             assert_eq!(check_template(ok), Ok(()), "{ok}");
         }
         for bad in [

@@ -101,6 +101,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             .configure(http::routes)
     })
     .shutdown_timeout(config.shutdown_timeout_secs)
+    // actix-server treats SIGINT as a forced stop; ours are both graceful.
+    .shutdown_signal(shutdown_signal())
     .bind(config.listen)
     .map_err(|source| StartError::Bind {
         addr: config.listen,
@@ -108,12 +110,31 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     })?;
     let addr = server.addrs()[0];
     let server = server.run();
-    log::info!("listening on http://{addr}, deleting under {}", config.storage.root.display());
+    log::info!(
+        "listening on http://{addr}, deleting under {}",
+        config.storage.root.display()
+    );
     Ok(Running {
         addr,
         server,
         pipeline,
     })
+}
+
+/// Resolves on the first SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        log::error!("cannot install signal handlers; stop with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => log::info!("SIGINT received; shutting down gracefully"),
+        _ = term.recv() => log::info!("SIGTERM received; shutting down gracefully"),
+    }
 }
 
 impl Running {
@@ -137,7 +158,9 @@ impl Running {
             .await
             .is_err()
         {
-            log::warn!("batches still running after {shutdown_timeout:?}; their leases will expire");
+            log::warn!(
+                "batches still running after {shutdown_timeout:?}; their leases will expire"
+            );
         }
         log::info!("shut down");
         Ok(())

@@ -26,7 +26,10 @@ fn every_bad_id_is_a_400_and_changes_nothing() {
         ("/video-delete-record/..%2Fx", "invalid video id"),
         ("/video-delete-record/a/b", "invalid video id"),
         ("/video-delete-record/%2e%2e%2fetc", "invalid video id"),
-        ("/video-delete-record/%252e%252e%252fetc", "invalid video id"),
+        (
+            "/video-delete-record/%252e%252e%252fetc",
+            "invalid video id",
+        ),
         ("/video-delete-record/a%00b", "invalid video id"),
         ("/video-delete-record/a%20b", "invalid video id"),
         ("/video-delete-record/vid%C3%A9o", "invalid video id"),
@@ -37,16 +40,33 @@ fn every_bad_id_is_a_400_and_changes_nothing() {
     }
 
     let body_cases = [
-        "", &long, ".", "..", "../x", "a/b", "%2e%2e%2fetc", "a\0b", "a b", " a", "vidéo",
+        "",
+        &long,
+        ".",
+        "..",
+        "../x",
+        "a/b",
+        "%2e%2e%2fetc",
+        "a\0b",
+        "a b",
+        " a",
+        "vidéo",
     ];
     for bad in body_cases {
         let reply = app.record(&["fine-id", bad], json!({}));
         assert_eq!(reply.status, 400, "{bad:?}");
         let error = reply.json();
         assert_eq!(error["code"], "invalid_id", "{bad:?}");
-        assert!(error["error"].as_str().unwrap().starts_with("ids[1]: "), "{error}");
+        assert!(
+            error["error"].as_str().unwrap().starts_with("ids[1]: "),
+            "{error}"
+        );
     }
-    for path in ["/v1/deletions/..", "/v1/deletions/a%20b", "/v1/deletions/%2e%2e%2fetc"] {
+    for path in [
+        "/v1/deletions/..",
+        "/v1/deletions/a%20b",
+        "/v1/deletions/%2e%2e%2fetc",
+    ] {
         let reply = app.raw_get(path);
         assert_eq!(reply.status, 400, "{path}");
     }
@@ -84,7 +104,10 @@ fn the_batch_route_enforces_its_limits_with_json_errors() {
     }
 
     let duplicates = app.record(&["dup", "dup", "other"], json!({ "delay_secs": 60 }));
-    assert_eq!(duplicates.json(), json!({ "accepted": 2, "already_queued": 0 }));
+    assert_eq!(
+        duplicates.json(),
+        json!({ "accepted": 2, "already_queued": 0 })
+    );
     let empty = app.record(&[], json!({}));
     assert_eq!(empty.json(), json!({ "accepted": 0, "already_queued": 0 }));
 }
@@ -95,7 +118,10 @@ fn show_cancel_and_retry_answer_as_the_contract_says() {
     assert_eq!(app.get("/v1/deletions/unknown").status, 404);
     assert_eq!(app.get("/v1/deletions/unknown").json()["code"], "not_found");
     assert_eq!(app.delete("/v1/deletions/unknown").status, 404);
-    assert_eq!(app.post("/v1/deletions/unknown/retry", json!({})).status, 404);
+    assert_eq!(
+        app.post("/v1/deletions/unknown/retry", json!({})).status,
+        404
+    );
 
     app.record(&["to-cancel", "running-one"], json!({ "delay_secs": 3600 }));
     let row = app.get("/v1/deletions/to-cancel").json();
@@ -122,7 +148,11 @@ fn show_cancel_and_retry_answer_as_the_contract_says() {
     assert_eq!(running["state"], "running");
     assert_eq!(running["locked_by"], "other-instance");
     assert_eq!(app.delete("/v1/deletions/running-one").status, 409);
-    assert_eq!(app.post("/v1/deletions/running-one/retry", json!({})).status, 409);
+    assert_eq!(
+        app.post("/v1/deletions/running-one/retry", json!({}))
+            .status,
+        409
+    );
 }
 
 #[test]
@@ -185,18 +215,30 @@ fn stats_count_by_state_and_age_the_oldest_due_request() {
     };
     let f1 = claimed.iter().find(|c| c.id == "f1").unwrap();
     let failure = policy.failure(f1, "boom".into(), later);
-    let counts = db.write(|c| queries::ack(c, "test", &[], &[failure])).unwrap();
+    let counts = db
+        .write(|c| queries::ack(c, "test", &[], &[failure]))
+        .unwrap();
     assert_eq!(counts.failed, 1);
 
     let s = stats(&app);
-    assert_eq!((s["pending"].as_i64(), s["running"].as_i64(), s["failed"].as_i64()), (Some(0), Some(2), Some(1)));
+    assert_eq!(
+        (
+            s["pending"].as_i64(),
+            s["running"].as_i64(),
+            s["failed"].as_i64()
+        ),
+        (Some(0), Some(2), Some(1))
+    );
     assert_eq!(s["oldest_due_age_ms"], Value::Null, "nothing is due");
 
     let id = VideoId::parse("p1").unwrap();
     let row = db.read(|c| queries::get(c, &id)).unwrap().unwrap();
     assert_eq!(row.locked_by.as_deref(), Some("test"));
     let failed = app.get("/v1/deletions/f1").json();
-    assert_eq!((failed["state"].as_str(), failed["last_error"].as_str()), (Some("failed"), Some("boom")));
+    assert_eq!(
+        (failed["state"].as_str(), failed["last_error"].as_str()),
+        (Some("failed"), Some("boom"))
+    );
 }
 
 #[test]
@@ -204,20 +246,32 @@ fn probes_answer_and_readyz_checks_the_database() {
     let app = spawn_app(|_| {});
     assert_eq!(app.get("/healthz").status, 200);
     let ready = app.get("/readyz");
-    assert_eq!((ready.status, ready.json()["status"].as_str()), (200, Some("ready")));
+    assert_eq!(
+        (ready.status, ready.json()["status"].as_str()),
+        (200, Some("ready"))
+    );
 }
 
 #[test]
 fn api_tokens_protect_every_route_but_the_probes() {
     let app = spawn_app(|c| c.api_tokens = vec!["s3cret".into()]);
-    for path in ["/v1/stats", "/v1/deletions", "/v1/deletions/x", "/video-delete-record/x"] {
+    for path in [
+        "/v1/stats",
+        "/v1/deletions",
+        "/v1/deletions/x",
+        "/video-delete-record/x",
+    ] {
         let reply = app.get(path);
         assert_eq!(reply.status, 401, "{path}");
         assert_eq!(reply.json()["code"], "unauthorized");
         assert_eq!(app.get_with_token(path, "wrong").status, 401, "{path}");
     }
     assert_eq!(app.get_with_token("/v1/stats", "s3cret").status, 200);
-    assert_eq!(app.get_with_token("/video-delete-record/x", "s3cret").status, 200);
+    assert_eq!(
+        app.get_with_token("/video-delete-record/x", "s3cret")
+            .status,
+        200
+    );
     assert_eq!(app.get("/healthz").status, 200);
     assert_eq!(app.get("/readyz").status, 200);
 }

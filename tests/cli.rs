@@ -29,7 +29,11 @@ fn write_config(dir: &Path, conf: Value) -> std::path::PathBuf {
 }
 
 fn run(cmd: &mut Command) -> (i32, String, String) {
-    let Output { status, stdout, stderr } = cmd.output().unwrap();
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = cmd.output().unwrap();
     (
         status.code().unwrap_or(-1),
         String::from_utf8_lossy(&stdout).into_owned(),
@@ -46,15 +50,24 @@ fn an_unknown_key_stops_start_up_with_a_message_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     for (conf, key) in [
         (json!({ "tick_msec": 5 }), "tick_msec"),
-        (json!({ "storage": { "root": "v", "pathz": [] } }), "storage.pathz"),
+        (
+            json!({ "storage": { "root": "v", "pathz": [] } }),
+            "storage.pathz",
+        ),
     ] {
         let config = write_config(dir.path(), conf);
         let (code, _, stderr) = run(bin().arg("--config").arg(&config).arg("serve"));
         assert_eq!(code, 2, "{stderr}");
-        assert!(stderr.contains(&format!("configuration: {key}: unknown field")), "{stderr}");
+        assert!(
+            stderr.contains(&format!("configuration: {key}: unknown field")),
+            "{stderr}"
+        );
     }
     let config = write_config(dir.path(), json!({}));
-    let (code, _, stderr) = run(bin().arg("--config").arg(&config).env("VIDEO_SCHEDULER_TICKS", "5"));
+    let (code, _, stderr) = run(bin()
+        .arg("--config")
+        .arg(&config)
+        .env("VIDEO_SCHEDULER_TICKS", "5"));
     assert_eq!(code, 2);
     assert!(stderr.contains("ticks: unknown field"), "{stderr}");
 }
@@ -69,14 +82,26 @@ fn a_bad_value_stops_start_up_with_a_message_naming_the_key() {
         (json!({ "batch_size": 20000 }), "batch_size: "),
         (json!({ "database_url": "oracle://x" }), "database_url: "),
         (json!({ "storage": { "kind": "s3" } }), "storage.kind: "),
-        (json!({ "storage": { "paths": ["../{id}"] } }), "storage.paths: \"../{id}\": must not contain .."),
-        (json!({ "storage": { "paths": ["/srv/{id}"] } }), "storage.paths: \"/srv/{id}\": must be relative"),
-        (json!({ "storage": { "paths": ["thumbs/static.jpg"] } }), "storage.paths: "),
+        (
+            json!({ "storage": { "paths": ["../{id}"] } }),
+            "storage.paths: \"../{id}\": must not contain ..",
+        ),
+        (
+            json!({ "storage": { "paths": ["/srv/{id}"] } }),
+            "storage.paths: \"/srv/{id}\": must be relative",
+        ),
+        (
+            json!({ "storage": { "paths": ["thumbs/static.jpg"] } }),
+            "storage.paths: ",
+        ),
     ] {
         let config = write_config(dir.path(), conf.clone());
         let (code, _, stderr) = run(bin().arg("--config").arg(&config));
         assert_eq!(code, 2, "{conf}: {stderr}");
-        assert!(stderr.contains(&format!("configuration: {key}")), "{conf}: {stderr}");
+        assert!(
+            stderr.contains(&format!("configuration: {key}")),
+            "{conf}: {stderr}"
+        );
     }
 }
 
@@ -84,31 +109,38 @@ fn a_bad_value_stops_start_up_with_a_message_naming_the_key() {
 fn a_missing_config_file_given_with_config_is_an_error() {
     let (code, _, stderr) = run(bin().args(["--config", "/nonexistent/conf.json", "migrate"]));
     assert_eq!(code, 2);
-    assert!(stderr.contains("/nonexistent/conf.json does not exist"), "{stderr}");
+    assert!(
+        stderr.contains("/nonexistent/conf.json does not exist"),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn environment_variables_override_conf_json() {
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), json!({ "database_url": db_url(dir.path(), "from-file.db") }));
-    let (code, stdout, stderr) = run(bin()
-        .arg("--config")
-        .arg(&config)
-        .arg("migrate")
-        .env("VIDEO_SCHEDULER_DATABASE_URL", db_url(dir.path(), "from-env.db")));
+    let config = write_config(
+        dir.path(),
+        json!({ "database_url": db_url(dir.path(), "from-file.db") }),
+    );
+    let (code, stdout, stderr) = run(bin().arg("--config").arg(&config).arg("migrate").env(
+        "VIDEO_SCHEDULER_DATABASE_URL",
+        db_url(dir.path(), "from-env.db"),
+    ));
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("2 migrations applied"), "{stdout}");
     assert!(dir.path().join("from-env.db").exists());
     assert!(!dir.path().join("from-file.db").exists());
 
     // Nested keys join with `__`, and their values are validated too.
-    let (code, _, stderr) = run(bin()
-        .arg("--config")
-        .arg(&config)
-        .arg("migrate")
-        .env("VIDEO_SCHEDULER_STORAGE__PATHS", "[\"{id}\", \"../{id}.mp4\"]"));
+    let (code, _, stderr) = run(bin().arg("--config").arg(&config).arg("migrate").env(
+        "VIDEO_SCHEDULER_STORAGE__PATHS",
+        "[\"{id}\", \"../{id}.mp4\"]",
+    ));
     assert_eq!(code, 2);
-    assert!(stderr.contains("storage.paths: \"../{id}.mp4\""), "{stderr}");
+    assert!(
+        stderr.contains("storage.paths: \"../{id}.mp4\""),
+        "{stderr}"
+    );
 
     // The layered result, read through the library with the same rules.
     let loaded = Config::load(Some(&config)).unwrap();
@@ -118,9 +150,19 @@ fn environment_variables_override_conf_json() {
 #[test]
 fn enqueue_stats_and_retry_work_from_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), json!({ "database_url": db_url(dir.path(), "cli.db") }));
+    let config = write_config(
+        dir.path(),
+        json!({ "database_url": db_url(dir.path(), "cli.db") }),
+    );
 
-    let (code, stdout, stderr) = run(bin().arg("--config").arg(&config).args(["enqueue", "--delay-secs", "3600", "a1", "a2", "a1"]));
+    let (code, stdout, stderr) = run(bin().arg("--config").arg(&config).args([
+        "enqueue",
+        "--delay-secs",
+        "3600",
+        "a1",
+        "a2",
+        "a1",
+    ]));
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(stdout.trim(), "accepted 2, already queued 0");
 
@@ -132,13 +174,24 @@ fn enqueue_stats_and_retry_work_from_the_command_line() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(b"a2\nb1\n\n  b2  \n").unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"a2\nb1\n\n  b2  \n")
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success());
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "accepted 2, already queued 1");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "accepted 2, already queued 1"
+    );
 
     // One bad id rejects the whole input.
-    let (code, _, stderr) = run(bin().arg("--config").arg(&config).args(["enqueue", "c1", "../etc"]));
+    let (code, _, stderr) = run(bin()
+        .arg("--config")
+        .arg(&config)
+        .args(["enqueue", "c1", "../etc"]));
     assert_eq!(code, 1);
     assert!(stderr.contains("\"../etc\": invalid video id"), "{stderr}");
 
@@ -150,15 +203,25 @@ fn enqueue_stats_and_retry_work_from_the_command_line() {
     // Fail one request for good, then bring it back with `retry --failed`.
     let db = Db::connect(&db_url(dir.path(), "cli.db"), 1).unwrap();
     let later = video_scheduler::db::now_ms() + 7_200_000;
-    let claimed = db.write(|c| queries::claim(c, "test", later, later + 1000, 1)).unwrap();
-    let policy = video_scheduler::pipeline::retry::RetryPolicy { max_attempts: 1, base_ms: 1, max_ms: 1 };
+    let claimed = db
+        .write(|c| queries::claim(c, "test", later, later + 1000, 1))
+        .unwrap();
+    let policy = video_scheduler::pipeline::retry::RetryPolicy {
+        max_attempts: 1,
+        base_ms: 1,
+        max_ms: 1,
+    };
     let failure = policy.failure(&claimed[0], "boom".into(), later);
-    db.write(|c| queries::ack(c, "test", &[], &[failure])).unwrap();
+    db.write(|c| queries::ack(c, "test", &[], &[failure]))
+        .unwrap();
 
     let (code, stdout, stderr) = run(bin().arg("--config").arg(&config).arg("retry"));
     assert_ne!(code, 0, "retry needs --failed: {stdout}");
     assert!(stderr.contains("--failed"), "{stderr}");
-    let (code, stdout, _) = run(bin().arg("--config").arg(&config).args(["retry", "--failed"]));
+    let (code, stdout, _) = run(bin()
+        .arg("--config")
+        .arg(&config)
+        .args(["retry", "--failed"]));
     assert_eq!(code, 0);
     assert_eq!(stdout.trim(), "1 failed requests moved back to pending");
     let stats = db.read(|c| queries::stats(c, later)).unwrap();

@@ -50,7 +50,10 @@ fn recording_an_id_on_the_seed_route_deletes_every_templated_path_without_waitin
     });
     wait_until("the row is removed", || !row_exists(&app, id));
     assert!(neighbour.exists(), "a file of another video was touched");
-    assert!(app.root().join("hls").is_dir(), "the template's parent stays");
+    assert!(
+        app.root().join("hls").is_dir(),
+        "the template's parent stays"
+    );
 }
 
 #[test]
@@ -63,7 +66,10 @@ fn a_batch_of_5000_ids_through_the_batch_route_is_all_deleted() {
     let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
     let reply = app.record(&refs, json!({}));
     assert_eq!(reply.status, 202, "{}", reply.body);
-    assert_eq!(reply.json(), json!({ "accepted": 5000, "already_queued": 0 }));
+    assert_eq!(
+        reply.json(),
+        json!({ "accepted": 5000, "already_queued": 0 })
+    );
 
     wait_until("all rows are gone", || row_count(&app) == 0);
     let left = std::fs::read_dir(app.root()).unwrap().count();
@@ -98,7 +104,10 @@ fn a_delayed_request_is_not_deleted_before_its_time() {
     let not_before = chrono::DateTime::parse_from_rfc3339(row["not_before"].as_str().unwrap())
         .unwrap()
         .timestamp_millis();
-    assert!(not_before >= now_ms() + 1000, "not_before is about 2 s ahead");
+    assert!(
+        not_before >= now_ms() + 1000,
+        "not_before is about 2 s ahead"
+    );
 
     wait_until("the delayed file is deleted", || {
         let gone = !file.exists();
@@ -116,7 +125,11 @@ fn a_delayed_request_is_not_deleted_before_its_time() {
 fn not_before_as_rfc3339_schedules_the_request() {
     let app = spawn_app(|_| {});
     let at = "2099-01-01T00:00:00+02:00";
-    assert_eq!(app.record(&["far-future"], json!({ "not_before": at })).status, 202);
+    assert_eq!(
+        app.record(&["far-future"], json!({ "not_before": at }))
+            .status,
+        202
+    );
     let row = app.get("/v1/deletions/far-future").json();
     assert_eq!(row["not_before"], "2098-12-31T22:00:00.000Z");
     assert_eq!(row["state"], "pending");
@@ -155,7 +168,13 @@ fn a_directory_symlink_out_of_the_root_is_never_followed() {
         app.get("/v1/deletions/escape").json()["state"] == "failed"
     });
     let row = app.get("/v1/deletions/escape").json();
-    assert!(row["last_error"].as_str().unwrap().starts_with("thumbs/escape.jpg: "), "{row}");
+    assert!(
+        row["last_error"]
+            .as_str()
+            .unwrap()
+            .starts_with("thumbs/escape.jpg: "),
+        "{row}"
+    );
     assert_eq!(std::fs::read(&target).unwrap(), b"outside the root");
 }
 
@@ -202,7 +221,9 @@ fn requests_recorded_before_a_restart_are_processed_after_it() {
         app.create_file(id);
     }
     let due = now_ms() + 3000;
-    let at = chrono::DateTime::from_timestamp_millis(due).unwrap().to_rfc3339();
+    let at = chrono::DateTime::from_timestamp_millis(due)
+        .unwrap()
+        .to_rfc3339();
     assert_eq!(app.record(&ids, json!({ "not_before": at })).status, 202);
     let (dir, config) = app.stop();
 

@@ -80,7 +80,9 @@ impl Db {
     /// when missing; does not migrate.
     pub fn connect(url: &str, read_connections: u32) -> Result<Db, DbError> {
         let path = url.strip_prefix("sqlite://").ok_or_else(|| {
-            DbError::Unavailable(format!("unsupported database_url {url:?}: expected sqlite://PATH"))
+            DbError::Unavailable(format!(
+                "unsupported database_url {url:?}: expected sqlite://PATH"
+            ))
         })?;
         if path.is_empty() || path == ":memory:" {
             return Err(DbError::Unavailable(

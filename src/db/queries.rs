@@ -63,7 +63,11 @@ pub fn insert_new(
 
 /// Group commit: the requests of many callers in one transaction (one
 /// fsync). Returns, per request, how many of its ids were new.
-pub fn record_many(conn: &mut Conn, requests: &[RecordRequest], now: i64) -> QueryResult<Vec<usize>> {
+pub fn record_many(
+    conn: &mut Conn,
+    requests: &[RecordRequest],
+    now: i64,
+) -> QueryResult<Vec<usize>> {
     conn.immediate_transaction(|conn| {
         requests
             .iter()
@@ -296,5 +300,9 @@ pub fn stats(conn: &mut Conn, now: i64) -> QueryResult<Stats> {
 
 /// Cheapest statement proving the table is there and readable.
 pub fn ping(conn: &mut Conn) -> QueryResult<()> {
-    t::video_del_rec.select(t::id).limit(1).load::<String>(conn).map(drop)
+    t::video_del_rec
+        .select(t::id)
+        .limit(1)
+        .load::<String>(conn)
+        .map(drop)
 }

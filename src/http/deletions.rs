@@ -6,8 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use super::AppState;
 use crate::db::models::{Deletion, State};
-use crate::db::queries::{self, Change};
 use crate::db::now_ms;
+use crate::db::queries::{self, Change};
 use crate::error::ApiError;
 use crate::pipeline::record::Record;
 use crate::video_id::VideoId;
@@ -100,7 +100,9 @@ pub fn parse_create(body: CreateBody, now: i64) -> Result<Record, ApiError> {
                 "give delay_secs or not_before, not both".into(),
             ))
         }
-        (Some(secs), None) => now.saturating_add(secs.saturating_mul(1000).min(i64::MAX as u64) as i64),
+        (Some(secs), None) => {
+            now.saturating_add(secs.saturating_mul(1000).min(i64::MAX as u64) as i64)
+        }
         (None, Some(at)) => DateTime::parse_from_rfc3339(&at)
             .map_err(|e| ApiError::BadRequest(format!("not_before: {e} (expected RFC 3339)")))?
             .timestamp_millis(),
@@ -110,13 +112,18 @@ pub fn parse_create(body: CreateBody, now: i64) -> Result<Record, ApiError> {
         .ids
         .iter()
         .enumerate()
-        .map(|(i, raw)| VideoId::parse(raw).map_err(|e| ApiError::InvalidId(format!("ids[{i}]: {e}"))))
+        .map(|(i, raw)| {
+            VideoId::parse(raw).map_err(|e| ApiError::InvalidId(format!("ids[{i}]: {e}")))
+        })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Record::new(ids, not_before))
 }
 
 /// `POST /v1/deletions`: 202 once every new id is committed.
-async fn create(state: web::Data<AppState>, body: web::Json<CreateBody>) -> Result<HttpResponse, ApiError> {
+async fn create(
+    state: web::Data<AppState>,
+    body: web::Json<CreateBody>,
+) -> Result<HttpResponse, ApiError> {
     let record = parse_create(body.into_inner(), now_ms())?;
     let recorded = state
         .record
@@ -152,18 +159,25 @@ struct Page {
 }
 
 /// `GET /v1/deletions?state=&after=&limit=`: keyset pagination by id.
-async fn list(state: web::Data<AppState>, query: web::Query<ListQuery>) -> Result<HttpResponse, ApiError> {
+async fn list(
+    state: web::Data<AppState>,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
     let query = query.into_inner();
     let filter = match query.state.as_deref() {
         None => None,
         Some(s) => Some(State::parse(s).ok_or_else(|| {
-            ApiError::BadRequest(format!("state must be pending, running or failed, not {s:?}"))
+            ApiError::BadRequest(format!(
+                "state must be pending, running or failed, not {s:?}"
+            ))
         })?),
     };
     let after = query.after.as_deref().map(parse_id).transpose()?;
     let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
     if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::BadRequest(format!("limit must be between 1 and {MAX_LIMIT}")));
+        return Err(ApiError::BadRequest(format!(
+            "limit must be between 1 and {MAX_LIMIT}"
+        )));
     }
     let rows = state
         .db
@@ -177,9 +191,16 @@ async fn list(state: web::Data<AppState>, query: web::Query<ListQuery>) -> Resul
 }
 
 /// `DELETE /v1/deletions/{id}`: cancel unless an instance is deleting it.
-async fn cancel(state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn cancel(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&id)?;
-    match state.db.write_async(move |c| queries::cancel(c, &id, now_ms())).await? {
+    match state
+        .db
+        .write_async(move |c| queries::cancel(c, &id, now_ms()))
+        .await?
+    {
         Change::Done => Ok(HttpResponse::NoContent().finish()),
         Change::NotFound => Err(ApiError::NotFound),
         Change::Conflict(_) => Err(ApiError::Conflict(
@@ -189,10 +210,17 @@ async fn cancel(state: web::Data<AppState>, id: web::Path<String>) -> Result<Htt
 }
 
 /// `POST /v1/deletions/{id}/retry`: failed -> pending, due now.
-async fn retry(state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn retry(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&id)?;
     let lookup = id.clone();
-    match state.db.write_async(move |c| queries::retry(c, &id, now_ms())).await? {
+    match state
+        .db
+        .write_async(move |c| queries::retry(c, &id, now_ms()))
+        .await?
+    {
         Change::Done => {}
         Change::NotFound => return Err(ApiError::NotFound),
         Change::Conflict(s) => {
@@ -203,7 +231,10 @@ async fn retry(state: web::Data<AppState>, id: web::Path<String>) -> Result<Http
         }
     }
     let lookup_id = lookup.clone();
-    let row = state.db.read_async(move |c| queries::get(c, &lookup_id)).await?;
+    let row = state
+        .db
+        .read_async(move |c| queries::get(c, &lookup_id))
+        .await?;
     // The row may already be claimed and even gone: report what is there.
     Ok(match row {
         Some(row) => HttpResponse::Ok().json(DeletionView::from(row)),

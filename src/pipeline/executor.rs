@@ -41,7 +41,11 @@ impl ExecutorActor {
         }
     }
 
-    fn ack(&self, done: &[String], failures: &[crate::db::models::Failure]) -> Result<AckCounts, DbError> {
+    fn ack(
+        &self,
+        done: &[String],
+        failures: &[crate::db::models::Failure],
+    ) -> Result<AckCounts, DbError> {
         let mut tries = 0;
         loop {
             tries += 1;
@@ -85,7 +89,11 @@ pub struct BatchReport {
 impl Handler<DeleteBatch> for ExecutorActor {
     type Result = MessageResult<DeleteBatch>;
 
-    fn handle(&mut self, DeleteBatch(batch): DeleteBatch, _: &mut SyncContext<Self>) -> Self::Result {
+    fn handle(
+        &mut self,
+        DeleteBatch(batch): DeleteBatch,
+        _: &mut SyncContext<Self>,
+    ) -> Self::Result {
         let started = Instant::now();
         let size = batch.len();
         let mut report = BatchReport::default();

@@ -57,9 +57,13 @@ impl Pipeline {
             config.executors,
         )
         .start();
-        let timer = TimerActor::new(dispatcher.clone(), Duration::from_millis(config.tick_ms)).start();
+        let timer =
+            TimerActor::new(dispatcher.clone(), Duration::from_millis(config.tick_ms)).start();
         let record = RecordActor::new(db, dispatcher.clone()).start();
-        log::info!("pipeline started as {owner}: {} executors", config.executors);
+        log::info!(
+            "pipeline started as {owner}: {} executors",
+            config.executors
+        );
         Pipeline {
             record,
             dispatcher,

@@ -38,7 +38,8 @@ impl RecordActor {
             return;
         }
         self.committing = true;
-        let (requests, replies): (Vec<_>, Vec<_>) = std::mem::take(&mut self.queue).into_iter().unzip();
+        let (requests, replies): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.queue).into_iter().unzip();
         let db = self.db.clone();
         let write = async move {
             let now = now_ms();

@@ -60,7 +60,9 @@ pub fn start_in(dir: TempDir, config: Config) -> TestApp {
     let thread = std::thread::spawn(move || {
         actix_web::rt::System::new().block_on(async move {
             let timeout = Duration::from_secs(app_config.shutdown_timeout_secs);
-            let running = video_scheduler::start(app_config).await.expect("app starts");
+            let running = video_scheduler::start(app_config)
+                .await
+                .expect("app starts");
             tx.send((running.addr(), running.handle())).unwrap();
             running.wait(timeout).await.unwrap();
         })
@@ -139,7 +141,10 @@ impl TestApp {
         stream.read_to_end(&mut raw).unwrap();
         let text = String::from_utf8_lossy(&raw);
         let status = text[9..12].parse().unwrap();
-        let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
         Reply {
             status,
             body,
@@ -178,7 +183,8 @@ pub struct Reply {
 
 impl Reply {
     pub fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
     }
 }
 
