@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{now_ms, spawn_app, TestApp};
+use common::{claim_as, fail_for_good, spawn_app, TestApp};
 use serde_json::{json, Value};
 use video_scheduler::db::queries;
 use video_scheduler::video_id::VideoId;
@@ -136,13 +136,7 @@ fn show_cancel_and_retry_answer_as_the_contract_says() {
     assert_eq!(app.delete("/v1/deletions/to-cancel").status, 204);
     assert_eq!(app.get("/v1/deletions/to-cancel").status, 404);
 
-    // Lease the other row as another instance would, an hour from now so
-    // that this app's own dispatcher cannot have claimed it.
-    let later = now_ms() + 2 * 3_600_000;
-    let claimed = app
-        .db()
-        .write(|c| queries::claim(c, "other-instance", later, later + 60_000, 10))
-        .unwrap();
+    let claimed = claim_as(&app.db(), "other-instance", 10);
     assert_eq!(claimed.len(), 1);
     let running = app.get("/v1/deletions/running-one").json();
     assert_eq!(running["state"], "running");
@@ -203,22 +197,9 @@ fn listing_is_keyset_paginated_by_id_and_filtered_by_state() {
 fn stats_count_by_state_and_age_the_oldest_due_request() {
     let app = spawn_app(|c| c.tick_ms = 3_600_000);
     app.record(&["p1", "p2", "f1"], json!({ "delay_secs": 3600 }));
-    let later = now_ms() + 2 * 3_600_000;
     let db = app.db();
-    let claimed = db
-        .write(|c| queries::claim(c, "test", later, later + 60_000, 3))
-        .unwrap();
-    let policy = video_scheduler::pipeline::retry::RetryPolicy {
-        max_attempts: 1,
-        base_ms: 1,
-        max_ms: 1,
-    };
-    let f1 = claimed.iter().find(|c| c.id == "f1").unwrap();
-    let failure = policy.failure(f1, "boom".into(), later);
-    let counts = db
-        .write(|c| queries::ack(c, "test", &[], &[failure]))
-        .unwrap();
-    assert_eq!(counts.failed, 1);
+    let claimed = claim_as(&db, "test", 3);
+    fail_for_good(&db, "test", claimed.iter().find(|c| c.id == "f1").unwrap());
 
     let s = stats(&app);
     assert_eq!(

@@ -202,18 +202,8 @@ fn enqueue_stats_and_retry_work_from_the_command_line() {
 
     // Fail one request for good, then bring it back with `retry --failed`.
     let db = Db::connect(&db_url(dir.path(), "cli.db"), 1).unwrap();
-    let later = video_scheduler::db::now_ms() + 7_200_000;
-    let claimed = db
-        .write(|c| queries::claim(c, "test", later, later + 1000, 1))
-        .unwrap();
-    let policy = video_scheduler::pipeline::retry::RetryPolicy {
-        max_attempts: 1,
-        base_ms: 1,
-        max_ms: 1,
-    };
-    let failure = policy.failure(&claimed[0], "boom".into(), later);
-    db.write(|c| queries::ack(c, "test", &[], &[failure]))
-        .unwrap();
+    let claimed = common::claim_as(&db, "test", 1);
+    common::fail_for_good(&db, "test", &claimed[0]);
 
     let (code, stdout, stderr) = run(bin().arg("--config").arg(&config).arg("retry"));
     assert_ne!(code, 0, "retry needs --failed: {stdout}");
@@ -224,6 +214,8 @@ fn enqueue_stats_and_retry_work_from_the_command_line() {
         .args(["retry", "--failed"]));
     assert_eq!(code, 0);
     assert_eq!(stdout.trim(), "1 failed requests moved back to pending");
-    let stats = db.read(|c| queries::stats(c, later)).unwrap();
+    let stats = db
+        .read(|c| queries::stats(c, common::two_hours_ahead()))
+        .unwrap();
     assert_eq!((stats.pending, stats.failed), (4, 0));
 }

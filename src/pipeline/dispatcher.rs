@@ -137,28 +137,26 @@ impl Actor for DispatcherActor {
 #[rtype(result = "()")]
 pub struct Tick;
 
-impl Handler<Tick> for DispatcherActor {
-    type Result = ();
-
-    fn handle(&mut self, _: Tick, ctx: &mut Context<Self>) {
-        self.more = true;
-        self.maybe_claim(ctx);
-    }
-}
-
 /// From the RecordActor: requests due now were just committed.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Nudge;
 
-impl Handler<Nudge> for DispatcherActor {
-    type Result = ();
+/// Both wake-ups mean the same: work may be due.
+macro_rules! wake_on {
+    ($($message:ty),*) => {$(
+        impl Handler<$message> for DispatcherActor {
+            type Result = ();
 
-    fn handle(&mut self, _: Nudge, ctx: &mut Context<Self>) {
-        self.more = true;
-        self.maybe_claim(ctx);
-    }
+            fn handle(&mut self, _: $message, ctx: &mut Context<Self>) {
+                self.more = true;
+                self.maybe_claim(ctx);
+            }
+        }
+    )*};
 }
+
+wake_on!(Tick, Nudge);
 
 /// Stop claiming; resolves once every batch in execution is acked.
 #[derive(Message)]

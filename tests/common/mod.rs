@@ -220,3 +220,30 @@ pub fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
 pub fn now_ms() -> i64 {
     video_scheduler::db::now_ms()
 }
+
+/// Two hours ahead: a claim made "then" takes rows recorded with a delay of
+/// an hour, which the app's own dispatcher cannot have claimed yet.
+pub fn two_hours_ahead() -> i64 {
+    now_ms() + 2 * 3_600_000
+}
+
+/// Leases up to `limit` due rows to `owner`, as another instance would.
+pub fn claim_as(db: &Db, owner: &str, limit: usize) -> Vec<video_scheduler::db::models::Claimed> {
+    let later = two_hours_ahead();
+    db.write(|c| video_scheduler::db::queries::claim(c, owner, later, later + 60_000, limit))
+        .unwrap()
+}
+
+/// Acks `claimed` as a failure that used its last attempt: state `failed`.
+pub fn fail_for_good(db: &Db, owner: &str, claimed: &video_scheduler::db::models::Claimed) {
+    let policy = video_scheduler::pipeline::retry::RetryPolicy {
+        max_attempts: 1,
+        base_ms: 1,
+        max_ms: 1,
+    };
+    let failure = policy.failure(claimed, "boom".into(), now_ms());
+    let counts = db
+        .write(|c| video_scheduler::db::queries::ack(c, owner, &[], &[failure]))
+        .unwrap();
+    assert_eq!(counts.failed, 1);
+}
