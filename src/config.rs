@@ -25,7 +25,8 @@ pub const DEFAULT_FILE: &str = "conf.json";
 pub struct Config {
     /// Address of the HTTP server; the seed listened on port 9001.
     pub listen: SocketAddr,
-    /// `sqlite://PATH`; the scheme picks the backend.
+    /// `sqlite://PATH`, `mysql://USER:PASS@HOST:PORT/DB` or
+    /// `postgres://USER:PASS@HOST:PORT/DB`; the scheme picks the backend.
     pub database_url: String,
     /// Where the video files live and which of them belong to an id.
     pub storage: StorageConfig,
@@ -48,7 +49,8 @@ pub struct Config {
     pub api_tokens: Vec<String>,
     /// How long shutdown waits for in-flight requests and batches.
     pub shutdown_timeout_secs: u64,
-    /// Read connections in the pool (SQLite writes always use one writer).
+    /// Connections in the pool (on SQLite: readers; writes always use one
+    /// writer connection).
     pub pool_size: u32,
 }
 
@@ -145,11 +147,8 @@ impl Config {
                 reason: reason.to_owned(),
             })
         };
-        if !self.database_url.starts_with("sqlite://") {
-            return invalid(
-                "database_url",
-                "must start with sqlite:// (the backends this binary was built with)",
-            );
+        if let Err(reason) = crate::db::Backend::from_url(&self.database_url) {
+            return invalid("database_url", &reason);
         }
         if self.tick_ms == 0 {
             return invalid("tick_ms", "must be at least 1");

@@ -24,6 +24,7 @@
 //! - [`pipeline`]: the actors, one per file with their messages.
 //! - [`storage`]: templated paths under a root, never escaping it.
 //! - [`http`]: routes, auth, limits; [`error`] maps errors to HTTP once.
+//! - [`metrics`]: Prometheus counters, served at `/metrics`.
 //! - [`cli`]: `serve`, `migrate`, `enqueue`, `stats`, `retry --failed`.
 
 pub mod cli;
@@ -31,6 +32,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod http;
+pub mod metrics;
 pub mod pipeline;
 pub mod storage;
 pub mod video_id;
@@ -88,10 +90,12 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         path: config.storage.root.display().to_string(),
         source,
     })?;
-    let pipeline = Pipeline::start(db.clone(), Arc::new(storage), &config);
+    let metrics = Arc::new(metrics::Metrics::new());
+    let pipeline = Pipeline::start(db.clone(), Arc::new(storage), metrics.clone(), &config);
     let state = web::Data::new(AppState {
         db,
         record: pipeline.record.clone(),
+        metrics,
         tokens: config.api_tokens.clone().into(),
     });
     let server = HttpServer::new(move || {

@@ -2,18 +2,27 @@
 
 mod common;
 
-use common::{claim_as, fail_for_good, spawn_app, TestApp};
+use common::{Backend, claim_as, fail_for_good, spawn_app, TestApp};
 use serde_json::{json, Value};
 use video_scheduler::db::queries;
 use video_scheduler::video_id::VideoId;
+
+backend_tests!(
+    every_bad_id_is_a_400_and_changes_nothing,
+    the_batch_route_enforces_its_limits_with_json_errors,
+    show_cancel_and_retry_answer_as_the_contract_says,
+    listing_is_keyset_paginated_by_id_and_filtered_by_state,
+    stats_count_by_state_and_age_the_oldest_due_request,
+    probes_answer_and_readyz_checks_the_database,
+    api_tokens_protect_every_route_but_the_probes,
+);
 
 fn stats(app: &TestApp) -> Value {
     app.get("/v1/stats").json()
 }
 
-#[test]
-fn every_bad_id_is_a_400_and_changes_nothing() {
-    let app = spawn_app(|_| {});
+fn every_bad_id_is_a_400_and_changes_nothing(backend: Backend) {
+    let app = spawn_app(backend, |_| {});
     // (path as sent on the wire, expected seed answer)
     let long = "x".repeat(65);
     let seed_cases = [
@@ -78,9 +87,8 @@ fn every_bad_id_is_a_400_and_changes_nothing() {
     );
 }
 
-#[test]
-fn the_batch_route_enforces_its_limits_with_json_errors() {
-    let app = spawn_app(|_| {});
+fn the_batch_route_enforces_its_limits_with_json_errors(backend: Backend) {
+    let app = spawn_app(backend, |_| {});
     let too_many: Vec<String> = (0..10_001).map(|i| format!("v{i}")).collect();
     let reply = app.post("/v1/deletions", json!({ "ids": too_many }));
     assert_eq!(reply.status, 400);
@@ -112,9 +120,8 @@ fn the_batch_route_enforces_its_limits_with_json_errors() {
     assert_eq!(empty.json(), json!({ "accepted": 0, "already_queued": 0 }));
 }
 
-#[test]
-fn show_cancel_and_retry_answer_as_the_contract_says() {
-    let app = spawn_app(|_| {});
+fn show_cancel_and_retry_answer_as_the_contract_says(backend: Backend) {
+    let app = spawn_app(backend, |_| {});
     assert_eq!(app.get("/v1/deletions/unknown").status, 404);
     assert_eq!(app.get("/v1/deletions/unknown").json()["code"], "not_found");
     assert_eq!(app.delete("/v1/deletions/unknown").status, 404);
@@ -149,9 +156,8 @@ fn show_cancel_and_retry_answer_as_the_contract_says() {
     );
 }
 
-#[test]
-fn listing_is_keyset_paginated_by_id_and_filtered_by_state() {
-    let app = spawn_app(|_| {});
+fn listing_is_keyset_paginated_by_id_and_filtered_by_state(backend: Backend) {
+    let app = spawn_app(backend, |_| {});
     let ids = ["e", "a", "d", "b", "c"];
     app.record(&ids, json!({ "delay_secs": 3600 }));
 
@@ -193,9 +199,8 @@ fn listing_is_keyset_paginated_by_id_and_filtered_by_state() {
     }
 }
 
-#[test]
-fn stats_count_by_state_and_age_the_oldest_due_request() {
-    let app = spawn_app(|c| c.tick_ms = 3_600_000);
+fn stats_count_by_state_and_age_the_oldest_due_request(backend: Backend) {
+    let app = spawn_app(backend, |c| c.tick_ms = 3_600_000);
     app.record(&["p1", "p2", "f1"], json!({ "delay_secs": 3600 }));
     let db = app.db();
     let claimed = claim_as(&db, "test", 3);
@@ -222,9 +227,8 @@ fn stats_count_by_state_and_age_the_oldest_due_request() {
     );
 }
 
-#[test]
-fn probes_answer_and_readyz_checks_the_database() {
-    let app = spawn_app(|_| {});
+fn probes_answer_and_readyz_checks_the_database(backend: Backend) {
+    let app = spawn_app(backend, |_| {});
     assert_eq!(app.get("/healthz").status, 200);
     let ready = app.get("/readyz");
     assert_eq!(
@@ -233,9 +237,8 @@ fn probes_answer_and_readyz_checks_the_database() {
     );
 }
 
-#[test]
-fn api_tokens_protect_every_route_but_the_probes() {
-    let app = spawn_app(|c| c.api_tokens = vec!["s3cret".into()]);
+fn api_tokens_protect_every_route_but_the_probes(backend: Backend) {
+    let app = spawn_app(backend, |c| c.api_tokens = vec!["s3cret".into()]);
     for path in [
         "/v1/stats",
         "/v1/deletions",

@@ -4,10 +4,22 @@ mod common;
 
 use std::path::Path;
 
-use common::{now_ms, spawn_app, start_in, wait_until, TestApp};
+use common::{Backend, now_ms, spawn_app, start_in, wait_until, TestApp};
 use serde_json::json;
 use video_scheduler::db::queries;
 use video_scheduler::video_id::VideoId;
+
+backend_tests!(
+    recording_an_id_on_the_seed_route_deletes_every_templated_path_without_waiting_for_a_tick,
+    a_batch_of_5000_ids_through_the_batch_route_is_all_deleted,
+    recording_a_queued_id_again_is_accepted_and_does_not_reset_it,
+    a_delayed_request_is_not_deleted_before_its_time,
+    not_before_as_rfc3339_schedules_the_request,
+    a_symlink_inside_the_root_is_removed_as_a_link_and_its_target_survives,
+    a_directory_symlink_out_of_the_root_is_never_followed,
+    a_file_that_cannot_be_deleted_is_retried_and_not_lost,
+    requests_recorded_before_a_restart_are_processed_after_it,
+);
 
 fn row_count(app: &TestApp) -> i64 {
     let stats = app.db().read(|c| queries::stats(c, now_ms())).unwrap();
@@ -19,9 +31,8 @@ fn row_exists(app: &TestApp, id: &str) -> bool {
     app.db().read(|c| queries::get(c, &id)).unwrap().is_some()
 }
 
-#[test]
-fn recording_an_id_on_the_seed_route_deletes_every_templated_path_without_waiting_for_a_tick() {
-    let app = spawn_app(|c| {
+fn recording_an_id_on_the_seed_route_deletes_every_templated_path_without_waiting_for_a_tick(backend: Backend) {
+    let app = spawn_app(backend, |c| {
         // An hour between ticks: only the RecordActor's nudge can start it.
         c.tick_ms = 3_600_000;
         c.storage.paths = vec![
@@ -56,9 +67,8 @@ fn recording_an_id_on_the_seed_route_deletes_every_templated_path_without_waitin
     );
 }
 
-#[test]
-fn a_batch_of_5000_ids_through_the_batch_route_is_all_deleted() {
-    let app = spawn_app(|_| {});
+fn a_batch_of_5000_ids_through_the_batch_route_is_all_deleted(backend: Backend) {
+    let app = spawn_app(backend, |_| {});
     let ids: Vec<String> = (0..5000).map(|i| format!("video-{i:05}")).collect();
     for id in &ids {
         std::fs::write(app.root().join(id), b"").unwrap();
@@ -76,9 +86,8 @@ fn a_batch_of_5000_ids_through_the_batch_route_is_all_deleted() {
     assert_eq!(left, 0, "files left behind");
 }
 
-#[test]
-fn recording_a_queued_id_again_is_accepted_and_does_not_reset_it() {
-    let app = spawn_app(|_| {});
+fn recording_a_queued_id_again_is_accepted_and_does_not_reset_it(backend: Backend) {
+    let app = spawn_app(backend, |_| {});
     let first = app.record(&["queued-1"], json!({ "delay_secs": 3600 }));
     assert_eq!(first.json(), json!({ "accepted": 1, "already_queued": 0 }));
     let before = app.get("/v1/deletions/queued-1").json();
@@ -94,9 +103,8 @@ fn recording_a_queued_id_again_is_accepted_and_does_not_reset_it() {
     assert_eq!(after["state"], "pending");
 }
 
-#[test]
-fn a_delayed_request_is_not_deleted_before_its_time() {
-    let app = spawn_app(|c| c.tick_ms = 50);
+fn a_delayed_request_is_not_deleted_before_its_time(backend: Backend) {
+    let app = spawn_app(backend, |c| c.tick_ms = 50);
     let file = app.create_file("later");
     let reply = app.record(&["later"], json!({ "delay_secs": 2 }));
     assert_eq!(reply.status, 202);
@@ -121,9 +129,8 @@ fn a_delayed_request_is_not_deleted_before_its_time() {
     wait_until("the row is removed", || !row_exists(&app, "later"));
 }
 
-#[test]
-fn not_before_as_rfc3339_schedules_the_request() {
-    let app = spawn_app(|_| {});
+fn not_before_as_rfc3339_schedules_the_request(backend: Backend) {
+    let app = spawn_app(backend, |_| {});
     let at = "2099-01-01T00:00:00+02:00";
     assert_eq!(
         app.record(&["far-future"], json!({ "not_before": at }))
@@ -135,9 +142,8 @@ fn not_before_as_rfc3339_schedules_the_request() {
     assert_eq!(row["state"], "pending");
 }
 
-#[test]
-fn a_symlink_inside_the_root_is_removed_as_a_link_and_its_target_survives() {
-    let app = spawn_app(|c| c.storage.paths = vec!["{id}".into(), "thumbs/{id}.jpg".into()]);
+fn a_symlink_inside_the_root_is_removed_as_a_link_and_its_target_survives(backend: Backend) {
+    let app = spawn_app(backend, |c| c.storage.paths = vec!["{id}".into(), "thumbs/{id}.jpg".into()]);
     let outside = tempfile::tempdir().unwrap();
     let target = outside.path().join("precious.mp4");
     std::fs::write(&target, b"keep me").unwrap();
@@ -150,9 +156,8 @@ fn a_symlink_inside_the_root_is_removed_as_a_link_and_its_target_survives() {
     assert_eq!(std::fs::read(&target).unwrap(), b"keep me");
 }
 
-#[test]
-fn a_directory_symlink_out_of_the_root_is_never_followed() {
-    let app = spawn_app(|c| {
+fn a_directory_symlink_out_of_the_root_is_never_followed(backend: Backend) {
+    let app = spawn_app(backend, |c| {
         c.storage.paths = vec!["thumbs/{id}.jpg".into()];
         c.retry_base_ms = 10;
         c.retry_max_ms = 20;
@@ -178,9 +183,8 @@ fn a_directory_symlink_out_of_the_root_is_never_followed() {
     assert_eq!(std::fs::read(&target).unwrap(), b"outside the root");
 }
 
-#[test]
-fn a_file_that_cannot_be_deleted_is_retried_and_not_lost() {
-    let app = spawn_app(|c| {
+fn a_file_that_cannot_be_deleted_is_retried_and_not_lost(backend: Backend) {
+    let app = spawn_app(backend, |c| {
         c.tick_ms = 20;
         c.retry_base_ms = 20;
         c.retry_max_ms = 40;
@@ -213,9 +217,8 @@ fn a_file_that_cannot_be_deleted_is_retried_and_not_lost() {
     wait_until("the row is removed", || !row_exists(&app, "stuck"));
 }
 
-#[test]
-fn requests_recorded_before_a_restart_are_processed_after_it() {
-    let app = spawn_app(|_| {});
+fn requests_recorded_before_a_restart_are_processed_after_it(backend: Backend) {
+    let app = spawn_app(backend, |_| {});
     let ids = ["before-restart-1", "before-restart-2", "before-restart-3"];
     for id in ids {
         app.create_file(id);

@@ -7,24 +7,30 @@
 //! condition variable, not on SQLite's lock), while reads use a separate
 //! pool and, thanks to WAL, never wait for the writer.
 
+pub mod connection;
 pub mod models;
 pub mod queries;
 pub mod schema;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use diesel::connection::SimpleConnection;
-use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool};
+use diesel::r2d2::Pool;
 use diesel::QueryResult;
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
+pub use connection::{AnyConnection, Backend};
+use connection::Manager;
+
 /// The connection every query takes.
-pub type Conn = diesel::SqliteConnection;
+pub type Conn = AnyConnection;
 
-type Manager = ConnectionManager<Conn>;
-
-/// Migrations of the SQLite backend, compiled into the binary.
-pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+/// Migrations per backend, compiled into the binary.
+#[cfg(feature = "sqlite")]
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+#[cfg(feature = "mysql")]
+const MYSQL_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/mysql");
+#[cfg(feature = "postgres")]
+const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 
 /// Milliseconds since the Unix epoch: the time unit of every column.
 pub fn now_ms() -> i64 {
@@ -52,72 +58,68 @@ pub enum DbError {
 /// Handle on the database: cheap to clone, shared by actors and handlers.
 #[derive(Clone)]
 pub struct Db {
+    backend: Backend,
     read: Pool<Manager>,
+    /// On SQLite a pool of one connection: the single writer. Elsewhere the
+    /// same pool as `read`: the server arbitrates concurrent writers.
     write: Pool<Manager>,
 }
 
-/// Per-connection settings applied when r2d2 opens a connection.
-#[derive(Debug)]
-struct SqliteSettings;
-
-impl CustomizeConnection<Conn, diesel::r2d2::Error> for SqliteSettings {
-    fn on_acquire(&self, conn: &mut Conn) -> Result<(), diesel::r2d2::Error> {
-        // WAL: readers never block the writer. synchronous=FULL: a commit is
-        // on disk before it returns, so an acknowledged request survives a
-        // power loss too. busy_timeout: another process (the CLI) may hold
-        // the write lock for a moment.
-        conn.batch_execute(
-            "PRAGMA journal_mode = WAL;
-             PRAGMA synchronous = FULL;
-             PRAGMA busy_timeout = 10000;",
-        )
-        .map_err(diesel::r2d2::Error::QueryError)
-    }
-}
-
 impl Db {
-    /// Opens pools for `url` (`sqlite://PATH`). Creates the database file
-    /// when missing; does not migrate.
-    pub fn connect(url: &str, read_connections: u32) -> Result<Db, DbError> {
-        let path = url.strip_prefix("sqlite://").ok_or_else(|| {
-            DbError::Unavailable(format!(
-                "unsupported database_url {url:?}: expected sqlite://PATH"
-            ))
-        })?;
-        if path.is_empty() || path == ":memory:" {
-            return Err(DbError::Unavailable(
-                "database_url needs a file path: sqlite://PATH".into(),
-            ));
-        }
+    /// Opens pools for `url` (`sqlite://PATH`, `mysql://...`,
+    /// `postgres://...`). Creates a missing SQLite file; does not migrate.
+    pub fn connect(url: &str, connections: u32) -> Result<Db, DbError> {
+        let (backend, driver_url) = Backend::from_url(url).map_err(DbError::Unavailable)?;
+        let manager = Manager { backend, driver_url };
         let build = |size: u32| {
             Pool::builder()
                 .max_size(size)
-                .connection_timeout(Duration::from_secs(10))
-                .connection_customizer(Box::new(SqliteSettings))
-                .build(Manager::new(path))
-                .map_err(|e| DbError::Unavailable(format!("cannot open {path}: {e}")))
+                .min_idle(Some(1))
+                .connection_timeout(Duration::from_secs(5))
+                // A server-side backend may have dropped an idle connection
+                // (restart, outage): check before use. SQLite cannot.
+                .test_on_check_out(backend != Backend::Sqlite)
+                .build(manager.clone())
+                .map_err(|e| DbError::Unavailable(format!("cannot connect to {}: {e}", redact(url))))
         };
-        let write = build(1)?;
-        let read = build(read_connections)?;
-        Ok(Db { read, write })
+        let read = build(connections)?;
+        let write = match backend {
+            Backend::Sqlite => build(1)?,
+            _ => read.clone(),
+        };
+        Ok(Db { backend, read, write })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
     }
 
     /// Runs the pending migrations; returns their names.
     pub fn migrate(&self) -> Result<Vec<String>, DbError> {
         let mut conn = self.write.get().map_err(unavailable)?;
-        let applied = conn
-            .run_pending_migrations(MIGRATIONS)
-            .map_err(|e| DbError::Migration(e.to_string()))?;
-        Ok(applied.iter().map(ToString::to_string).collect())
+        let applied = match &mut *conn {
+            #[cfg(feature = "sqlite")]
+            AnyConnection::Sqlite(c) => names(c.run_pending_migrations(SQLITE_MIGRATIONS)),
+            #[cfg(feature = "mysql")]
+            AnyConnection::Mysql(c) => names(c.run_pending_migrations(MYSQL_MIGRATIONS)),
+            #[cfg(feature = "postgres")]
+            AnyConnection::Pg(c) => names(c.run_pending_migrations(POSTGRES_MIGRATIONS)),
+        };
+        applied.map_err(|e| DbError::Migration(e.to_string()))
     }
 
     /// Reachable and migrated: what `/readyz` reports.
     pub fn ready(&self) -> Result<(), DbError> {
         let mut conn = self.read.get().map_err(unavailable)?;
-        let pending = conn
-            .has_pending_migration(MIGRATIONS)
-            .map_err(|e| DbError::Unavailable(e.to_string()))?;
-        if pending {
+        let pending = match &mut *conn {
+            #[cfg(feature = "sqlite")]
+            AnyConnection::Sqlite(c) => c.has_pending_migration(SQLITE_MIGRATIONS),
+            #[cfg(feature = "mysql")]
+            AnyConnection::Mysql(c) => c.has_pending_migration(MYSQL_MIGRATIONS),
+            #[cfg(feature = "postgres")]
+            AnyConnection::Pg(c) => c.has_pending_migration(POSTGRES_MIGRATIONS),
+        };
+        if pending.map_err(|e| DbError::Unavailable(e.to_string()))? {
             return Err(DbError::NotMigrated);
         }
         queries::ping(&mut conn)?;
@@ -163,6 +165,26 @@ async fn blocking<T: Send + 'static>(
     actix_web::rt::task::spawn_blocking(f)
         .await
         .unwrap_or_else(|e| Err(DbError::Unavailable(format!("database task failed: {e}"))))
+}
+
+type MigrationResult<'a> = diesel::migration::Result<Vec<diesel::migration::MigrationVersion<'a>>>;
+
+fn names(applied: MigrationResult<'_>) -> diesel::migration::Result<Vec<String>> {
+    applied.map(|versions| versions.iter().map(ToString::to_string).collect())
+}
+
+/// `url` without its password, for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let credentials = &url[scheme_end + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
 }
 
 fn unavailable(e: diesel::r2d2::PoolError) -> DbError {

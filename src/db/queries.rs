@@ -2,23 +2,32 @@
 //! called from actors, handlers and the CLI, and testable without them.
 //!
 //! Locking, in one place:
-//! - All writes of one process go through a single writer connection on
-//!   SQLite ([`super::Db::write`]), inside `BEGIN IMMEDIATE` transactions, so
-//!   the writer never upgrades a read lock and never meets "database is
-//!   locked" from its own process.
-//! - A claim is one `UPDATE ... WHERE id IN (due ids) RETURNING`: atomic, so
-//!   two claims never take the same row. It moves `not_before` to the lease
-//!   expiry, so a row whose owner died becomes due again by itself and the
-//!   claim query needs no second condition (one index range scan).
+//! - SQLite: all writes of one process go through a single writer connection
+//!   ([`super::Db::write`]). Every write transaction here starts with a
+//!   write, so it takes SQLite's write lock first and never has to upgrade a
+//!   read lock (the case that needs `BEGIN IMMEDIATE`); a second process
+//!   (the CLI) waits on `busy_timeout`.
+//! - A claim moves `not_before` to the lease expiry, so a row whose owner
+//!   died becomes due again by itself, and the claim query needs a single
+//!   condition served by one index range scan. On SQLite and PostgreSQL it
+//!   is one `UPDATE ... WHERE id IN (due ids) RETURNING`; MySQL has no
+//!   `UPDATE ... RETURNING`, so it selects then updates in one short
+//!   transaction. MySQL and PostgreSQL lock the due rows with
+//!   `FOR UPDATE SKIP LOCKED`: concurrent instances skip each other's rows
+//!   instead of waiting for them or claiming them twice.
 //! - Acks are fenced by `locked_by = owner`: a row re-claimed by someone else
-//!   after our lease expired is left to them.
+//!   after our lease expired is left to them. Rows are touched by primary
+//!   key, ids sorted, in short transactions, so instances do not deadlock.
+//!
+//! Where the backends differ, the function matches on the connection and
+//! each arm says why.
 
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Text};
 
 use super::models::{AckCounts, Claimed, Deletion, Failure, NewDeletion, State, Stats};
 use super::schema::video_del_rec::dsl as t;
-use super::Conn;
+use super::{AnyConnection, Conn};
 use crate::video_id::VideoId;
 
 /// Rows per INSERT: 5 binds each stays far below SQLite's 32766 limit.
@@ -54,9 +63,23 @@ pub fn insert_new(
                 not_before,
             })
             .collect();
-        inserted += diesel::insert_or_ignore_into(t::video_del_rec)
-            .values(&rows)
-            .execute(conn)?;
+        // "Skip ids that exist" is spelled differently per backend; diesel's
+        // MultiBackend has no common form, so each arm uses its own.
+        inserted += match conn {
+            #[cfg(feature = "sqlite")]
+            AnyConnection::Sqlite(c) => diesel::insert_or_ignore_into(t::video_del_rec)
+                .values(&rows)
+                .execute(c)?,
+            #[cfg(feature = "mysql")]
+            AnyConnection::Mysql(c) => diesel::insert_or_ignore_into(t::video_del_rec)
+                .values(&rows)
+                .execute(c)?,
+            #[cfg(feature = "postgres")]
+            AnyConnection::Pg(c) => diesel::insert_into(t::video_del_rec)
+                .values(&rows)
+                .on_conflict_do_nothing()
+                .execute(c)?,
+        };
     }
     Ok(inserted)
 }
@@ -68,7 +91,7 @@ pub fn record_many(
     requests: &[RecordRequest],
     now: i64,
 ) -> QueryResult<Vec<usize>> {
-    conn.immediate_transaction(|conn| {
+    conn.transaction(|conn| {
         requests
             .iter()
             .map(|r| insert_new(conn, &r.ids, now, r.not_before))
@@ -86,21 +109,65 @@ pub fn claim(
     lease_until: i64,
     limit: usize,
 ) -> QueryResult<Vec<Claimed>> {
+    let limit = limit as i64;
     // Raw SQL: diesel's DSL does not take an ordered, limited subselect as
     // an update target. The subselect walks the `not_before` index.
-    diesel::sql_query(
-        "UPDATE video_del_rec \
-         SET state = 'running', locked_by = ?, locked_until = ?, not_before = ? \
-         WHERE id IN (SELECT id FROM video_del_rec WHERE not_before <= ? \
-                      ORDER BY not_before LIMIT ?) \
-         RETURNING id, attempts",
-    )
-    .bind::<Text, _>(owner)
-    .bind::<BigInt, _>(lease_until)
-    .bind::<BigInt, _>(lease_until)
-    .bind::<BigInt, _>(now)
-    .bind::<BigInt, _>(limit as i64)
-    .load(conn)
+    match conn {
+        // One writer per process and an atomic statement: no locking clause.
+        #[cfg(feature = "sqlite")]
+        AnyConnection::Sqlite(c) => diesel::sql_query(
+            "UPDATE video_del_rec \
+             SET state = 'running', locked_by = ?, locked_until = ?, not_before = ? \
+             WHERE id IN (SELECT id FROM video_del_rec WHERE not_before <= ? \
+                          ORDER BY not_before LIMIT ?) \
+             RETURNING id, attempts",
+        )
+        .bind::<Text, _>(owner)
+        .bind::<BigInt, _>(lease_until)
+        .bind::<BigInt, _>(lease_until)
+        .bind::<BigInt, _>(now)
+        .bind::<BigInt, _>(limit)
+        .load(c),
+        // The same statement, with SKIP LOCKED: rows another instance is
+        // claiming right now are skipped, not waited for.
+        #[cfg(feature = "postgres")]
+        AnyConnection::Pg(c) => diesel::sql_query(
+            "UPDATE video_del_rec \
+             SET state = 'running', locked_by = $1, locked_until = $2, not_before = $2 \
+             WHERE id IN (SELECT id FROM video_del_rec WHERE not_before <= $3 \
+                          ORDER BY not_before LIMIT $4 FOR UPDATE SKIP LOCKED) \
+             RETURNING id, attempts",
+        )
+        .bind::<Text, _>(owner)
+        .bind::<BigInt, _>(lease_until)
+        .bind::<BigInt, _>(now)
+        .bind::<BigInt, _>(limit)
+        .load(c),
+        // No UPDATE ... RETURNING: lock the due rows, then lease them, in
+        // one transaction (READ COMMITTED, see connection.rs).
+        #[cfg(feature = "mysql")]
+        AnyConnection::Mysql(c) => c.transaction(|c| {
+            let due: Vec<Claimed> = diesel::sql_query(
+                "SELECT id, attempts FROM video_del_rec WHERE not_before <= ? \
+                 ORDER BY not_before LIMIT ? FOR UPDATE SKIP LOCKED",
+            )
+            .bind::<BigInt, _>(now)
+            .bind::<BigInt, _>(limit)
+            .load(c)?;
+            if !due.is_empty() {
+                let ids: Vec<&str> = due.iter().map(|d| d.id.as_str()).collect();
+                diesel::update(t::video_del_rec.filter(t::id.eq_any(ids)))
+                    .set((
+                        t::state.eq(State::Running.as_str()),
+                        t::locked_by.eq(owner),
+                        t::locked_until.eq(lease_until),
+                        t::not_before.eq(lease_until),
+                    ))
+                    .execute(c)?;
+            }
+            Ok(due)
+        }),
+    }
 }
 
 /// Acks one executed batch in one transaction: removes the rows whose files
@@ -112,7 +179,7 @@ pub fn ack(
     done: &[String],
     failures: &[Failure],
 ) -> QueryResult<AckCounts> {
-    conn.immediate_transaction(|conn| {
+    conn.transaction(|conn| {
         let mut counts = AckCounts::default();
         if !done.is_empty() {
             counts.removed = diesel::delete(
@@ -211,7 +278,7 @@ pub enum Change {
 
 /// Cancels a request unless an instance holds a live lease on it.
 pub fn cancel(conn: &mut Conn, id: &VideoId, now: i64) -> QueryResult<Change> {
-    conn.immediate_transaction(|conn| {
+    conn.transaction(|conn| {
         let removed = diesel::delete(
             t::video_del_rec.find(id.as_str()).filter(
                 t::state
@@ -232,7 +299,7 @@ pub fn cancel(conn: &mut Conn, id: &VideoId, now: i64) -> QueryResult<Change> {
 
 /// Moves a failed request back to pending, due now, with its attempts reset.
 pub fn retry(conn: &mut Conn, id: &VideoId, now: i64) -> QueryResult<Change> {
-    conn.immediate_transaction(|conn| {
+    conn.transaction(|conn| {
         let updated = diesel::update(
             t::video_del_rec
                 .find(id.as_str())

@@ -2,6 +2,7 @@
 
 pub mod deletions;
 pub mod health;
+pub mod metrics;
 pub mod seed;
 
 use std::sync::Arc;
@@ -24,6 +25,7 @@ pub const MAX_BODY_BYTES: usize = 1 << 20;
 pub struct AppState {
     pub db: Db,
     pub record: Addr<RecordActor>,
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// Accepted bearer tokens; empty: no authentication.
     pub tokens: Arc<[String]>,
 }
@@ -38,7 +40,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .app_data(web::QueryConfig::default().error_handler(|e, _| query_error(e).into()))
     .configure(seed::routes)
     .configure(deletions::routes)
-    .configure(health::routes);
+    .configure(health::routes)
+    .configure(metrics::routes);
 }
 
 fn json_error(e: JsonPayloadError) -> ApiError {

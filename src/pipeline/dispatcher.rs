@@ -15,6 +15,7 @@ use tokio::sync::oneshot;
 use super::executor::{DeleteBatch, ExecutorActor};
 use crate::db::models::Claimed;
 use crate::db::{now_ms, queries, Db};
+use crate::metrics::Metrics;
 
 /// Claims batches for one process.
 pub struct DispatcherActor {
@@ -26,6 +27,7 @@ pub struct DispatcherActor {
     lease: Duration,
     /// Batches allowed in execution at once: the number of executors.
     capacity: usize,
+    metrics: Arc<Metrics>,
     in_flight: usize,
     claiming: bool,
     /// Work may be due: set by ticks, nudges and full batches.
@@ -45,6 +47,7 @@ impl DispatcherActor {
         batch_size: usize,
         lease: Duration,
         capacity: usize,
+        metrics: Arc<Metrics>,
     ) -> DispatcherActor {
         DispatcherActor {
             db,
@@ -53,6 +56,7 @@ impl DispatcherActor {
             batch_size,
             lease,
             capacity,
+            metrics,
             in_flight: 0,
             claiming: false,
             more: false,
@@ -94,6 +98,7 @@ impl DispatcherActor {
                     }
                 }
                 Err(e) => {
+                    act.metrics.claim_errors.inc();
                     if !act.outage {
                         act.outage = true;
                         log::warn!("claim failed, retrying every tick until it works: {e}");

@@ -11,6 +11,7 @@ use actix::prelude::*;
 use super::retry::RetryPolicy;
 use crate::db::models::{AckCounts, Claimed};
 use crate::db::{now_ms, queries, Db, DbError};
+use crate::metrics::Metrics;
 use crate::storage::{LocalStorage, Outcome};
 use crate::video_id::VideoId;
 
@@ -24,6 +25,7 @@ pub struct ExecutorActor {
     storage: Arc<LocalStorage>,
     owner: Arc<str>,
     retry: RetryPolicy,
+    metrics: Arc<Metrics>,
 }
 
 impl ExecutorActor {
@@ -32,12 +34,14 @@ impl ExecutorActor {
         storage: Arc<LocalStorage>,
         owner: Arc<str>,
         retry: RetryPolicy,
+        metrics: Arc<Metrics>,
     ) -> ExecutorActor {
         ExecutorActor {
             db,
             storage,
             owner,
             retry,
+            metrics,
         }
     }
 
@@ -119,7 +123,14 @@ impl Handler<DeleteBatch> for ExecutorActor {
             }
             done.push(claimed.id);
         }
-        match self.ack(&done, &failures) {
+        let outcomes = [("deleted", report.deleted), ("missing", report.missing), ("failed", report.failed)];
+        for (outcome, n) in outcomes {
+            self.metrics.deletions.with_label_values(&[outcome]).inc_by(n as u64);
+        }
+        self.metrics.batches.inc();
+        let ack = self.ack(&done, &failures);
+        self.metrics.batch_seconds.observe(started.elapsed().as_secs_f64());
+        match ack {
             Ok(counts) => {
                 report.ack = Some(counts);
                 log::info!(

@@ -21,6 +21,7 @@ use actix::prelude::*;
 
 use crate::config::Config;
 use crate::db::Db;
+use crate::metrics::Metrics;
 use crate::storage::LocalStorage;
 use dispatcher::{DispatcherActor, Shutdown};
 use executor::ExecutorActor;
@@ -39,13 +40,24 @@ pub struct Pipeline {
 
 impl Pipeline {
     /// Starts the actors on the current actix system.
-    pub fn start(db: Db, storage: Arc<LocalStorage>, config: &Config) -> Pipeline {
+    pub fn start(
+        db: Db,
+        storage: Arc<LocalStorage>,
+        metrics: Arc<Metrics>,
+        config: &Config,
+    ) -> Pipeline {
         let owner: Arc<str> = instance_id().into();
         let retry = RetryPolicy::from_config(config);
         let executors = {
-            let (db, owner) = (db.clone(), owner.clone());
+            let (db, owner, metrics) = (db.clone(), owner.clone(), metrics.clone());
             SyncArbiter::start(config.executors, move || {
-                ExecutorActor::new(db.clone(), storage.clone(), owner.clone(), retry)
+                ExecutorActor::new(
+                    db.clone(),
+                    storage.clone(),
+                    owner.clone(),
+                    retry,
+                    metrics.clone(),
+                )
             })
         };
         let dispatcher = DispatcherActor::new(
@@ -55,11 +67,12 @@ impl Pipeline {
             config.batch_size,
             Duration::from_secs(config.lease_secs),
             config.executors,
+            metrics.clone(),
         )
         .start();
         let timer =
             TimerActor::new(dispatcher.clone(), Duration::from_millis(config.tick_ms)).start();
-        let record = RecordActor::new(db, dispatcher.clone()).start();
+        let record = RecordActor::new(db, dispatcher.clone(), metrics).start();
         log::info!(
             "pipeline started as {owner}: {} executors",
             config.executors

@@ -5,12 +5,15 @@
 //! share one fsync, and each caller is answered only after its rows are
 //! committed. With no load a request commits alone, at once.
 
+use std::sync::Arc;
+
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
 use super::dispatcher::{DispatcherActor, Nudge};
 use crate::db::queries::{self, RecordRequest};
 use crate::db::{now_ms, Db, DbError};
+use crate::metrics::Metrics;
 use crate::video_id::VideoId;
 
 type Reply = oneshot::Sender<Result<usize, String>>;
@@ -19,15 +22,17 @@ type Reply = oneshot::Sender<Result<usize, String>>;
 pub struct RecordActor {
     db: Db,
     dispatcher: Addr<DispatcherActor>,
+    metrics: Arc<Metrics>,
     queue: Vec<(RecordRequest, Reply)>,
     committing: bool,
 }
 
 impl RecordActor {
-    pub fn new(db: Db, dispatcher: Addr<DispatcherActor>) -> RecordActor {
+    pub fn new(db: Db, dispatcher: Addr<DispatcherActor>, metrics: Arc<Metrics>) -> RecordActor {
         RecordActor {
             db,
             dispatcher,
+            metrics,
             queue: Vec::new(),
             committing: false,
         }
@@ -53,6 +58,7 @@ impl RecordActor {
             act.committing = false;
             match result {
                 Ok(inserted) => {
+                    act.metrics.recorded.inc_by(inserted.iter().sum::<usize>() as u64);
                     if due_now && inserted.iter().any(|&n| n > 0) {
                         act.dispatcher.do_send(Nudge);
                     }

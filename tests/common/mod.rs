@@ -5,6 +5,7 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -15,43 +16,206 @@ use video_scheduler::config::Config;
 use video_scheduler::db::Db;
 
 /// How long any polled condition may take before the test fails.
-pub const DEADLINE: Duration = Duration::from_secs(30);
+pub const DEADLINE: Duration = Duration::from_secs(60);
 
-/// A running server and the temp directory holding its database and files.
+/// Defines each named test, written once as `fn name(backend: Backend)`,
+/// for every backend compiled in: `sqlite::name`, `mysql::name`,
+/// `postgres::name`. A backend whose feature is on is tested, never skipped:
+/// its server must be reachable (see [`TestDb`]).
+#[macro_export]
+macro_rules! backend_tests {
+    ($($name:ident),* $(,)?) => {
+        #[cfg(feature = "sqlite")]
+        mod sqlite {
+            $(#[test] fn $name() { super::$name($crate::common::Backend::Sqlite) })*
+        }
+        #[cfg(feature = "mysql")]
+        mod mysql {
+            $(#[test] fn $name() { super::$name($crate::common::Backend::Mysql) })*
+        }
+        #[cfg(feature = "postgres")]
+        mod postgres {
+            $(#[test] fn $name() { super::$name($crate::common::Backend::Postgres) })*
+        }
+    };
+}
+
+/// The database a test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Mysql,
+    Postgres,
+}
+
+/// A database of its own for one test: a file for SQLite, a freshly created
+/// database with a unique name on the MariaDB/PostgreSQL server (from
+/// `TEST_MYSQL_URL` / `TEST_POSTGRES_URL`, defaulting to the local servers),
+/// dropped when the test ends.
+pub struct TestDb {
+    pub backend: Backend,
+    pub url: String,
+    /// Server URL and database name to drop afterwards.
+    server: Option<(String, String)>,
+}
+
+pub const DEFAULT_MYSQL_URL: &str = "mysql://root@127.0.0.1:3306/test";
+pub const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+impl TestDb {
+    pub fn create(backend: Backend, dir: &Path) -> TestDb {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let name = format!(
+            "vs_test_{}_{}_{:06x}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed),
+            fastrand::u32(..0xffffff)
+        );
+        let server_url = |var: &str, default: &str| std::env::var(var).unwrap_or_else(|_| default.to_owned());
+        match backend {
+            Backend::Sqlite => TestDb {
+                backend,
+                url: format!("sqlite://{}", dir.join("scheduler.db").display()),
+                server: None,
+            },
+            Backend::Mysql => {
+                let server = server_url("TEST_MYSQL_URL", DEFAULT_MYSQL_URL);
+                admin(backend, &server, &format!("CREATE DATABASE {name} CHARACTER SET utf8mb4"));
+                TestDb {
+                    backend,
+                    url: with_database(&server, &name),
+                    server: Some((server, name)),
+                }
+            }
+            Backend::Postgres => {
+                let server = server_url("TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL);
+                admin(backend, &server, &format!("CREATE DATABASE {name}"));
+                TestDb {
+                    backend,
+                    url: with_database(&server, &name),
+                    server: Some((server, name)),
+                }
+            }
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Some((server, name)) = &self.server {
+            let sql = match self.backend {
+                Backend::Postgres => format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+                _ => format!("DROP DATABASE IF EXISTS {name}"),
+            };
+            admin(self.backend, server, &sql);
+        }
+    }
+}
+
+/// `url` with its database name replaced by `name`.
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let base = match base.rfind('/') {
+        Some(slash) if slash > base.find("://").unwrap() + 2 => &base[..slash],
+        _ => base,
+    };
+    match query {
+        Some(q) => format!("{base}/{name}?{q}"),
+        None => format!("{base}/{name}"),
+    }
+}
+
+/// Runs one statement on the server; panics (fails the test) when the server
+/// cannot be reached: a compiled-in backend is tested, not skipped.
+#[allow(unused_variables)]
+fn admin(backend: Backend, server: &str, sql: &str) {
+    #[cfg(any(feature = "mysql", feature = "postgres"))]
+    use diesel::{Connection, RunQueryDsl};
+    let result: Result<usize, String> = match backend {
+        #[cfg(feature = "mysql")]
+        Backend::Mysql => diesel::MysqlConnection::establish(server)
+            .map_err(|e| e.to_string())
+            .and_then(|mut c| diesel::sql_query(sql).execute(&mut c).map_err(|e| e.to_string())),
+        #[cfg(feature = "postgres")]
+        Backend::Postgres => diesel::PgConnection::establish(server)
+            .map_err(|e| e.to_string())
+            .and_then(|mut c| diesel::sql_query(sql).execute(&mut c).map_err(|e| e.to_string())),
+        _ => Err("backend not compiled in".into()),
+    };
+    if let Err(e) = result {
+        panic!("{backend:?} test server {server} is required for these tests: {sql}: {e}");
+    }
+}
+
+/// A test's temp directory and database, kept across restarts.
+pub struct Workspace {
+    pub dir: TempDir,
+    pub db: TestDb,
+}
+
+/// A running server and the workspace holding its database and files.
 pub struct TestApp {
     pub addr: SocketAddr,
     pub config: Config,
-    /// Kept alive while the app runs; `None` once handed back by `stop`.
-    dir: Option<TempDir>,
+    /// `None` once handed back by `stop`.
+    workspace: Option<Workspace>,
     handle: ServerHandle,
     thread: Option<JoinHandle<()>>,
 }
 
-/// A config for tests: everything inside `dir`, port 0.
-pub fn test_config(dir: &Path) -> Config {
-    Config {
+/// A fresh workspace and a config for it: files inside the temp dir, port 0.
+pub fn workspace(backend: Backend) -> (Workspace, Config) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::create(backend, dir.path());
+    let config = Config {
         listen: "127.0.0.1:0".parse().unwrap(),
-        database_url: format!("sqlite://{}", dir.join("scheduler.db").display()),
+        database_url: db.url.clone(),
         storage: video_scheduler::config::StorageConfig {
-            root: dir.join("videos"),
+            root: dir.path().join("videos"),
             ..Default::default()
         },
         tick_ms: 100,
         shutdown_timeout_secs: 10,
         ..Config::default()
+    };
+    (Workspace { dir, db }, config)
+}
+
+/// Starts the app on `backend` with the test config changed by `customize`.
+pub fn spawn_app(backend: Backend, customize: impl FnOnce(&mut Config)) -> TestApp {
+    let (workspace, mut config) = workspace(backend);
+    customize(&mut config);
+    start_in(workspace, config)
+}
+
+/// Starts the app on an existing workspace (a restart, or a second instance
+/// when the workspace is shared by reference through [`start_more`]).
+pub fn start_in(workspace: Workspace, config: Config) -> TestApp {
+    let (addr, handle, thread) = launch(&config);
+    TestApp {
+        addr,
+        config,
+        workspace: Some(workspace),
+        handle,
+        thread: Some(thread),
     }
 }
 
-/// Starts the app with the test config changed by `customize`.
-pub fn spawn_app(customize: impl FnOnce(&mut Config)) -> TestApp {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = test_config(dir.path());
+/// Another instance on the same database and storage as `app`.
+pub fn start_more(app: &TestApp, customize: impl FnOnce(&mut Config)) -> TestApp {
+    let mut config = app.config.clone();
     customize(&mut config);
-    start_in(dir, config)
+    let (addr, handle, thread) = launch(&config);
+    TestApp {
+        addr,
+        config,
+        workspace: None,
+        handle,
+        thread: Some(thread),
+    }
 }
 
-/// Starts the app on an existing directory (a restart).
-pub fn start_in(dir: TempDir, config: Config) -> TestApp {
+fn launch(config: &Config) -> (SocketAddr, ServerHandle, JoinHandle<()>) {
     config.validate().expect("test config is valid");
     std::fs::create_dir_all(&config.storage.root).unwrap();
     let _ = env_logger::builder().is_test(true).try_init();
@@ -60,21 +224,13 @@ pub fn start_in(dir: TempDir, config: Config) -> TestApp {
     let thread = std::thread::spawn(move || {
         actix_web::rt::System::new().block_on(async move {
             let timeout = Duration::from_secs(app_config.shutdown_timeout_secs);
-            let running = video_scheduler::start(app_config)
-                .await
-                .expect("app starts");
+            let running = video_scheduler::start(app_config).await.expect("app starts");
             tx.send((running.addr(), running.handle())).unwrap();
             running.wait(timeout).await.unwrap();
         })
     });
     let (addr, handle) = rx.recv().expect("app started");
-    TestApp {
-        addr,
-        config,
-        dir: Some(dir),
-        handle,
-        thread: Some(thread),
-    }
+    (addr, handle, thread)
 }
 
 impl TestApp {
@@ -154,9 +310,19 @@ impl TestApp {
 
     /// Stops the server and waits for its pipeline to finish; returns the
     /// directory so that the same database and files can be restarted.
-    pub fn stop(mut self) -> (TempDir, Config) {
+    pub fn stop(mut self) -> (Workspace, Config) {
         self.shutdown();
-        (self.dir.take().unwrap(), self.config.clone())
+        let workspace = self.workspace.take().expect("stop the instance that owns the workspace");
+        (workspace, self.config.clone())
+    }
+
+    /// The value of a counter or gauge on `/metrics`, labels included in
+    /// `name` as written there, e.g. `x_total{outcome="deleted"}`.
+    pub fn metric(&self, name: &str) -> f64 {
+        let text = self.get("/metrics").body;
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no metric {name} in:\n{text}"))
     }
 
     fn shutdown(&mut self) {

@@ -1,0 +1,22 @@
+-- Columns for the scheduler's semantics. Defaults make rows left by the seed
+-- (only `id`) pending and due now, so nothing queued before the switch is lost.
+-- Times are integer milliseconds since the Unix epoch on every backend.
+-- `id` becomes case-sensitive (utf8mb4_bin): `A1` and `a1` are two videos on
+-- a case-sensitive file system. Under the seed's case-insensitive collation
+-- no two ids can differ only by case, so the change cannot collide.
+ALTER TABLE video_del_rec
+    MODIFY id VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,
+    ADD COLUMN state VARCHAR(16) NOT NULL DEFAULT 'pending',
+    ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0,
+    ADD COLUMN created_at BIGINT NOT NULL DEFAULT 0,
+    -- When the row may be claimed next: the schedule while pending, the lease
+    -- expiry while running, NULL once failed.
+    ADD COLUMN not_before BIGINT NULL DEFAULT 0,
+    ADD COLUMN locked_by VARCHAR(128) NULL,
+    ADD COLUMN locked_until BIGINT NULL,
+    ADD COLUMN last_error TEXT NULL;
+UPDATE video_del_rec SET created_at = CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED);
+-- The claim query: `not_before <= now ORDER BY not_before LIMIT n`.
+CREATE INDEX video_del_rec_due ON video_del_rec (not_before);
+-- Listing and counting by state, keyset-paginated by id.
+CREATE INDEX video_del_rec_state ON video_del_rec (state, id);

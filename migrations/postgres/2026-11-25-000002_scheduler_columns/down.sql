@@ -1,0 +1,10 @@
+DROP INDEX video_del_rec_state;
+DROP INDEX video_del_rec_due;
+ALTER TABLE video_del_rec
+    DROP COLUMN last_error,
+    DROP COLUMN locked_until,
+    DROP COLUMN locked_by,
+    DROP COLUMN not_before,
+    DROP COLUMN created_at,
+    DROP COLUMN attempts,
+    DROP COLUMN state;

@@ -1,0 +1,151 @@
+//! The backend, chosen from `database_url` at run time, and how its
+//! connections are made.
+//!
+//! One binary built with several backend features serves all of them through
+//! diesel's derived `MultiConnection`. Its own `establish` tries each backend
+//! in turn and reports only the last error, so we pick the variant from the
+//! URL scheme ourselves and report the real error (a wrong password says so).
+
+use diesel::connection::SimpleConnection;
+use diesel::r2d2::{Error, ManageConnection, R2D2Connection};
+use diesel::Connection;
+
+/// Every backend compiled into this binary, behind one connection type.
+#[derive(diesel::MultiConnection)]
+pub enum AnyConnection {
+    #[cfg(feature = "postgres")]
+    Pg(diesel::PgConnection),
+    #[cfg(feature = "mysql")]
+    Mysql(diesel::MysqlConnection),
+    #[cfg(feature = "sqlite")]
+    Sqlite(diesel::SqliteConnection),
+}
+
+/// Which database a URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Mysql,
+    Postgres,
+}
+
+impl Backend {
+    /// Parses the scheme of `url`; returns the backend and the URL its
+    /// driver expects (a file path for SQLite).
+    pub fn from_url(url: &str) -> Result<(Backend, String), String> {
+        let (scheme, rest) = url
+            .split_once("://")
+            .ok_or_else(|| format!("{url:?} has no scheme; use sqlite://, mysql:// or postgres://"))?;
+        let backend = match scheme {
+            "sqlite" => Backend::Sqlite,
+            "mysql" | "mariadb" => Backend::Mysql,
+            "postgres" | "postgresql" => Backend::Postgres,
+            other => return Err(format!("unknown scheme {other}://; use sqlite://, mysql:// or postgres://")),
+        };
+        if !backend.compiled() {
+            return Err(format!(
+                "{scheme}:// needs a binary built with `--features {}`",
+                backend.feature()
+            ));
+        }
+        let driver_url = match backend {
+            Backend::Sqlite if rest.is_empty() || rest == ":memory:" => {
+                return Err("sqlite:// needs a file path: sqlite://PATH".into())
+            }
+            Backend::Sqlite => rest.to_owned(),
+            Backend::Mysql => format!("mysql://{rest}"),
+            Backend::Postgres => url.to_owned(),
+        };
+        Ok((backend, driver_url))
+    }
+
+    /// The cargo feature that compiles this backend in.
+    pub fn feature(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Mysql => "mysql",
+            Backend::Postgres => "postgres",
+        }
+    }
+
+    /// Whether this binary can talk to the backend.
+    pub fn compiled(self) -> bool {
+        match self {
+            Backend::Sqlite => cfg!(feature = "sqlite"),
+            Backend::Mysql => cfg!(feature = "mysql"),
+            Backend::Postgres => cfg!(feature = "postgres"),
+        }
+    }
+}
+
+/// r2d2 manager that opens the variant of [`AnyConnection`] named by the URL
+/// and applies its session settings.
+#[derive(Debug, Clone)]
+pub struct Manager {
+    pub backend: Backend,
+    /// What the driver takes: a path for SQLite, the URL otherwise.
+    pub driver_url: String,
+}
+
+impl Manager {
+    fn open(&self) -> diesel::ConnectionResult<AnyConnection> {
+        let conn = match self.backend {
+            #[cfg(feature = "sqlite")]
+            Backend::Sqlite => {
+                let mut conn = diesel::SqliteConnection::establish(&self.driver_url)?;
+                // WAL: readers never block the writer. synchronous=FULL: a
+                // commit is on disk before it returns, so an acknowledged
+                // request survives a power loss too. busy_timeout: another
+                // process (the CLI, a second instance) may hold the write
+                // lock for a moment.
+                conn.batch_execute(
+                    "PRAGMA journal_mode = WAL;
+                     PRAGMA synchronous = FULL;
+                     PRAGMA busy_timeout = 10000;",
+                )
+                .map_err(setup_failed)?;
+                AnyConnection::Sqlite(conn)
+            }
+            #[cfg(feature = "mysql")]
+            Backend::Mysql => {
+                let mut conn = diesel::MysqlConnection::establish(&self.driver_url)?;
+                // READ COMMITTED: locking reads (the claim) take no gap
+                // locks, so concurrent inserts and claims do not block or
+                // deadlock each other on InnoDB's next-key locks.
+                conn.batch_execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+                    .map_err(setup_failed)?;
+                AnyConnection::Mysql(conn)
+            }
+            #[cfg(feature = "postgres")]
+            Backend::Postgres => AnyConnection::Pg(diesel::PgConnection::establish(&self.driver_url)?),
+            #[allow(unreachable_patterns)]
+            other => {
+                return Err(diesel::ConnectionError::BadConnection(format!(
+                    "backend {other:?} is not compiled in"
+                )))
+            }
+        };
+        Ok(conn)
+    }
+}
+
+fn setup_failed(e: diesel::result::Error) -> diesel::ConnectionError {
+    diesel::ConnectionError::BadConnection(format!("session setup failed: {e}"))
+}
+
+impl ManageConnection for Manager {
+    type Connection = AnyConnection;
+    type Error = Error;
+
+    fn connect(&self) -> Result<AnyConnection, Error> {
+        self.open().map_err(Error::ConnectionError)
+    }
+
+    fn is_valid(&self, conn: &mut AnyConnection) -> Result<(), Error> {
+        conn.ping().map_err(Error::QueryError)
+    }
+
+    fn has_broken(&self, conn: &mut AnyConnection) -> bool {
+        std::thread::panicking() || conn.is_broken()
+    }
+}
