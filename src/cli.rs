@@ -125,7 +125,8 @@ fn enqueue(config: &Config, args: Vec<String>, delay_secs: u64) -> anyhow::Resul
         ids,
         not_before: now.saturating_add(delay_secs.saturating_mul(1000) as i64),
     };
-    let accepted = db.write(|c| queries::record_many(c, &[request], now))?[0];
+    let requests = [request];
+    let accepted = db.write(|c| queries::record_many(c, &requests, now))?[0];
     println!("accepted {accepted}, already queued {}", total - accepted);
     Ok(())
 }

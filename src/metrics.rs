@@ -3,7 +3,9 @@
 //! Counters are kept in memory and cost nothing per scrape; nothing here
 //! scans the table.
 
-use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
+};
 
 /// The counters the pipeline updates.
 pub struct Metrics {
@@ -25,20 +27,31 @@ impl Metrics {
     pub fn new() -> Metrics {
         let registry = Registry::new();
         let deletions = IntCounterVec::new(
-            Opts::new("video_scheduler_deletions_total", "Deletion attempts by outcome"),
+            Opts::new(
+                "video_scheduler_deletions_total",
+                "Deletion attempts by outcome",
+            ),
             &["outcome"],
         )
         .expect("valid metric");
-        let recorded = IntCounter::new("video_scheduler_recorded_total", "New deletion requests committed")
-            .expect("valid metric");
-        let batches = IntCounter::new("video_scheduler_batches_total", "Batches executed").expect("valid metric");
-        let batch_seconds = Histogram::with_opts(
-            HistogramOpts::new("video_scheduler_batch_seconds", "Time to delete and ack one batch")
-                .buckets(prometheus::exponential_buckets(0.001, 4.0, 8).expect("valid buckets")),
+        let recorded = IntCounter::new(
+            "video_scheduler_recorded_total",
+            "New deletion requests committed",
         )
         .expect("valid metric");
-        let claim_errors = IntCounter::new("video_scheduler_claim_errors_total", "Claims that failed")
+        let batches = IntCounter::new("video_scheduler_batches_total", "Batches executed")
             .expect("valid metric");
+        let batch_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "video_scheduler_batch_seconds",
+                "Time to delete and ack one batch",
+            )
+            .buckets(prometheus::exponential_buckets(0.001, 4.0, 8).expect("valid buckets")),
+        )
+        .expect("valid metric");
+        let claim_errors =
+            IntCounter::new("video_scheduler_claim_errors_total", "Claims that failed")
+                .expect("valid metric");
         for outcome in ["deleted", "missing", "failed"] {
             deletions.with_label_values(&[outcome]);
         }
@@ -49,7 +62,9 @@ impl Metrics {
             Box::new(batch_seconds.clone()),
             Box::new(claim_errors.clone()),
         ] {
-            registry.register(collector).expect("metric registered once");
+            registry
+                .register(collector)
+                .expect("metric registered once");
         }
         Metrics {
             registry,

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{Backend, claim_as, fail_for_good, spawn_app, TestApp};
+use common::{claim_as, fail_for_good, spawn_app, Backend, TestApp};
 use serde_json::{json, Value};
 use video_scheduler::db::queries;
 use video_scheduler::video_id::VideoId;

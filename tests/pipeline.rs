@@ -4,7 +4,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{Backend, now_ms, spawn_app, start_in, wait_until, TestApp};
+use common::{now_ms, spawn_app, start_in, wait_until, Backend, TestApp};
 use serde_json::json;
 use video_scheduler::db::queries;
 use video_scheduler::video_id::VideoId;
@@ -31,7 +31,9 @@ fn row_exists(app: &TestApp, id: &str) -> bool {
     app.db().read(|c| queries::get(c, &id)).unwrap().is_some()
 }
 
-fn recording_an_id_on_the_seed_route_deletes_every_templated_path_without_waiting_for_a_tick(backend: Backend) {
+fn recording_an_id_on_the_seed_route_deletes_every_templated_path_without_waiting_for_a_tick(
+    backend: Backend,
+) {
     let app = spawn_app(backend, |c| {
         // An hour between ticks: only the RecordActor's nudge can start it.
         c.tick_ms = 3_600_000;
@@ -143,7 +145,9 @@ fn not_before_as_rfc3339_schedules_the_request(backend: Backend) {
 }
 
 fn a_symlink_inside_the_root_is_removed_as_a_link_and_its_target_survives(backend: Backend) {
-    let app = spawn_app(backend, |c| c.storage.paths = vec!["{id}".into(), "thumbs/{id}.jpg".into()]);
+    let app = spawn_app(backend, |c| {
+        c.storage.paths = vec!["{id}".into(), "thumbs/{id}.jpg".into()]
+    });
     let outside = tempfile::tempdir().unwrap();
     let target = outside.path().join("precious.mp4");
     std::fs::write(&target, b"keep me").unwrap();

@@ -33,14 +33,18 @@ impl Backend {
     /// Parses the scheme of `url`; returns the backend and the URL its
     /// driver expects (a file path for SQLite).
     pub fn from_url(url: &str) -> Result<(Backend, String), String> {
-        let (scheme, rest) = url
-            .split_once("://")
-            .ok_or_else(|| format!("{url:?} has no scheme; use sqlite://, mysql:// or postgres://"))?;
+        let (scheme, rest) = url.split_once("://").ok_or_else(|| {
+            format!("{url:?} has no scheme; use sqlite://, mysql:// or postgres://")
+        })?;
         let backend = match scheme {
             "sqlite" => Backend::Sqlite,
             "mysql" | "mariadb" => Backend::Mysql,
             "postgres" | "postgresql" => Backend::Postgres,
-            other => return Err(format!("unknown scheme {other}://; use sqlite://, mysql:// or postgres://")),
+            other => {
+                return Err(format!(
+                    "unknown scheme {other}://; use sqlite://, mysql:// or postgres://"
+                ))
+            }
         };
         if !backend.compiled() {
             return Err(format!(
@@ -117,7 +121,9 @@ impl Manager {
                 AnyConnection::Mysql(conn)
             }
             #[cfg(feature = "postgres")]
-            Backend::Postgres => AnyConnection::Pg(diesel::PgConnection::establish(&self.driver_url)?),
+            Backend::Postgres => {
+                AnyConnection::Pg(diesel::PgConnection::establish(&self.driver_url)?)
+            }
             #[allow(unreachable_patterns)]
             other => {
                 return Err(diesel::ConnectionError::BadConnection(format!(

@@ -18,8 +18,8 @@ use diesel::r2d2::Pool;
 use diesel::QueryResult;
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
-pub use connection::{AnyConnection, Backend};
 use connection::Manager;
+pub use connection::{AnyConnection, Backend};
 
 /// The connection every query takes.
 pub type Conn = AnyConnection;
@@ -70,7 +70,10 @@ impl Db {
     /// `postgres://...`). Creates a missing SQLite file; does not migrate.
     pub fn connect(url: &str, connections: u32) -> Result<Db, DbError> {
         let (backend, driver_url) = Backend::from_url(url).map_err(DbError::Unavailable)?;
-        let manager = Manager { backend, driver_url };
+        let manager = Manager {
+            backend,
+            driver_url,
+        };
         let build = |size: u32| {
             Pool::builder()
                 .max_size(size)
@@ -80,14 +83,20 @@ impl Db {
                 // (restart, outage): check before use. SQLite cannot.
                 .test_on_check_out(backend != Backend::Sqlite)
                 .build(manager.clone())
-                .map_err(|e| DbError::Unavailable(format!("cannot connect to {}: {e}", redact(url))))
+                .map_err(|e| {
+                    DbError::Unavailable(format!("cannot connect to {}: {e}", redact(url)))
+                })
         };
         let read = build(connections)?;
         let write = match backend {
             Backend::Sqlite => build(1)?,
             _ => read.clone(),
         };
-        Ok(Db { backend, read, write })
+        Ok(Db {
+            backend,
+            read,
+            write,
+        })
     }
 
     pub fn backend(&self) -> Backend {
@@ -132,10 +141,25 @@ impl Db {
         Ok(f(&mut conn)?)
     }
 
-    /// Runs `f` on the writer connection (blocking).
-    pub fn write<T>(&self, f: impl FnOnce(&mut Conn) -> QueryResult<T>) -> Result<T, DbError> {
+    /// Runs `f`, a whole transaction, on a writer connection (blocking).
+    ///
+    /// MySQL and PostgreSQL abort one of two transactions that deadlock
+    /// (instances inserting and deleting overlapping ids in different
+    /// orders); the aborted one changed nothing, so it is run again, a few
+    /// times, after a short random pause.
+    pub fn write<T>(&self, mut f: impl FnMut(&mut Conn) -> QueryResult<T>) -> Result<T, DbError> {
         let mut conn = self.write.get().map_err(unavailable)?;
-        Ok(f(&mut conn)?)
+        let mut attempt = 1;
+        loop {
+            match f(&mut conn) {
+                Err(e) if attempt < WRITE_ATTEMPTS && is_transient(&e) => {
+                    log::debug!("transaction aborted ({e}); running it again");
+                    std::thread::sleep(Duration::from_millis(fastrand::u64(1..=5 * attempt)));
+                    attempt += 1;
+                }
+                result => return Ok(result?),
+            }
+        }
     }
 
     /// [`Db::read`] on the blocking thread pool, for async callers.
@@ -151,7 +175,7 @@ impl Db {
     /// [`Db::write`] on the blocking thread pool, for async callers.
     pub async fn write_async<T, F>(&self, f: F) -> Result<T, DbError>
     where
-        F: FnOnce(&mut Conn) -> QueryResult<T> + Send + 'static,
+        F: FnMut(&mut Conn) -> QueryResult<T> + Send + 'static,
         T: Send + 'static,
     {
         let db = self.clone();
@@ -184,6 +208,23 @@ pub fn redact(url: &str) -> String {
             }
         }
         _ => url.to_owned(),
+    }
+}
+
+/// Tries of a write transaction that the server aborted to break a deadlock.
+const WRITE_ATTEMPTS: u64 = 5;
+
+/// A transaction the server rolled back to break a deadlock or a
+/// serialization conflict: safe to run again.
+fn is_transient(e: &diesel::result::Error) -> bool {
+    use diesel::result::{DatabaseErrorKind, Error};
+    match e {
+        Error::DatabaseError(DatabaseErrorKind::SerializationFailure, _) => true,
+        Error::DatabaseError(_, info) => {
+            let message = info.message().to_ascii_lowercase();
+            message.contains("deadlock") || message.contains("lock wait timeout")
+        }
+        _ => false,
     }
 }
 

@@ -123,13 +123,22 @@ impl Handler<DeleteBatch> for ExecutorActor {
             }
             done.push(claimed.id);
         }
-        let outcomes = [("deleted", report.deleted), ("missing", report.missing), ("failed", report.failed)];
+        let outcomes = [
+            ("deleted", report.deleted),
+            ("missing", report.missing),
+            ("failed", report.failed),
+        ];
         for (outcome, n) in outcomes {
-            self.metrics.deletions.with_label_values(&[outcome]).inc_by(n as u64);
+            self.metrics
+                .deletions
+                .with_label_values(&[outcome])
+                .inc_by(n as u64);
         }
         self.metrics.batches.inc();
         let ack = self.ack(&done, &failures);
-        self.metrics.batch_seconds.observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .batch_seconds
+            .observe(started.elapsed().as_secs_f64());
         match ack {
             Ok(counts) => {
                 report.ack = Some(counts);

@@ -58,7 +58,9 @@ impl RecordActor {
             act.committing = false;
             match result {
                 Ok(inserted) => {
-                    act.metrics.recorded.inc_by(inserted.iter().sum::<usize>() as u64);
+                    act.metrics
+                        .recorded
+                        .inc_by(inserted.iter().sum::<usize>() as u64);
                     if due_now && inserted.iter().any(|&n| n > 0) {
                         act.dispatcher.do_send(Nudge);
                     }

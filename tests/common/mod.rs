@@ -71,7 +71,8 @@ impl TestDb {
             COUNTER.fetch_add(1, Ordering::Relaxed),
             fastrand::u32(..0xffffff)
         );
-        let server_url = |var: &str, default: &str| std::env::var(var).unwrap_or_else(|_| default.to_owned());
+        let server_url =
+            |var: &str, default: &str| std::env::var(var).unwrap_or_else(|_| default.to_owned());
         match backend {
             Backend::Sqlite => TestDb {
                 backend,
@@ -80,7 +81,11 @@ impl TestDb {
             },
             Backend::Mysql => {
                 let server = server_url("TEST_MYSQL_URL", DEFAULT_MYSQL_URL);
-                admin(backend, &server, &format!("CREATE DATABASE {name} CHARACTER SET utf8mb4"));
+                admin(
+                    backend,
+                    &server,
+                    &format!("CREATE DATABASE {name} CHARACTER SET utf8mb4"),
+                );
                 TestDb {
                     backend,
                     url: with_database(&server, &name),
@@ -114,7 +119,9 @@ impl Drop for TestDb {
 
 /// `url` with its database name replaced by `name`.
 fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
     let base = match base.rfind('/') {
         Some(slash) if slash > base.find("://").unwrap() + 2 => &base[..slash],
         _ => base,
@@ -135,11 +142,19 @@ fn admin(backend: Backend, server: &str, sql: &str) {
         #[cfg(feature = "mysql")]
         Backend::Mysql => diesel::MysqlConnection::establish(server)
             .map_err(|e| e.to_string())
-            .and_then(|mut c| diesel::sql_query(sql).execute(&mut c).map_err(|e| e.to_string())),
+            .and_then(|mut c| {
+                diesel::sql_query(sql)
+                    .execute(&mut c)
+                    .map_err(|e| e.to_string())
+            }),
         #[cfg(feature = "postgres")]
         Backend::Postgres => diesel::PgConnection::establish(server)
             .map_err(|e| e.to_string())
-            .and_then(|mut c| diesel::sql_query(sql).execute(&mut c).map_err(|e| e.to_string())),
+            .and_then(|mut c| {
+                diesel::sql_query(sql)
+                    .execute(&mut c)
+                    .map_err(|e| e.to_string())
+            }),
         _ => Err("backend not compiled in".into()),
     };
     if let Err(e) = result {
@@ -224,7 +239,9 @@ fn launch(config: &Config) -> (SocketAddr, ServerHandle, JoinHandle<()>) {
     let thread = std::thread::spawn(move || {
         actix_web::rt::System::new().block_on(async move {
             let timeout = Duration::from_secs(app_config.shutdown_timeout_secs);
-            let running = video_scheduler::start(app_config).await.expect("app starts");
+            let running = video_scheduler::start(app_config)
+                .await
+                .expect("app starts");
             tx.send((running.addr(), running.handle())).unwrap();
             running.wait(timeout).await.unwrap();
         })
@@ -312,7 +329,10 @@ impl TestApp {
     /// directory so that the same database and files can be restarted.
     pub fn stop(mut self) -> (Workspace, Config) {
         self.shutdown();
-        let workspace = self.workspace.take().expect("stop the instance that owns the workspace");
+        let workspace = self
+            .workspace
+            .take()
+            .expect("stop the instance that owns the workspace");
         (workspace, self.config.clone())
     }
 
@@ -407,9 +427,9 @@ pub fn fail_for_good(db: &Db, owner: &str, claimed: &video_scheduler::db::models
         base_ms: 1,
         max_ms: 1,
     };
-    let failure = policy.failure(claimed, "boom".into(), now_ms());
+    let failures = [policy.failure(claimed, "boom".into(), now_ms())];
     let counts = db
-        .write(|c| video_scheduler::db::queries::ack(c, owner, &[], &[failure]))
+        .write(|c| video_scheduler::db::queries::ack(c, owner, &[], &failures))
         .unwrap();
     assert_eq!(counts.failed, 1);
 }
