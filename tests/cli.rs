@@ -219,3 +219,38 @@ fn enqueue_stats_and_retry_work_from_the_command_line() {
         .unwrap();
     assert_eq!((stats.pending, stats.failed), (4, 0));
 }
+
+/// The server's own words reach the operator at once: not a pool timeout,
+/// not "no backend accepted this URL".
+#[cfg(any(feature = "mysql", feature = "postgres"))]
+#[test]
+fn a_database_that_refuses_the_login_is_reported_as_such() {
+    let mut cases = Vec::new();
+    if cfg!(feature = "mysql") {
+        cases.push((
+            "mysql://root:wrong-password@127.0.0.1:3306/test",
+            "Access denied for user 'root'",
+        ));
+    }
+    if cfg!(feature = "postgres") {
+        cases.push((
+            "postgres://no_such_role@127.0.0.1:5432/test",
+            "role \"no_such_role\" does not exist",
+        ));
+    }
+    for (url, expected) in cases {
+        let (code, _, stderr) = run(bin()
+            .arg("migrate")
+            .env("VIDEO_SCHEDULER_DATABASE_URL", url));
+        assert_eq!(code, 1, "{stderr}");
+        assert!(stderr.contains(expected), "{stderr}");
+        assert!(
+            !stderr.contains("wrong-password"),
+            "the password is not printed: {stderr}"
+        );
+        assert!(
+            !stderr.contains("timed out"),
+            "reported without waiting for the pool: {stderr}"
+        );
+    }
+}

@@ -14,7 +14,7 @@ pub mod schema;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use diesel::r2d2::Pool;
+use diesel::r2d2::{ManageConnection, Pool};
 use diesel::QueryResult;
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
@@ -74,6 +74,11 @@ impl Db {
             backend,
             driver_url,
         };
+        // One connection first, so that a wrong password or host is reported
+        // at once with the server's own words, not after the pool's timeout.
+        manager
+            .connect()
+            .map_err(|e| DbError::Unavailable(format!("cannot connect to {}: {e}", redact(url))))?;
         let build = |size: u32| {
             Pool::builder()
                 .max_size(size)
@@ -82,6 +87,9 @@ impl Db {
                 // A server-side backend may have dropped an idle connection
                 // (restart, outage): check before use. SQLite cannot.
                 .test_on_check_out(backend != Backend::Sqlite)
+                // Failures surface as errors of the caller, which logs them
+                // once per outage; r2d2 would log every retry.
+                .error_handler(Box::new(diesel::r2d2::NopErrorHandler))
                 .build(manager.clone())
                 .map_err(|e| {
                     DbError::Unavailable(format!("cannot connect to {}: {e}", redact(url)))
