@@ -97,15 +97,16 @@ impl Manager {
             #[cfg(feature = "sqlite")]
             Backend::Sqlite => {
                 let mut conn = diesel::SqliteConnection::establish(&self.driver_url)?;
+                // busy_timeout first: another connection or process (the
+                // CLI, a second instance, a predecessor still closing) may
+                // hold a lock for a moment, even while we switch to WAL.
                 // WAL: readers never block the writer. synchronous=FULL: a
                 // commit is on disk before it returns, so an acknowledged
-                // request survives a power loss too. busy_timeout: another
-                // process (the CLI, a second instance) may hold the write
-                // lock for a moment.
+                // request survives a power loss too.
                 conn.batch_execute(
-                    "PRAGMA journal_mode = WAL;
-                     PRAGMA synchronous = FULL;
-                     PRAGMA busy_timeout = 10000;",
+                    "PRAGMA busy_timeout = 10000;
+                     PRAGMA journal_mode = WAL;
+                     PRAGMA synchronous = FULL;",
                 )
                 .map_err(setup_failed)?;
                 AnyConnection::Sqlite(conn)
