@@ -158,14 +158,7 @@ impl Running {
     pub async fn wait(self, shutdown_timeout: Duration) -> std::io::Result<()> {
         self.server.await?;
         log::info!("HTTP server stopped; waiting for in-flight batches");
-        if actix_web::rt::time::timeout(shutdown_timeout, self.pipeline.shutdown())
-            .await
-            .is_err()
-        {
-            log::warn!(
-                "batches still running after {shutdown_timeout:?}; their leases will expire"
-            );
-        }
+        self.pipeline.shutdown(shutdown_timeout).await;
         log::info!("shut down");
         Ok(())
     }

@@ -12,9 +12,11 @@ pub mod models;
 pub mod queries;
 pub mod schema;
 
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use diesel::r2d2::{ManageConnection, Pool};
+use diesel::r2d2::{ManageConnection, Pool, PooledConnection};
 use diesel::QueryResult;
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
@@ -59,6 +61,10 @@ pub enum DbError {
 #[derive(Clone)]
 pub struct Db {
     backend: Backend,
+    /// When getting a connection last failed (epoch ms), 0 once one was had
+    /// again. Shared by all clones: during an outage callers fail at once
+    /// for [`FAST_FAIL_MS`] instead of each waiting for the pool's timeout.
+    last_failure: Arc<AtomicI64>,
     read: Pool<Manager>,
     /// On SQLite a pool of one connection: the single writer. Elsewhere the
     /// same pool as `read`: the server arbitrates concurrent writers.
@@ -83,7 +89,7 @@ impl Db {
             Pool::builder()
                 .max_size(size)
                 .min_idle(Some(1))
-                .connection_timeout(Duration::from_secs(5))
+                .connection_timeout(CONNECTION_TIMEOUT)
                 // A server-side backend may have dropped an idle connection
                 // (restart, outage): check before use. SQLite cannot.
                 .test_on_check_out(backend != Backend::Sqlite)
@@ -102,6 +108,7 @@ impl Db {
         };
         Ok(Db {
             backend,
+            last_failure: Arc::new(AtomicI64::new(0)),
             read,
             write,
         })
@@ -113,7 +120,7 @@ impl Db {
 
     /// Runs the pending migrations; returns their names.
     pub fn migrate(&self) -> Result<Vec<String>, DbError> {
-        let mut conn = self.write.get().map_err(unavailable)?;
+        let mut conn = self.get(&self.write)?;
         let applied = match &mut *conn {
             #[cfg(feature = "sqlite")]
             AnyConnection::Sqlite(c) => names(c.run_pending_migrations(SQLITE_MIGRATIONS)),
@@ -127,7 +134,7 @@ impl Db {
 
     /// Reachable and migrated: what `/readyz` reports.
     pub fn ready(&self) -> Result<(), DbError> {
-        let mut conn = self.read.get().map_err(unavailable)?;
+        let mut conn = self.get(&self.read)?;
         let pending = match &mut *conn {
             #[cfg(feature = "sqlite")]
             AnyConnection::Sqlite(c) => c.has_pending_migration(SQLITE_MIGRATIONS),
@@ -145,7 +152,7 @@ impl Db {
 
     /// Runs `f` on a read connection (blocking).
     pub fn read<T>(&self, f: impl FnOnce(&mut Conn) -> QueryResult<T>) -> Result<T, DbError> {
-        let mut conn = self.read.get().map_err(unavailable)?;
+        let mut conn = self.get(&self.read)?;
         Ok(f(&mut conn)?)
     }
 
@@ -156,7 +163,7 @@ impl Db {
     /// orders); the aborted one changed nothing, so it is run again, a few
     /// times, after a short random pause.
     pub fn write<T>(&self, mut f: impl FnMut(&mut Conn) -> QueryResult<T>) -> Result<T, DbError> {
-        let mut conn = self.write.get().map_err(unavailable)?;
+        let mut conn = self.get(&self.write)?;
         let mut attempt = 1;
         loop {
             match f(&mut conn) {
@@ -166,6 +173,29 @@ impl Db {
                     attempt += 1;
                 }
                 result => return Ok(result?),
+            }
+        }
+    }
+
+    /// A connection from `pool`, failing fast while the database is known to
+    /// be unreachable.
+    fn get(&self, pool: &Pool<Manager>) -> Result<PooledConnection<Manager>, DbError> {
+        let failed_at = self.last_failure.load(Ordering::Relaxed);
+        if failed_at != 0 && now_ms() - failed_at < FAST_FAIL_MS {
+            return Err(DbError::Unavailable(
+                "database unreachable; retrying shortly".into(),
+            ));
+        }
+        match pool.get() {
+            Ok(conn) => {
+                if failed_at != 0 {
+                    self.last_failure.store(0, Ordering::Relaxed);
+                }
+                Ok(conn)
+            }
+            Err(e) => {
+                self.last_failure.store(now_ms(), Ordering::Relaxed);
+                Err(DbError::Unavailable(e.to_string()))
             }
         }
     }
@@ -219,6 +249,13 @@ pub fn redact(url: &str) -> String {
     }
 }
 
+/// How long a caller waits for a connection before the database counts as
+/// unavailable (HTTP 503).
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// After a failed attempt to connect, how long other callers fail at once.
+const FAST_FAIL_MS: i64 = 500;
+
 /// Tries of a write transaction that the server aborted to break a deadlock.
 const WRITE_ATTEMPTS: u64 = 5;
 
@@ -234,8 +271,4 @@ fn is_transient(e: &diesel::result::Error) -> bool {
         }
         _ => false,
     }
-}
-
-fn unavailable(e: diesel::r2d2::PoolError) -> DbError {
-    DbError::Unavailable(e.to_string())
 }

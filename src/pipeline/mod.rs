@@ -23,7 +23,7 @@ use crate::config::Config;
 use crate::db::Db;
 use crate::metrics::Metrics;
 use crate::storage::LocalStorage;
-use dispatcher::{DispatcherActor, Shutdown};
+use dispatcher::{DispatcherActor, ReleaseInFlight, Shutdown};
 use executor::ExecutorActor;
 use record::RecordActor;
 use retry::RetryPolicy;
@@ -60,13 +60,17 @@ impl Pipeline {
                 )
             })
         };
+        let settings = dispatcher::Settings {
+            batch_size: config.batch_size,
+            lease: Duration::from_secs(config.lease_secs),
+            capacity: config.executors,
+            tick: Duration::from_millis(config.tick_ms),
+        };
         let dispatcher = DispatcherActor::new(
             db.clone(),
             executors,
             owner.clone(),
-            config.batch_size,
-            Duration::from_secs(config.lease_secs),
-            config.executors,
+            settings,
             metrics.clone(),
         )
         .start();
@@ -85,11 +89,16 @@ impl Pipeline {
         }
     }
 
-    /// Stops ticking and claiming, and waits for the batches in execution to
-    /// be acked.
-    pub async fn shutdown(&self) {
+    /// Stops ticking and claiming, and waits up to `timeout` for the
+    /// batches in execution to be acked; releases the leases of those still
+    /// running after that.
+    pub async fn shutdown(&self, timeout: Duration) {
         let _ = self.timer.send(StopTimer).await;
-        let _ = self.dispatcher.send(Shutdown).await;
+        let drained = actix_web::rt::time::timeout(timeout, self.dispatcher.send(Shutdown)).await;
+        if drained.is_err() {
+            let released = self.dispatcher.send(ReleaseInFlight).await.unwrap_or(0);
+            log::warn!("batches still running after {timeout:?}; released {released} leases");
+        }
     }
 }
 

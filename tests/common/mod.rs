@@ -2,6 +2,9 @@
 //! real video root in a temp directory, talked to over HTTP.
 #![allow(dead_code)]
 
+pub mod process;
+pub mod proxy;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -168,10 +171,17 @@ pub struct Workspace {
     pub db: TestDb,
 }
 
-/// A running server and the workspace holding its database and files.
-pub struct TestApp {
+/// How a test talks to a server: its address and the config it runs with.
+#[derive(Clone)]
+pub struct Client {
     pub addr: SocketAddr,
     pub config: Config,
+}
+
+/// A server running in this process, and the workspace holding its
+/// database and files.
+pub struct TestApp {
+    client: Client,
     /// `None` once handed back by `stop`.
     workspace: Option<Workspace>,
     handle: ServerHandle,
@@ -208,8 +218,7 @@ pub fn spawn_app(backend: Backend, customize: impl FnOnce(&mut Config)) -> TestA
 pub fn start_in(workspace: Workspace, config: Config) -> TestApp {
     let (addr, handle, thread) = launch(&config);
     TestApp {
-        addr,
-        config,
+        client: Client { addr, config },
         workspace: Some(workspace),
         handle,
         thread: Some(thread),
@@ -222,8 +231,7 @@ pub fn start_more(app: &TestApp, customize: impl FnOnce(&mut Config)) -> TestApp
     customize(&mut config);
     let (addr, handle, thread) = launch(&config);
     TestApp {
-        addr,
-        config,
+        client: Client { addr, config },
         workspace: None,
         handle,
         thread: Some(thread),
@@ -250,7 +258,7 @@ fn launch(config: &Config) -> (SocketAddr, ServerHandle, JoinHandle<()>) {
     (addr, handle, thread)
 }
 
-impl TestApp {
+impl Client {
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }
@@ -285,6 +293,16 @@ impl TestApp {
 
     pub fn post(&self, path: &str, body: Value) -> Reply {
         call(ureq::post(&self.url(path)), Some(body))
+    }
+
+    /// `POST path` that reports a dead server instead of failing the test.
+    pub fn try_post(&self, path: &str, body: Value) -> Result<Reply, String> {
+        try_call(ureq::post(&self.url(path)), Some(body))
+    }
+
+    /// `GET path` that reports a dead server instead of failing the test.
+    pub fn try_get(&self, path: &str) -> Result<Reply, String> {
+        try_call(ureq::get(&self.url(path)), None)
     }
 
     pub fn delete(&self, path: &str) -> Reply {
@@ -325,6 +343,25 @@ impl TestApp {
         }
     }
 
+    /// The value of a counter or gauge on `/metrics`, labels included in
+    /// `name` as written there, e.g. `x_total{outcome="deleted"}`.
+    pub fn metric(&self, name: &str) -> f64 {
+        let text = self.get("/metrics").body;
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no metric {name} in:\n{text}"))
+    }
+}
+
+impl std::ops::Deref for TestApp {
+    type Target = Client;
+
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+impl TestApp {
     /// Stops the server and waits for its pipeline to finish; returns the
     /// directory so that the same database and files can be restarted.
     pub fn stop(mut self) -> (Workspace, Config) {
@@ -334,15 +371,6 @@ impl TestApp {
             .take()
             .expect("stop the instance that owns the workspace");
         (workspace, self.config.clone())
-    }
-
-    /// The value of a counter or gauge on `/metrics`, labels included in
-    /// `name` as written there, e.g. `x_total{outcome="deleted"}`.
-    pub fn metric(&self, name: &str) -> f64 {
-        let text = self.get("/metrics").body;
-        text.lines()
-            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-            .unwrap_or_else(|| panic!("no metric {name} in:\n{text}"))
     }
 
     fn shutdown(&mut self) {
@@ -375,6 +403,11 @@ impl Reply {
 }
 
 fn call(request: ureq::Request, body: Option<Value>) -> Reply {
+    try_call(request, body).unwrap_or_else(|e| panic!("request failed: {e}"))
+}
+
+/// Any HTTP answer, or the transport error (refused, reset: the server died).
+pub fn try_call(request: ureq::Request, body: Option<Value>) -> Result<Reply, String> {
     let result = match body {
         Some(body) => request.send_json(body),
         None => request.call(),
@@ -382,15 +415,16 @@ fn call(request: ureq::Request, body: Option<Value>) -> Reply {
     let response = match result {
         Ok(response) => response,
         Err(ureq::Error::Status(_, response)) => response,
-        Err(e) => panic!("request failed: {e}"),
+        Err(e) => return Err(e.to_string()),
     };
     let status = response.status();
     let retry_after = response.header("retry-after").map(str::to_owned);
-    Reply {
+    let body = response.into_string().map_err(|e| e.to_string())?;
+    Ok(Reply {
         status,
         retry_after,
-        body: response.into_string().unwrap(),
-    }
+        body,
+    })
 }
 
 /// Polls `condition` until it holds; panics with `what` after [`DEADLINE`].

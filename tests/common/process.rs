@@ -1,0 +1,136 @@
+//! The real binary as a child process, for kill -9, SIGTERM and restarts.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use video_scheduler::config::Config;
+
+use super::{Client, DEADLINE};
+
+/// `video-scheduler serve` running as a child process.
+pub struct ServerProcess {
+    client: Client,
+    child: Child,
+    /// Everything it logged so far.
+    log: Arc<Mutex<String>>,
+}
+
+impl std::ops::Deref for ServerProcess {
+    type Target = Client;
+
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+/// Writes `config` as JSON next to its database, for `--config`.
+pub fn write_config(config: &Config, dir: &Path, name: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, serde_json::to_vec_pretty(config).unwrap()).unwrap();
+    path
+}
+
+impl ServerProcess {
+    /// Starts the binary with `config` (its `listen` should be port 0) and
+    /// waits until it logs the address it listens on.
+    pub fn start(config: &Config, config_file: &Path) -> ServerProcess {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_video-scheduler"));
+        for (key, _) in std::env::vars() {
+            if key.starts_with("VIDEO_SCHEDULER_") {
+                command.env_remove(key);
+            }
+        }
+        let mut child = command
+            .arg("--config")
+            .arg(config_file)
+            .arg("serve")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the binary starts");
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(rest) = line.split("listening on http://").nth(1) {
+                    let addr = rest.split(',').next().unwrap_or_default();
+                    let _ = tx.send(addr.parse::<SocketAddr>());
+                }
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let addr = match rx.recv_timeout(DEADLINE) {
+            Ok(Ok(addr)) => addr,
+            _ => {
+                let _ = child.kill();
+                panic!("the server did not start:\n{}", log.lock().unwrap());
+            }
+        };
+        ServerProcess {
+            client: Client {
+                addr,
+                config: config.clone(),
+            },
+            child,
+            log,
+        }
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    pub fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM, then waits for the exit.
+    pub fn terminate(mut self) -> ExitStatus {
+        let pid = self.child.id() as libc::pid_t;
+        // SAFETY: signalling our own child, which has not been reaped yet.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+        self.wait_exit()
+    }
+
+    fn wait_exit(&mut self) -> ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "the server did not exit:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Still running?
+    pub fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        if self.alive() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
