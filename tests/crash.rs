@@ -285,3 +285,14 @@ fn sigterm_in_the_middle_of_a_drain_exits_0_and_leaves_no_lease(backend: Backend
         rows(&db) == 0
     });
 }
+
+#[test]
+fn sigint_shuts_down_gracefully_too() {
+    let (ws, config) = workspace(Backend::Sqlite);
+    std::fs::create_dir_all(&config.storage.root).unwrap();
+    let server = ServerProcess::start(&config, &write_config(&config, ws.dir.path(), "conf.json"));
+    assert_eq!(server.get("/video-delete-record/ctrl-c").status, 200);
+    let log_before = server.log();
+    let status = server.interrupt();
+    assert!(status.success(), "exit status {status:?}: {log_before}");
+}

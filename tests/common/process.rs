@@ -94,10 +94,19 @@ impl ServerProcess {
     }
 
     /// SIGTERM, then waits for the exit.
-    pub fn terminate(mut self) -> ExitStatus {
+    pub fn terminate(self) -> ExitStatus {
+        self.signal(libc::SIGTERM)
+    }
+
+    /// SIGINT (Ctrl-C), then waits for the exit.
+    pub fn interrupt(self) -> ExitStatus {
+        self.signal(libc::SIGINT)
+    }
+
+    fn signal(mut self, signal: libc::c_int) -> ExitStatus {
         let pid = self.child.id() as libc::pid_t;
         // SAFETY: signalling our own child, which has not been reaped yet.
-        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
         self.wait_exit()
     }
 
