@@ -365,6 +365,17 @@ pub fn stats(conn: &mut Conn, now: i64) -> QueryResult<Stats> {
     Ok(stats)
 }
 
+/// Deletes rows by id, whoever holds them: the benchmark's raw limit (no
+/// lease, no fence) measures the cost of the bare statement.
+pub fn delete_ids(conn: &mut Conn, ids: &[String]) -> QueryResult<usize> {
+    diesel::delete(t::video_del_rec.filter(t::id.eq_any(ids))).execute(conn)
+}
+
+/// Whether any request is left, in any state: one index probe.
+pub fn any_row(conn: &mut Conn) -> QueryResult<bool> {
+    Ok(!t::video_del_rec.select(t::id).limit(1).load::<String>(conn)?.is_empty())
+}
+
 /// Cheapest statement proving the table is there and readable.
 pub fn ping(conn: &mut Conn) -> QueryResult<()> {
     t::video_del_rec

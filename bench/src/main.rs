@@ -1,0 +1,214 @@
+//! The benchmark of video-scheduler: one command, every backend.
+//!
+//! ```sh
+//! cargo run --release -p video-scheduler-bench -- --backend all --markdown bench.md
+//! ```
+//!
+//! It builds the release server binary (all backends), then for each
+//! backend starts it as a separate process and measures drain, the raw limit
+//! of the same machine and database, ingest on the seed and batch routes,
+//! recording-to-deletion latency, idle CPU and peak RSS with a million
+//! pending rows. Every measurement starts from a fresh database.
+
+mod measure;
+mod server;
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+use measure::Setup;
+use video_scheduler::db::Backend;
+
+#[derive(Debug, Parser)]
+#[command(name = "bench", about = "Measure video-scheduler on SQLite, MariaDB and PostgreSQL")]
+struct Args {
+    /// Backends to measure.
+    #[arg(long, value_enum, default_value = "all")]
+    backend: Vec<Which>,
+    /// Ids drained (and removed by the raw loop).
+    #[arg(long, default_value_t = 100_000)]
+    n: usize,
+    /// Server `batch_size`, and the raw loop's DELETE size.
+    #[arg(long, default_value_t = 500)]
+    batch_size: usize,
+    /// Server `executors`.
+    #[arg(long, default_value_t = 4)]
+    executors: usize,
+    /// Seconds of wrk load on the seed route.
+    #[arg(long, default_value_t = 10)]
+    ingest_secs: u64,
+    /// wrk connections.
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// Ids posted on the batch route (in bodies of 10,000, 4 clients).
+    #[arg(long, default_value_t = 400_000)]
+    batch_ids: usize,
+    /// Latency samples.
+    #[arg(long, default_value_t = 200)]
+    samples: usize,
+    /// Seconds of idle CPU measurement.
+    #[arg(long, default_value_t = 10)]
+    idle_secs: u64,
+    /// Pending rows for the memory measurement.
+    #[arg(long, default_value_t = 1_000_000)]
+    rss_rows: usize,
+    /// Small sizes everywhere: a smoke run that keeps the benchmark working.
+    #[arg(long)]
+    quick: bool,
+    /// MariaDB server (a database is created on it and dropped).
+    #[arg(long, env = "BENCH_MYSQL_URL", default_value = "mysql://root@127.0.0.1:3306/test")]
+    mysql_url: String,
+    /// PostgreSQL server (a database is created on it and dropped).
+    #[arg(long, env = "BENCH_POSTGRES_URL", default_value = "postgres://postgres@127.0.0.1:5432/test")]
+    postgres_url: String,
+    /// Also write the table as Markdown to this file.
+    #[arg(long)]
+    markdown: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Which {
+    All,
+    Sqlite,
+    Mysql,
+    Postgres,
+}
+
+/// One backend's figures.
+#[derive(Debug, Default)]
+struct Figures {
+    drain_secs: f64,
+    drain_rate: f64,
+    raw_rate: f64,
+    seed_rps: f64,
+    seed_p50: f64,
+    seed_p99: f64,
+    seed_errors: u64,
+    batch_rate: f64,
+    latency_p50: f64,
+    latency_p99: f64,
+    idle_cpu: f64,
+    rss_mib: f64,
+}
+
+fn main() -> anyhow::Result<()> {
+    let mut args = Args::parse();
+    if args.quick {
+        args.n = 2_000;
+        args.ingest_secs = 1;
+        args.connections = 8;
+        args.batch_ids = 20_000;
+        args.samples = 10;
+        args.idle_secs = 1;
+        args.rss_rows = 10_000;
+    }
+    let backends: Vec<Backend> = if args.backend.contains(&Which::All) {
+        vec![Backend::Sqlite, Backend::Mysql, Backend::Postgres]
+    } else {
+        args.backend
+            .iter()
+            .map(|w| match w {
+                Which::Sqlite => Backend::Sqlite,
+                Which::Mysql => Backend::Mysql,
+                Which::Postgres | Which::All => Backend::Postgres,
+            })
+            .collect()
+    };
+    let bin = server::build_server()?;
+    let mut results = Vec::new();
+    for backend in backends {
+        let setup = Setup {
+            bin: bin.clone(),
+            backend,
+            server_url: match backend {
+                Backend::Mysql => args.mysql_url.clone(),
+                _ => args.postgres_url.clone(),
+            },
+            batch_size: args.batch_size,
+            executors: args.executors,
+        };
+        eprintln!("== {backend:?}");
+        let mut f = Figures::default();
+        (f.drain_secs, f.drain_rate) = measure::drain(&setup, args.n)?;
+        eprintln!("drain: {:.0}/s", f.drain_rate);
+        f.raw_rate = measure::raw_limit(&setup, args.n)?;
+        eprintln!("raw limit: {:.0}/s", f.raw_rate);
+        (f.seed_rps, f.seed_p50, f.seed_p99, f.seed_errors) =
+            measure::ingest_seed(&setup, args.ingest_secs, args.connections)?;
+        eprintln!("seed route: {:.0} req/s", f.seed_rps);
+        f.batch_rate = measure::ingest_batch(&setup, args.batch_ids, 10_000, 4)?;
+        eprintln!("batch route: {:.0} ids/s", f.batch_rate);
+        (f.latency_p50, f.latency_p99, f.idle_cpu) = measure::latency_and_idle(&setup, args.samples, args.idle_secs)?;
+        eprintln!("latency p99: {:.1} ms, idle {:.2}%", f.latency_p99, f.idle_cpu);
+        f.rss_mib = measure::peak_rss(&setup, args.rss_rows)?;
+        eprintln!("peak RSS: {:.1} MiB", f.rss_mib);
+        results.push((backend, f));
+    }
+    let table = table(&args, &results);
+    println!("{table}");
+    if let Some(path) = &args.markdown {
+        std::fs::write(path, table)?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// The figures as a Markdown table (readable as plain text too).
+fn table(args: &Args, results: &[(Backend, Figures)]) -> String {
+    let mut out = String::new();
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned()))
+        .unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "Machine: {} cores, {cpu}. Date: {}. n = {}, batch_size = {}, executors = {}, wrk {} connections for {} s, {} batch-route ids, {} latency samples, {} pending rows for RSS.\n",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        chrono_date(),
+        args.n,
+        args.batch_size,
+        args.executors,
+        args.connections,
+        args.ingest_secs,
+        args.batch_ids,
+        args.samples,
+        args.rss_rows,
+    );
+    let _ = write!(out, "| measure | target |");
+    for (backend, _) in results {
+        let _ = write!(out, " {backend:?} |");
+    }
+    let _ = write!(out, "\n| --- | --- |");
+    for _ in results {
+        let _ = write!(out, " ---: |");
+    }
+    out.push('\n');
+    type Row = (&'static str, &'static str, fn(&Figures) -> String);
+    let rows: [Row; 11] = [
+        ("drain, deletions/s", "50k SQLite, 20k others", |f| format!("{:.0}", f.drain_rate)),
+        ("drain, seconds", "", |f| format!("{:.2}", f.drain_secs)),
+        ("raw limit (unlink + batched DELETE), /s", "", |f| format!("{:.0}", f.raw_rate)),
+        ("drain / raw limit", ">= 0.5", |f| format!("{:.2}", f.drain_rate / f.raw_rate)),
+        ("seed route, requests/s", ">= 20k", |f| format!("{:.0}", f.seed_rps)),
+        ("seed route, p50 / p99 ms", "p99 < 10", |f| format!("{:.2} / {:.2}", f.seed_p50, f.seed_p99)),
+        ("seed route, non-2xx", "0", |f| f.seed_errors.to_string()),
+        ("batch route, ids/s", ">= 200k", |f| format!("{:.0}", f.batch_rate)),
+        ("latency 200 -> file gone, p50 / p99 ms", "< 50", |f| format!("{:.1} / {:.1}", f.latency_p50, f.latency_p99)),
+        ("idle CPU, % of a core", "< 1", |f| format!("{:.2}", f.idle_cpu)),
+        ("peak RSS with pending rows, MiB", "< 64", |f| format!("{:.1}", f.rss_mib)),
+    ];
+    for (name, target, value) in rows {
+        let _ = write!(out, "| {name} | {target} |");
+        for (_, figures) in results {
+            let _ = write!(out, " {} |", value(figures));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// Today's date, UTC.
+fn chrono_date() -> String {
+    chrono::Utc::now().format("%Y-%m-%d").to_string()
+}
