@@ -124,9 +124,10 @@ fn enqueue(config: &Config, args: Vec<String>, delay_secs: u64) -> anyhow::Resul
     let request = RecordRequest {
         ids,
         not_before: now.saturating_add(delay_secs.saturating_mul(1000) as i64),
+        counted: true,
     };
     let requests = [request];
-    let accepted = db.write(|c| queries::record_many(c, &requests, now))?[0];
+    let accepted = db.write(|c| queries::record_many(c, &requests, now))?.total;
     println!("accepted {accepted}, already queued {}", total - accepted);
     Ok(())
 }

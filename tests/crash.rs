@@ -35,6 +35,7 @@ fn queue(db: &Db, ids: &[String]) {
     let requests = [RecordRequest {
         ids,
         not_before: now,
+        counted: false,
     }];
     db.write(|c| queries::record_many(c, &requests, now))
         .unwrap();

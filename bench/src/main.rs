@@ -21,7 +21,10 @@ use measure::Setup;
 use video_scheduler::db::Backend;
 
 #[derive(Debug, Parser)]
-#[command(name = "bench", about = "Measure video-scheduler on SQLite, MariaDB and PostgreSQL")]
+#[command(
+    name = "bench",
+    about = "Measure video-scheduler on SQLite, MariaDB and PostgreSQL"
+)]
 struct Args {
     /// Backends to measure.
     #[arg(long, value_enum, default_value = "all")]
@@ -53,18 +56,39 @@ struct Args {
     /// Pending rows for the memory measurement.
     #[arg(long, default_value_t = 1_000_000)]
     rss_rows: usize,
+    /// Measures to run (all by default); the others show as "-".
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Vec<Measure>,
     /// Small sizes everywhere: a smoke run that keeps the benchmark working.
     #[arg(long)]
     quick: bool,
     /// MariaDB server (a database is created on it and dropped).
-    #[arg(long, env = "BENCH_MYSQL_URL", default_value = "mysql://root@127.0.0.1:3306/test")]
+    #[arg(
+        long,
+        env = "BENCH_MYSQL_URL",
+        default_value = "mysql://root@127.0.0.1:3306/test"
+    )]
     mysql_url: String,
     /// PostgreSQL server (a database is created on it and dropped).
-    #[arg(long, env = "BENCH_POSTGRES_URL", default_value = "postgres://postgres@127.0.0.1:5432/test")]
+    #[arg(
+        long,
+        env = "BENCH_POSTGRES_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/test"
+    )]
     postgres_url: String,
     /// Also write the table as Markdown to this file.
     #[arg(long)]
     markdown: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Measure {
+    Drain,
+    Raw,
+    Seed,
+    Batch,
+    Latency,
+    Rss,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -139,8 +163,12 @@ fn main() -> anyhow::Result<()> {
         eprintln!("seed route: {:.0} req/s", f.seed_rps);
         f.batch_rate = measure::ingest_batch(&setup, args.batch_ids, 10_000, 4)?;
         eprintln!("batch route: {:.0} ids/s", f.batch_rate);
-        (f.latency_p50, f.latency_p99, f.idle_cpu) = measure::latency_and_idle(&setup, args.samples, args.idle_secs)?;
-        eprintln!("latency p99: {:.1} ms, idle {:.2}%", f.latency_p99, f.idle_cpu);
+        (f.latency_p50, f.latency_p99, f.idle_cpu) =
+            measure::latency_and_idle(&setup, args.samples, args.idle_secs)?;
+        eprintln!(
+            "latency p99: {:.1} ms, idle {:.2}%",
+            f.latency_p99, f.idle_cpu
+        );
         f.rss_mib = measure::peak_rss(&setup, args.rss_rows)?;
         eprintln!("peak RSS: {:.1} MiB", f.rss_mib);
         results.push((backend, f));
@@ -159,7 +187,11 @@ fn table(args: &Args, results: &[(Backend, Figures)]) -> String {
     let mut out = String::new();
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned()))
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
         .unwrap_or_default();
     let _ = writeln!(
         out,
@@ -186,17 +218,35 @@ fn table(args: &Args, results: &[(Backend, Figures)]) -> String {
     out.push('\n');
     type Row = (&'static str, &'static str, fn(&Figures) -> String);
     let rows: [Row; 11] = [
-        ("drain, deletions/s", "50k SQLite, 20k others", |f| format!("{:.0}", f.drain_rate)),
+        ("drain, deletions/s", "50k SQLite, 20k others", |f| {
+            format!("{:.0}", f.drain_rate)
+        }),
         ("drain, seconds", "", |f| format!("{:.2}", f.drain_secs)),
-        ("raw limit (unlink + batched DELETE), /s", "", |f| format!("{:.0}", f.raw_rate)),
-        ("drain / raw limit", ">= 0.5", |f| format!("{:.2}", f.drain_rate / f.raw_rate)),
-        ("seed route, requests/s", ">= 20k", |f| format!("{:.0}", f.seed_rps)),
-        ("seed route, p50 / p99 ms", "p99 < 10", |f| format!("{:.2} / {:.2}", f.seed_p50, f.seed_p99)),
+        ("raw limit (unlink + batched DELETE), /s", "", |f| {
+            format!("{:.0}", f.raw_rate)
+        }),
+        ("drain / raw limit", ">= 0.5", |f| {
+            format!("{:.2}", f.drain_rate / f.raw_rate)
+        }),
+        ("seed route, requests/s", ">= 20k", |f| {
+            format!("{:.0}", f.seed_rps)
+        }),
+        ("seed route, p50 / p99 ms", "p99 < 10", |f| {
+            format!("{:.2} / {:.2}", f.seed_p50, f.seed_p99)
+        }),
         ("seed route, non-2xx", "0", |f| f.seed_errors.to_string()),
-        ("batch route, ids/s", ">= 200k", |f| format!("{:.0}", f.batch_rate)),
-        ("latency 200 -> file gone, p50 / p99 ms", "< 50", |f| format!("{:.1} / {:.1}", f.latency_p50, f.latency_p99)),
-        ("idle CPU, % of a core", "< 1", |f| format!("{:.2}", f.idle_cpu)),
-        ("peak RSS with pending rows, MiB", "< 64", |f| format!("{:.1}", f.rss_mib)),
+        ("batch route, ids/s", ">= 200k", |f| {
+            format!("{:.0}", f.batch_rate)
+        }),
+        ("latency 200 -> file gone, p50 / p99 ms", "< 50", |f| {
+            format!("{:.1} / {:.1}", f.latency_p50, f.latency_p99)
+        }),
+        ("idle CPU, % of a core", "< 1", |f| {
+            format!("{:.2}", f.idle_cpu)
+        }),
+        ("peak RSS with pending rows, MiB", "< 64", |f| {
+            format!("{:.1}", f.rss_mib)
+        }),
     ];
     for (name, target, value) in rows {
         let _ = write!(out, "| {name} | {target} |");

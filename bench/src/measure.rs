@@ -34,7 +34,9 @@ pub struct Fixture {
 
 impl Fixture {
     pub fn new(setup: &Setup) -> anyhow::Result<Fixture> {
-        let dir = tempfile::Builder::new().prefix("vs-bench").tempdir_in(bench_tmp())?;
+        let dir = tempfile::Builder::new()
+            .prefix("vs-bench")
+            .tempdir_in(bench_tmp())?;
         let bench_db = BenchDb::create(setup.backend, &setup.server_url, dir.path())?;
         let db = Db::connect(&bench_db.url, 2)?;
         db.migrate()?;
@@ -66,9 +68,17 @@ impl Fixture {
     /// Queues `ids`, due at `not_before`, in transactions of 10,000.
     pub fn queue(&self, ids: &[String], not_before: i64) -> anyhow::Result<()> {
         for chunk in ids.chunks(10_000) {
-            let ids = chunk.iter().map(|id| VideoId::parse(id)).collect::<Result<Vec<_>, _>>()?;
-            let requests = [RecordRequest { ids, not_before }];
-            self.db.write(|c| queries::record_many(c, &requests, now_ms()))?;
+            let ids = chunk
+                .iter()
+                .map(|id| VideoId::parse(id))
+                .collect::<Result<Vec<_>, _>>()?;
+            let requests = [RecordRequest {
+                ids,
+                not_before,
+                counted: false,
+            }];
+            self.db
+                .write(|c| queries::record_many(c, &requests, now_ms()))?;
         }
         Ok(())
     }
@@ -112,7 +122,10 @@ pub fn drain(setup: &Setup, n: usize) -> anyhow::Result<(f64, f64)> {
     let server = fx.start(setup)?;
     let deadline = start + Duration::from_secs(600);
     while fx.db.read(queries::any_row)? {
-        ensure!(Instant::now() < deadline, "drain did not finish in 10 minutes");
+        ensure!(
+            Instant::now() < deadline,
+            "drain did not finish in 10 minutes"
+        );
         std::thread::sleep(Duration::from_millis(2));
     }
     let secs = start.elapsed().as_secs_f64();
@@ -144,7 +157,11 @@ pub fn raw_limit(setup: &Setup, n: usize) -> anyhow::Result<f64> {
 
 /// Ingest on the seed route with wrk: unique ids, `connections` keep-alive
 /// connections for `secs`. Returns (requests/s, p50 ms, p99 ms, non-2xx).
-pub fn ingest_seed(setup: &Setup, secs: u64, connections: usize) -> anyhow::Result<(f64, f64, f64, u64)> {
+pub fn ingest_seed(
+    setup: &Setup,
+    secs: u64,
+    connections: usize,
+) -> anyhow::Result<(f64, f64, f64, u64)> {
     let fx = Fixture::new(setup)?;
     let server = fx.start(setup)?;
     let script = fx.dir.path().join("ids.lua");
@@ -164,24 +181,40 @@ end
 "#,
     )?;
     let out = Command::new("wrk")
-        .args(["-t2", &format!("-c{connections}"), &format!("-d{secs}s"), "--latency", "-s"])
+        .args([
+            "-t2",
+            &format!("-c{connections}"),
+            &format!("-d{secs}s"),
+            "--latency",
+            "-s",
+        ])
         .arg(&script)
         .arg(server.url("/"))
         .output()
         .context("running wrk (apt-get install wrk)")?;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    ensure!(out.status.success(), "wrk failed: {text}{}", String::from_utf8_lossy(&out.stderr));
+    ensure!(
+        out.status.success(),
+        "wrk failed: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     server.stop()?;
     let rps = field(&text, "Requests/sec:")?.parse()?;
     let p50 = wrk_ms(&field(&text, "50%")?)?;
     let p99 = wrk_ms(&field(&text, "99%")?)?;
-    let errors = field(&text, "Non-2xx or 3xx responses:").map(|v| v.parse().unwrap_or(0)).unwrap_or(0);
+    let errors = field(&text, "Non-2xx or 3xx responses:")
+        .map(|v| v.parse().unwrap_or(0))
+        .unwrap_or(0);
     Ok((rps, p50, p99, errors))
 }
 
 fn field(text: &str, name: &str) -> anyhow::Result<String> {
     text.lines()
-        .find_map(|l| l.trim().strip_prefix(name).map(|v| v.split_whitespace().next().unwrap_or("").to_owned()))
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix(name)
+                .map(|v| v.split_whitespace().next().unwrap_or("").to_owned())
+        })
         .with_context(|| format!("no {name:?} in wrk output:\n{text}"))
 }
 
@@ -198,7 +231,12 @@ fn wrk_ms(value: &str) -> anyhow::Result<f64> {
 /// Ingest on the batch route: `clients` concurrent clients posting
 /// `batch`-id bodies (delayed an hour, so nothing is deleted meanwhile).
 /// Returns ids/s.
-pub fn ingest_batch(setup: &Setup, total: usize, batch: usize, clients: usize) -> anyhow::Result<f64> {
+pub fn ingest_batch(
+    setup: &Setup,
+    total: usize,
+    batch: usize,
+    clients: usize,
+) -> anyhow::Result<f64> {
     let fx = Fixture::new(setup)?;
     let server = fx.start(setup)?;
     let bodies: Vec<Vec<u8>> = ids("batch", total)
@@ -214,7 +252,10 @@ pub fn ingest_batch(setup: &Setup, total: usize, batch: usize, clients: usize) -
                 s.spawn(move || -> anyhow::Result<()> {
                     let agent = ureq::Agent::new();
                     for body in bodies.iter().skip(c).step_by(clients) {
-                        let response = agent.post(url).set("content-type", "application/json").send_bytes(body)?;
+                        let response = agent
+                            .post(url)
+                            .set("content-type", "application/json")
+                            .send_bytes(body)?;
                         ensure!(response.status() == 202, "status {}", response.status());
                     }
                     Ok(())
@@ -234,7 +275,11 @@ pub fn ingest_batch(setup: &Setup, total: usize, batch: usize, clients: usize) -
 /// Latency on an idle server: time from the 200 of the seed route to the
 /// file being gone, `samples` times; then idle CPU over `idle_secs` on the
 /// same server with nothing due. Returns (p50 ms, p99 ms, idle % of a core).
-pub fn latency_and_idle(setup: &Setup, samples: usize, idle_secs: u64) -> anyhow::Result<(f64, f64, f64)> {
+pub fn latency_and_idle(
+    setup: &Setup,
+    samples: usize,
+    idle_secs: u64,
+) -> anyhow::Result<(f64, f64, f64)> {
     let fx = Fixture::new(setup)?;
     let server = fx.start(setup)?;
     let agent = ureq::Agent::new();
@@ -243,7 +288,9 @@ pub fn latency_and_idle(setup: &Setup, samples: usize, idle_secs: u64) -> anyhow
         let id = format!("lat-{i}");
         let path = fx.root().join(&id);
         std::fs::File::create(&path)?;
-        let response = agent.get(&server.url(&format!("/video-delete-record/{id}"))).call()?;
+        let response = agent
+            .get(&server.url(&format!("/video-delete-record/{id}")))
+            .call()?;
         ensure!(response.status() == 200);
         let acked = Instant::now();
         let deadline = acked + Duration::from_secs(10);
@@ -262,7 +309,11 @@ pub fn latency_and_idle(setup: &Setup, samples: usize, idle_secs: u64) -> anyhow
     server.stop()?;
     latencies.sort_by(f64::total_cmp);
     let idle = used.as_secs_f64() / idle_secs as f64 * 100.0;
-    Ok((percentile(&latencies, 0.50), percentile(&latencies, 0.99), idle))
+    Ok((
+        percentile(&latencies, 0.50),
+        percentile(&latencies, 0.99),
+        idle,
+    ))
 }
 
 pub fn percentile(sorted: &[f64], p: f64) -> f64 {

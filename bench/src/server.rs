@@ -47,7 +47,12 @@ impl Server {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 if let Some(rest) = line.split("listening on http://").nth(1) {
-                    let _ = tx.send(rest.split(',').next().unwrap_or_default().parse::<SocketAddr>());
+                    let _ = tx.send(
+                        rest.split(',')
+                            .next()
+                            .unwrap_or_default()
+                            .parse::<SocketAddr>(),
+                    );
                 }
                 if let Some(log) = log.as_mut() {
                     use std::io::Write;
@@ -59,7 +64,10 @@ impl Server {
             Ok(Ok(addr)) => Ok(Server { child, addr }),
             _ => {
                 let _ = child.kill();
-                bail!("the server did not start; see {}", dir.join("server.log").display())
+                bail!(
+                    "the server did not start; see {}",
+                    dir.join("server.log").display()
+                )
             }
         }
     }
@@ -72,7 +80,12 @@ impl Server {
     pub fn cpu_time(&self) -> anyhow::Result<Duration> {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))?;
         // Fields after the command name, which is in parentheses.
-        let fields: Vec<&str> = stat.rsplit_once(')').context("stat format")?.1.split_whitespace().collect();
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .context("stat format")?
+            .1
+            .split_whitespace()
+            .collect();
         let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
         // SAFETY: sysconf has no preconditions.
         let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
@@ -82,8 +95,15 @@ impl Server {
     /// Peak resident set size (VmHWM), in MiB.
     pub fn peak_rss_mib(&self) -> anyhow::Result<f64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
-        let line = status.lines().find(|l| l.starts_with("VmHWM:")).context("no VmHWM")?;
-        let kib: f64 = line.split_whitespace().nth(1).context("VmHWM value")?.parse()?;
+        let line = status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .context("no VmHWM")?;
+        let kib: f64 = line
+            .split_whitespace()
+            .nth(1)
+            .context("VmHWM value")?
+            .parse()?;
         Ok(kib / 1024.0)
     }
 
@@ -127,9 +147,15 @@ impl BenchDb {
                 server: None,
             });
         }
-        let name = format!("vs_bench_{}_{:06x}", std::process::id(), fastrand::u32(..0xffffff));
+        let name = format!(
+            "vs_bench_{}_{:06x}",
+            std::process::id(),
+            fastrand::u32(..0xffffff)
+        );
         admin(server_url, &format!("CREATE DATABASE {name}"))?;
-        let base = &server_url[..server_url.rfind('/').context("server URL has no /database")?];
+        let base = &server_url[..server_url
+            .rfind('/')
+            .context("server URL has no /database")?];
         Ok(BenchDb {
             url: format!("{base}/{name}"),
             server: Some((server_url.to_owned(), name, backend)),
@@ -140,7 +166,11 @@ impl BenchDb {
 impl Drop for BenchDb {
     fn drop(&mut self) {
         if let Some((server, name, backend)) = &self.server {
-            let force = if *backend == Backend::Postgres { " WITH (FORCE)" } else { "" };
+            let force = if *backend == Backend::Postgres {
+                " WITH (FORCE)"
+            } else {
+                ""
+            };
             if let Err(e) = admin(server, &format!("DROP DATABASE IF EXISTS {name}{force}")) {
                 eprintln!("could not drop {name}: {e}");
             }
@@ -156,14 +186,24 @@ fn admin(server_url: &str, sql: &str) -> anyhow::Result<()> {
 
 /// Builds the server binary (release, every backend) and returns its path.
 pub fn build_server() -> anyhow::Result<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().context("workspace root")?;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("workspace root")?;
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .current_dir(root)
-        .args(["build", "--release", "--all-features", "--bin", "video-scheduler"])
+        .args([
+            "build",
+            "--release",
+            "--all-features",
+            "--bin",
+            "video-scheduler",
+        ])
         .status()?;
     if !status.success() {
         bail!("cargo build of the server failed");
     }
-    let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| root.join("target"));
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root.join("target"));
     Ok(target.join("release").join("video-scheduler"))
 }

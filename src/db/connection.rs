@@ -140,19 +140,52 @@ fn setup_failed(e: diesel::result::Error) -> diesel::ConnectionError {
     diesel::ConnectionError::BadConnection(format!("session setup failed: {e}"))
 }
 
+/// A pooled connection that remembers a failure which may have left it
+/// unusable (the server closed it, the network dropped it). r2d2 then drops
+/// it on return instead of handing it out again. This replaces a `SELECT 1`
+/// before every use: one round trip saved per checkout.
+pub struct Tracked {
+    conn: AnyConnection,
+    broken: bool,
+}
+
+impl Tracked {
+    pub fn mark_broken(&mut self) {
+        self.broken = true;
+    }
+}
+
+impl std::ops::Deref for Tracked {
+    type Target = AnyConnection;
+
+    fn deref(&self) -> &AnyConnection {
+        &self.conn
+    }
+}
+
+impl std::ops::DerefMut for Tracked {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        &mut self.conn
+    }
+}
+
 impl ManageConnection for Manager {
-    type Connection = AnyConnection;
+    type Connection = Tracked;
     type Error = Error;
 
-    fn connect(&self) -> Result<AnyConnection, Error> {
-        self.open().map_err(Error::ConnectionError)
+    fn connect(&self) -> Result<Tracked, Error> {
+        let conn = self.open().map_err(Error::ConnectionError)?;
+        Ok(Tracked {
+            conn,
+            broken: false,
+        })
     }
 
-    fn is_valid(&self, conn: &mut AnyConnection) -> Result<(), Error> {
-        conn.ping().map_err(Error::QueryError)
+    fn is_valid(&self, conn: &mut Tracked) -> Result<(), Error> {
+        conn.conn.ping().map_err(Error::QueryError)
     }
 
-    fn has_broken(&self, conn: &mut AnyConnection) -> bool {
-        std::thread::panicking() || conn.is_broken()
+    fn has_broken(&self, conn: &mut Tracked) -> bool {
+        std::thread::panicking() || conn.broken || conn.conn.is_broken()
     }
 }

@@ -90,9 +90,9 @@ impl Db {
                 .max_size(size)
                 .min_idle(Some(1))
                 .connection_timeout(CONNECTION_TIMEOUT)
-                // A server-side backend may have dropped an idle connection
-                // (restart, outage): check before use. SQLite cannot.
-                .test_on_check_out(backend != Backend::Sqlite)
+                // No `SELECT 1` before each use: a connection that failed
+                // is marked and dropped instead (see `Tracked`).
+                .test_on_check_out(false)
                 // Failures surface as errors of the caller, which logs them
                 // once per outage; r2d2 would log every retry.
                 .error_handler(Box::new(diesel::r2d2::NopErrorHandler))
@@ -121,7 +121,7 @@ impl Db {
     /// Runs the pending migrations; returns their names.
     pub fn migrate(&self) -> Result<Vec<String>, DbError> {
         let mut conn = self.get(&self.write)?;
-        let applied = match &mut *conn {
+        let applied = match &mut **conn {
             #[cfg(feature = "sqlite")]
             AnyConnection::Sqlite(c) => names(c.run_pending_migrations(SQLITE_MIGRATIONS)),
             #[cfg(feature = "mysql")]
@@ -135,7 +135,7 @@ impl Db {
     /// Reachable and migrated: what `/readyz` reports.
     pub fn ready(&self) -> Result<(), DbError> {
         let mut conn = self.get(&self.read)?;
-        let pending = match &mut *conn {
+        let pending = match &mut **conn {
             #[cfg(feature = "sqlite")]
             AnyConnection::Sqlite(c) => c.has_pending_migration(SQLITE_MIGRATIONS),
             #[cfg(feature = "mysql")]
@@ -153,7 +153,7 @@ impl Db {
     /// Runs `f` on a read connection (blocking).
     pub fn read<T>(&self, f: impl FnOnce(&mut Conn) -> QueryResult<T>) -> Result<T, DbError> {
         let mut conn = self.get(&self.read)?;
-        Ok(f(&mut conn)?)
+        f(&mut conn).map_err(|e| broken_if_lost(&mut conn, e))
     }
 
     /// Runs `f`, a whole transaction, on a writer connection (blocking).
@@ -172,7 +172,7 @@ impl Db {
                     std::thread::sleep(Duration::from_millis(fastrand::u64(1..=5 * attempt)));
                     attempt += 1;
                 }
-                result => return Ok(result?),
+                result => return result.map_err(|e| broken_if_lost(&mut conn, e)),
             }
         }
     }
@@ -255,6 +255,26 @@ const CONNECTION_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// After a failed attempt to connect, how long other callers fail at once.
 const FAST_FAIL_MS: i64 = 500;
+
+/// Marks the connection for disposal when `e` may mean it is unusable, and
+/// converts the error.
+fn broken_if_lost(conn: &mut connection::Tracked, e: diesel::result::Error) -> DbError {
+    use diesel::result::{DatabaseErrorKind, Error};
+    let lost = matches!(
+        e,
+        Error::BrokenTransactionManager
+            | Error::DatabaseError(
+                DatabaseErrorKind::UnableToSendCommand
+                    | DatabaseErrorKind::ClosedConnection
+                    | DatabaseErrorKind::Unknown,
+                _
+            )
+    );
+    if lost {
+        conn.mark_broken();
+    }
+    DbError::Query(e)
+}
 
 /// Tries of a write transaction that the server aborted to break a deadlock.
 const WRITE_ATTEMPTS: u64 = 5;

@@ -49,13 +49,11 @@ pub struct Deletion {
     pub last_error: Option<String>,
 }
 
-/// A new request. Every column is given so that SQLite can batch the insert.
+/// A new request; `state` and `attempts` take their column defaults.
 #[derive(Debug, Insertable)]
 #[diesel(table_name = video_del_rec)]
 pub struct NewDeletion<'a> {
     pub id: &'a str,
-    pub state: &'a str,
-    pub attempts: i32,
     pub created_at: i64,
     pub not_before: i64,
 }

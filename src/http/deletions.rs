@@ -129,7 +129,8 @@ async fn create(
         .record
         .send(record)
         .await
-        .map_err(|_| ApiError::Unavailable)??;
+        .map_err(|_| ApiError::Unavailable)??
+        .ok_or(ApiError::Unavailable)?;
     Ok(HttpResponse::Accepted().json(recorded))
 }
 

@@ -34,7 +34,11 @@ async fn record(state: web::Data<AppState>, vid: web::Path<String>) -> HttpRespo
         Err(InvalidId::Empty) => return empty().await,
         Err(_) => return HttpResponse::BadRequest().body("invalid video id"),
     };
-    match state.record.send(Record::new(vec![id], now_ms())).await {
+    match state
+        .record
+        .send(Record::uncounted(vec![id], now_ms()))
+        .await
+    {
         Ok(Ok(_)) => HttpResponse::Ok().finish(),
         Ok(Err(_)) | Err(_) => HttpResponse::ServiceUnavailable()
             .insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS))

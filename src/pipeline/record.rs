@@ -16,7 +16,7 @@ use crate::db::{now_ms, Db, DbError};
 use crate::metrics::Metrics;
 use crate::video_id::VideoId;
 
-type Reply = oneshot::Sender<Result<usize, String>>;
+type Reply = oneshot::Sender<Result<Option<usize>, String>>;
 
 /// The single entry point of new requests into the table.
 pub struct RecordActor {
@@ -57,14 +57,12 @@ impl RecordActor {
         ctx.spawn(write.into_actor(self).map(|(result, due_now), act, ctx| {
             act.committing = false;
             match result {
-                Ok(inserted) => {
-                    act.metrics
-                        .recorded
-                        .inc_by(inserted.iter().sum::<usize>() as u64);
-                    if due_now && inserted.iter().any(|&n| n > 0) {
+                Ok(recorded) => {
+                    act.metrics.recorded.inc_by(recorded.total as u64);
+                    if due_now && recorded.total > 0 {
                         act.dispatcher.do_send(Nudge);
                     }
-                    for (reply, n) in replies.into_iter().zip(inserted) {
+                    for (reply, n) in replies.into_iter().zip(recorded.new_rows) {
                         let _ = reply.send(Ok(n));
                     }
                 }
@@ -86,24 +84,40 @@ impl Actor for RecordActor {
 }
 
 /// Record deletion requests for these ids, not to run before `not_before`.
+/// Answered once the rows are committed.
 #[derive(Message)]
-#[rtype(result = "Result<Recorded, DbError>")]
+#[rtype(result = "Result<Option<Recorded>, DbError>")]
 pub struct Record {
     ids: Vec<VideoId>,
     not_before: i64,
+    counted: bool,
 }
 
 impl Record {
-    /// Duplicates are dropped; ids are sorted so every transaction touches
-    /// keys in the same order.
+    /// A request whose answer says how many ids were new. Duplicates are
+    /// dropped; ids are sorted so every transaction touches keys in the same
+    /// order.
     pub fn new(mut ids: Vec<VideoId>, not_before: i64) -> Record {
         ids.sort_unstable();
         ids.dedup();
-        Record { ids, not_before }
+        Record {
+            ids,
+            not_before,
+            counted: true,
+        }
+    }
+
+    /// A request whose answer is only "committed" (`None` counts): it can
+    /// share one INSERT with the other uncounted requests of its group.
+    pub fn uncounted(ids: Vec<VideoId>, not_before: i64) -> Record {
+        Record {
+            counted: false,
+            ..Record::new(ids, not_before)
+        }
     }
 }
 
-/// The answer to a [`Record`], given once the rows are committed.
+/// How many ids of a counted [`Record`] were new.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct Recorded {
     /// New rows.
@@ -113,7 +127,7 @@ pub struct Recorded {
 }
 
 impl Handler<Record> for RecordActor {
-    type Result = ResponseFuture<Result<Recorded, DbError>>;
+    type Result = ResponseFuture<Result<Option<Recorded>, DbError>>;
 
     fn handle(&mut self, msg: Record, ctx: &mut Context<Self>) -> Self::Result {
         let total = msg.ids.len();
@@ -122,16 +136,17 @@ impl Handler<Record> for RecordActor {
             RecordRequest {
                 ids: msg.ids,
                 not_before: msg.not_before,
+                counted: msg.counted,
             },
             tx,
         ));
         self.commit(ctx);
         Box::pin(async move {
             match rx.await {
-                Ok(Ok(accepted)) => Ok(Recorded {
+                Ok(Ok(new_rows)) => Ok(new_rows.map(|accepted| Recorded {
                     accepted,
                     already_queued: total - accepted,
-                }),
+                })),
                 Ok(Err(message)) => Err(DbError::Unavailable(message)),
                 Err(_) => Err(DbError::Unavailable("the recorder stopped".into())),
             }
