@@ -154,23 +154,33 @@ fn main() -> anyhow::Result<()> {
         };
         eprintln!("== {backend:?}");
         let mut f = Figures::default();
-        (f.drain_secs, f.drain_rate) = measure::drain(&setup, args.n)?;
-        eprintln!("drain: {:.0}/s", f.drain_rate);
-        f.raw_rate = measure::raw_limit(&setup, args.n)?;
-        eprintln!("raw limit: {:.0}/s", f.raw_rate);
-        (f.seed_rps, f.seed_p50, f.seed_p99, f.seed_errors) =
-            measure::ingest_seed(&setup, args.ingest_secs, args.connections)?;
-        eprintln!("seed route: {:.0} req/s", f.seed_rps);
-        f.batch_rate = measure::ingest_batch(&setup, args.batch_ids, 10_000, 4)?;
-        eprintln!("batch route: {:.0} ids/s", f.batch_rate);
-        (f.latency_p50, f.latency_p99, f.idle_cpu) =
-            measure::latency_and_idle(&setup, args.samples, args.idle_secs)?;
-        eprintln!(
-            "latency p99: {:.1} ms, idle {:.2}%",
-            f.latency_p99, f.idle_cpu
-        );
-        f.rss_mib = measure::peak_rss(&setup, args.rss_rows)?;
-        eprintln!("peak RSS: {:.1} MiB", f.rss_mib);
+        let run = |m: Measure| args.only.is_empty() || args.only.contains(&m);
+        if run(Measure::Drain) {
+            (f.drain_secs, f.drain_rate) = measure::drain(&setup, args.n)?;
+            eprintln!("drain: {:.0}/s", f.drain_rate);
+        }
+        if run(Measure::Raw) {
+            f.raw_rate = measure::raw_limit(&setup, args.n)?;
+            eprintln!("raw limit: {:.0}/s", f.raw_rate);
+        }
+        if run(Measure::Seed) {
+            (f.seed_rps, f.seed_p50, f.seed_p99, f.seed_errors) =
+                measure::ingest_seed(&setup, args.ingest_secs, args.connections)?;
+            eprintln!("seed route: {:.0} req/s, p99 {:.2} ms", f.seed_rps, f.seed_p99);
+        }
+        if run(Measure::Batch) {
+            f.batch_rate = measure::ingest_batch(&setup, args.batch_ids, 10_000, 4)?;
+            eprintln!("batch route: {:.0} ids/s", f.batch_rate);
+        }
+        if run(Measure::Latency) {
+            (f.latency_p50, f.latency_p99, f.idle_cpu) =
+                measure::latency_and_idle(&setup, args.samples, args.idle_secs)?;
+            eprintln!("latency p99: {:.1} ms, idle {:.2}%", f.latency_p99, f.idle_cpu);
+        }
+        if run(Measure::Rss) {
+            f.rss_mib = measure::peak_rss(&setup, args.rss_rows)?;
+            eprintln!("peak RSS: {:.1} MiB", f.rss_mib);
+        }
         results.push((backend, f));
     }
     let table = table(&args, &results);

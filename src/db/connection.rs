@@ -89,6 +89,9 @@ pub struct Manager {
     pub backend: Backend,
     /// What the driver takes: a path for SQLite, the URL otherwise.
     pub driver_url: String,
+    /// Connections for writes whose loss in a crash is harmless (claims,
+    /// acks): on PostgreSQL their commits do not wait for the WAL flush.
+    pub relaxed: bool,
 }
 
 impl Manager {
@@ -147,11 +150,33 @@ fn setup_failed(e: diesel::result::Error) -> diesel::ConnectionError {
 pub struct Tracked {
     conn: AnyConnection,
     broken: bool,
+    /// SQLite only: the connection runs with `synchronous = NORMAL`.
+    relaxed_sync: bool,
 }
 
 impl Tracked {
     pub fn mark_broken(&mut self) {
         self.broken = true;
+    }
+
+    /// SQLite's one writer serves durable and relaxed writes: switch its
+    /// `synchronous` setting when the kind of write changes. In WAL mode,
+    /// NORMAL survives a crash of the process but may lose the last commits
+    /// on a power loss; FULL survives both. A no-op on other backends.
+    pub fn set_relaxed_sync(&mut self, relaxed: bool) -> diesel::QueryResult<()> {
+        #[cfg(feature = "sqlite")]
+        if let AnyConnection::Sqlite(c) = &mut self.conn {
+            if self.relaxed_sync != relaxed {
+                c.batch_execute(if relaxed {
+                    "PRAGMA synchronous = NORMAL"
+                } else {
+                    "PRAGMA synchronous = FULL"
+                })?;
+                self.relaxed_sync = relaxed;
+            }
+        }
+        let _ = relaxed;
+        Ok(())
     }
 }
 
@@ -178,6 +203,7 @@ impl ManageConnection for Manager {
         Ok(Tracked {
             conn,
             broken: false,
+            relaxed_sync: false,
         })
     }
 

@@ -69,6 +69,9 @@ pub struct Db {
     /// On SQLite a pool of one connection: the single writer. Elsewhere the
     /// same pool as `read`: the server arbitrates concurrent writers.
     write: Pool<Manager>,
+    /// For [`Db::write_relaxed`]: on PostgreSQL sessions with
+    /// `synchronous_commit = off`; on SQLite the same single writer.
+    relaxed: Pool<Manager>,
 }
 
 impl Db {
@@ -79,13 +82,14 @@ impl Db {
         let manager = Manager {
             backend,
             driver_url,
+            relaxed: false,
         };
         // One connection first, so that a wrong password or host is reported
         // at once with the server's own words, not after the pool's timeout.
         manager
             .connect()
             .map_err(|e| DbError::Unavailable(format!("cannot connect to {}: {e}", redact(url))))?;
-        let build = |size: u32| {
+        let build = |size: u32, manager: Manager| {
             Pool::builder()
                 .max_size(size)
                 .min_idle(Some(1))
@@ -96,21 +100,29 @@ impl Db {
                 // Failures surface as errors of the caller, which logs them
                 // once per outage; r2d2 would log every retry.
                 .error_handler(Box::new(diesel::r2d2::NopErrorHandler))
-                .build(manager.clone())
+                .build(manager)
                 .map_err(|e| {
                     DbError::Unavailable(format!("cannot connect to {}: {e}", redact(url)))
                 })
         };
-        let read = build(connections)?;
-        let write = match backend {
-            Backend::Sqlite => build(1)?,
-            _ => read.clone(),
+        let read = build(connections, manager.clone())?;
+        let (write, relaxed) = match backend {
+            Backend::Sqlite => {
+                let writer = build(1, manager)?;
+                (writer.clone(), writer)
+            }
+            Backend::Postgres => {
+                let relaxed = build(connections, Manager { relaxed: true, ..manager })?;
+                (read.clone(), relaxed)
+            }
+            Backend::Mysql => (read.clone(), read.clone()),
         };
         Ok(Db {
             backend,
             last_failure: Arc::new(AtomicI64::new(0)),
             read,
             write,
+            relaxed,
         })
     }
 
@@ -162,8 +174,29 @@ impl Db {
     /// (instances inserting and deleting overlapping ids in different
     /// orders); the aborted one changed nothing, so it is run again, a few
     /// times, after a short random pause.
-    pub fn write<T>(&self, mut f: impl FnMut(&mut Conn) -> QueryResult<T>) -> Result<T, DbError> {
-        let mut conn = self.get(&self.write)?;
+    pub fn write<T>(&self, f: impl FnMut(&mut Conn) -> QueryResult<T>) -> Result<T, DbError> {
+        self.write_on(&self.write, false, f)
+    }
+
+    /// [`Db::write`] for writes whose loss in a crash is harmless because
+    /// the work they record is redone safely: claims (the row becomes due
+    /// again), acks (the files are already gone: found missing), releases.
+    /// Their commits do not wait for the disk: PostgreSQL's
+    /// `synchronous_commit = off`, SQLite's `synchronous = NORMAL`. A process
+    /// crash loses none of them; a power loss may lose the last few.
+    pub fn write_relaxed<T>(&self, f: impl FnMut(&mut Conn) -> QueryResult<T>) -> Result<T, DbError> {
+        self.write_on(&self.relaxed, true, f)
+    }
+
+    fn write_on<T>(
+        &self,
+        pool: &Pool<Manager>,
+        relaxed: bool,
+        mut f: impl FnMut(&mut Conn) -> QueryResult<T>,
+    ) -> Result<T, DbError> {
+        let mut conn = self.get(pool)?;
+        conn.set_relaxed_sync(relaxed)
+            .map_err(|e| broken_if_lost(&mut conn, e))?;
         let mut attempt = 1;
         loop {
             match f(&mut conn) {
@@ -208,6 +241,16 @@ impl Db {
     {
         let db = self.clone();
         blocking(move || db.read(f)).await
+    }
+
+    /// [`Db::write_relaxed`] on the blocking thread pool, for async callers.
+    pub async fn write_relaxed_async<T, F>(&self, f: F) -> Result<T, DbError>
+    where
+        F: FnMut(&mut Conn) -> QueryResult<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let db = self.clone();
+        blocking(move || db.write_relaxed(f)).await
     }
 
     /// [`Db::write`] on the blocking thread pool, for async callers.

@@ -112,7 +112,7 @@ impl DispatcherActor {
         );
         let lease_ms = self.settings.lease.as_millis() as i64;
         let claim = async move {
-            db.write_async(move |conn| {
+            db.write_relaxed_async(move |conn| {
                 let now = now_ms();
                 queries::claim(conn, &owner, now, now + lease_ms, limit)
             })
@@ -257,7 +257,7 @@ impl Handler<ReleaseInFlight> for DispatcherActor {
                 return 0;
             }
             match db
-                .write_async(move |c| queries::release(c, &owner, &ids, now_ms()))
+                .write_relaxed_async(move |c| queries::release(c, &owner, &ids, now_ms()))
                 .await
             {
                 Ok(released) => released,

@@ -55,7 +55,7 @@ impl ExecutorActor {
             tries += 1;
             match self
                 .db
-                .write(|conn| queries::ack(conn, &self.owner, done, failures))
+                .write_relaxed(|conn| queries::ack(conn, &self.owner, done, failures))
             {
                 Ok(counts) => return Ok(counts),
                 Err(e) if tries >= ACK_TRIES => return Err(e),
