@@ -166,7 +166,10 @@ fn main() -> anyhow::Result<()> {
         if run(Measure::Seed) {
             (f.seed_rps, f.seed_p50, f.seed_p99, f.seed_errors) =
                 measure::ingest_seed(&setup, args.ingest_secs, args.connections)?;
-            eprintln!("seed route: {:.0} req/s, p99 {:.2} ms", f.seed_rps, f.seed_p99);
+            eprintln!(
+                "seed route: {:.0} req/s, p99 {:.2} ms",
+                f.seed_rps, f.seed_p99
+            );
         }
         if run(Measure::Batch) {
             f.batch_rate = measure::ingest_batch(&setup, args.batch_ids, 10_000, 4)?;
@@ -175,7 +178,10 @@ fn main() -> anyhow::Result<()> {
         if run(Measure::Latency) {
             (f.latency_p50, f.latency_p99, f.idle_cpu) =
                 measure::latency_and_idle(&setup, args.samples, args.idle_secs)?;
-            eprintln!("latency p99: {:.1} ms, idle {:.2}%", f.latency_p99, f.idle_cpu);
+            eprintln!(
+                "latency p99: {:.1} ms, idle {:.2}%",
+                f.latency_p99, f.idle_cpu
+            );
         }
         if run(Measure::Rss) {
             f.rss_mib = measure::peak_rss(&setup, args.rss_rows)?;

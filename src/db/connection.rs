@@ -6,6 +6,9 @@
 //! in turn and reports only the last error, so we pick the variant from the
 //! URL scheme ourselves and report the real error (a wrong password says so).
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
 use diesel::connection::SimpleConnection;
 use diesel::r2d2::{Error, ManageConnection, R2D2Connection};
 use diesel::Connection;
@@ -92,6 +95,9 @@ pub struct Manager {
     /// Connections for writes whose loss in a crash is harmless (claims,
     /// acks): on PostgreSQL their commits do not wait for the WAL flush.
     pub relaxed: bool,
+    /// Bumped by [`super::Db`] whenever a connection is found lost: every
+    /// connection made before is checked once before its next use.
+    pub generation: Arc<AtomicU64>,
 }
 
 impl Manager {
@@ -145,11 +151,15 @@ fn setup_failed(e: diesel::result::Error) -> diesel::ConnectionError {
 
 /// A pooled connection that remembers a failure which may have left it
 /// unusable (the server closed it, the network dropped it). r2d2 then drops
-/// it on return instead of handing it out again. This replaces a `SELECT 1`
-/// before every use: one round trip saved per checkout.
+/// it on return instead of handing it out again. With the generation check
+/// of [`super::Db`] this replaces a `SELECT 1` before every use: one round
+/// trip saved per checkout, and after an outage each old connection is
+/// checked once instead of failing a request.
 pub struct Tracked {
     conn: AnyConnection,
     broken: bool,
+    /// The [`Manager::generation`] this connection is known good for.
+    pub generation: u64,
     /// SQLite only: the connection runs with `synchronous = NORMAL`.
     relaxed_sync: bool,
 }
@@ -157,6 +167,11 @@ pub struct Tracked {
 impl Tracked {
     pub fn mark_broken(&mut self) {
         self.broken = true;
+    }
+
+    /// A round trip proving the connection still works.
+    pub fn ping(&mut self) -> bool {
+        self.conn.ping().is_ok()
     }
 
     /// SQLite's one writer serves durable and relaxed writes: switch its
@@ -203,6 +218,7 @@ impl ManageConnection for Manager {
         Ok(Tracked {
             conn,
             broken: false,
+            generation: self.generation.load(Ordering::Relaxed),
             relaxed_sync: false,
         })
     }

@@ -12,7 +12,7 @@ pub mod models;
 pub mod queries;
 pub mod schema;
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -65,6 +65,8 @@ pub struct Db {
     /// again. Shared by all clones: during an outage callers fail at once
     /// for [`FAST_FAIL_MS`] instead of each waiting for the pool's timeout.
     last_failure: Arc<AtomicI64>,
+    /// Bumped when a connection is found lost (see [`connection::Tracked`]).
+    generation: Arc<AtomicU64>,
     read: Pool<Manager>,
     /// On SQLite a pool of one connection: the single writer. Elsewhere the
     /// same pool as `read`: the server arbitrates concurrent writers.
@@ -79,10 +81,12 @@ impl Db {
     /// `postgres://...`). Creates a missing SQLite file; does not migrate.
     pub fn connect(url: &str, connections: u32) -> Result<Db, DbError> {
         let (backend, driver_url) = Backend::from_url(url).map_err(DbError::Unavailable)?;
+        let generation = Arc::new(AtomicU64::new(0));
         let manager = Manager {
             backend,
             driver_url,
             relaxed: false,
+            generation: generation.clone(),
         };
         // One connection first, so that a wrong password or host is reported
         // at once with the server's own words, not after the pool's timeout.
@@ -112,7 +116,13 @@ impl Db {
                 (writer.clone(), writer)
             }
             Backend::Postgres => {
-                let relaxed = build(connections, Manager { relaxed: true, ..manager })?;
+                let relaxed = build(
+                    connections,
+                    Manager {
+                        relaxed: true,
+                        ..manager
+                    },
+                )?;
                 (read.clone(), relaxed)
             }
             Backend::Mysql => (read.clone(), read.clone()),
@@ -120,6 +130,7 @@ impl Db {
         Ok(Db {
             backend,
             last_failure: Arc::new(AtomicI64::new(0)),
+            generation,
             read,
             write,
             relaxed,
@@ -165,7 +176,7 @@ impl Db {
     /// Runs `f` on a read connection (blocking).
     pub fn read<T>(&self, f: impl FnOnce(&mut Conn) -> QueryResult<T>) -> Result<T, DbError> {
         let mut conn = self.get(&self.read)?;
-        f(&mut conn).map_err(|e| broken_if_lost(&mut conn, e))
+        f(&mut conn).map_err(|e| self.broken_if_lost(&mut conn, e))
     }
 
     /// Runs `f`, a whole transaction, on a writer connection (blocking).
@@ -184,7 +195,10 @@ impl Db {
     /// Their commits do not wait for the disk: PostgreSQL's
     /// `synchronous_commit = off`, SQLite's `synchronous = NORMAL`. A process
     /// crash loses none of them; a power loss may lose the last few.
-    pub fn write_relaxed<T>(&self, f: impl FnMut(&mut Conn) -> QueryResult<T>) -> Result<T, DbError> {
+    pub fn write_relaxed<T>(
+        &self,
+        f: impl FnMut(&mut Conn) -> QueryResult<T>,
+    ) -> Result<T, DbError> {
         self.write_on(&self.relaxed, true, f)
     }
 
@@ -196,7 +210,7 @@ impl Db {
     ) -> Result<T, DbError> {
         let mut conn = self.get(pool)?;
         conn.set_relaxed_sync(relaxed)
-            .map_err(|e| broken_if_lost(&mut conn, e))?;
+            .map_err(|e| self.broken_if_lost(&mut conn, e))?;
         let mut attempt = 1;
         loop {
             match f(&mut conn) {
@@ -205,7 +219,7 @@ impl Db {
                     std::thread::sleep(Duration::from_millis(fastrand::u64(1..=5 * attempt)));
                     attempt += 1;
                 }
-                result => return result.map_err(|e| broken_if_lost(&mut conn, e)),
+                result => return result.map_err(|e| self.broken_if_lost(&mut conn, e)),
             }
         }
     }
@@ -219,18 +233,56 @@ impl Db {
                 "database unreachable; retrying shortly".into(),
             ));
         }
-        match pool.get() {
-            Ok(conn) => {
-                if failed_at != 0 {
-                    self.last_failure.store(0, Ordering::Relaxed);
+        let mut checked = 0;
+        loop {
+            let mut conn = match pool.get() {
+                Ok(conn) => conn,
+                Err(e) => {
+                    self.last_failure.store(now_ms(), Ordering::Relaxed);
+                    return Err(DbError::Unavailable(e.to_string()));
                 }
-                Ok(conn)
+            };
+            // A connection older than the last loss may be dead too: check it
+            // once. Fresh ones are used without a round trip.
+            let generation = self.generation.load(Ordering::Relaxed);
+            if conn.generation < generation {
+                if !conn.ping() {
+                    conn.mark_broken();
+                    checked += 1;
+                    if checked > pool.max_size() {
+                        self.last_failure.store(now_ms(), Ordering::Relaxed);
+                        return Err(DbError::Unavailable("no working connection".into()));
+                    }
+                    continue;
+                }
+                conn.generation = generation;
             }
-            Err(e) => {
-                self.last_failure.store(now_ms(), Ordering::Relaxed);
-                Err(DbError::Unavailable(e.to_string()))
+            if failed_at != 0 {
+                self.last_failure.store(0, Ordering::Relaxed);
             }
+            return Ok(conn);
         }
+    }
+
+    /// Marks the connection for disposal when `e` may mean it is unusable
+    /// (and every older connection for a check), and converts the error.
+    fn broken_if_lost(&self, conn: &mut connection::Tracked, e: diesel::result::Error) -> DbError {
+        use diesel::result::{DatabaseErrorKind, Error};
+        let lost = matches!(
+            e,
+            Error::BrokenTransactionManager
+                | Error::DatabaseError(
+                    DatabaseErrorKind::UnableToSendCommand
+                        | DatabaseErrorKind::ClosedConnection
+                        | DatabaseErrorKind::Unknown,
+                    _
+                )
+        );
+        if lost {
+            conn.mark_broken();
+            self.generation.fetch_add(1, Ordering::Relaxed);
+        }
+        DbError::Query(e)
     }
 
     /// [`Db::read`] on the blocking thread pool, for async callers.
@@ -298,26 +350,6 @@ const CONNECTION_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// After a failed attempt to connect, how long other callers fail at once.
 const FAST_FAIL_MS: i64 = 500;
-
-/// Marks the connection for disposal when `e` may mean it is unusable, and
-/// converts the error.
-fn broken_if_lost(conn: &mut connection::Tracked, e: diesel::result::Error) -> DbError {
-    use diesel::result::{DatabaseErrorKind, Error};
-    let lost = matches!(
-        e,
-        Error::BrokenTransactionManager
-            | Error::DatabaseError(
-                DatabaseErrorKind::UnableToSendCommand
-                    | DatabaseErrorKind::ClosedConnection
-                    | DatabaseErrorKind::Unknown,
-                _
-            )
-    );
-    if lost {
-        conn.mark_broken();
-    }
-    DbError::Query(e)
-}
 
 /// Tries of a write transaction that the server aborted to break a deadlock.
 const WRITE_ATTEMPTS: u64 = 5;
