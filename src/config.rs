@@ -284,7 +284,9 @@ mod tests {
     }
 
     #[test]
-    fn defaults_are_valid() {
-        Config::default().validate().unwrap();
+    fn defaults_are_valid_and_listen_on_the_seed_s_port() {
+        let config = Config::default();
+        config.validate().unwrap();
+        assert_eq!(config.listen.port(), 9001);
     }
 }
