@@ -255,7 +255,7 @@ fn table(args: &Args, results: &[(Backend, Figures)]) -> String {
             format!("{:.0}", f.batch_rate)
         }),
         ("latency 200 -> file gone, p50 / p99 ms", "< 50", |f| {
-            format!("{:.1} / {:.1}", f.latency_p50, f.latency_p99)
+            format!("{:.2} / {:.2}", f.latency_p50, f.latency_p99)
         }),
         ("idle CPU, % of a core", "< 1", |f| {
             format!("{:.2}", f.idle_cpu)
