@@ -180,6 +180,7 @@ impl Tracked {
     /// on a power loss; FULL survives both. A no-op on other backends.
     pub fn set_relaxed_sync(&mut self, relaxed: bool) -> diesel::QueryResult<()> {
         #[cfg(feature = "sqlite")]
+        #[allow(irrefutable_let_patterns)]
         if let AnyConnection::Sqlite(c) = &mut self.conn {
             if self.relaxed_sync != relaxed {
                 c.batch_execute(if relaxed {
