@@ -2,6 +2,8 @@
 //! and MariaDB/PostgreSQL: 503s with Retry-After, `/readyz` down and up, one
 //! log line per outage, and the work finishing by itself afterwards.
 
+#![cfg(any(feature = "mysql", feature = "postgres"))]
+
 mod common;
 
 use std::net::{SocketAddr, ToSocketAddrs};
