@@ -45,8 +45,9 @@ impl ApiError {
 impl From<DbError> for ApiError {
     fn from(e: DbError) -> Self {
         // Any database failure is reported as unavailable: the request did
-        // not take effect and may be retried. The cause goes to the log.
-        log::warn!("database error answered as 503: {e}");
+        // not take effect and may be retried. Outages are logged once by the
+        // pipeline; per request only at debug level.
+        log::debug!("database error answered as 503: {e}");
         ApiError::Unavailable
     }
 }

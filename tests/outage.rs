@@ -114,4 +114,6 @@ fn database_outage(backend: Backend) {
         "one warning per outage:\n{log}"
     );
     assert_eq!(log.matches("database is back").count(), 1, "{log}");
+    assert_eq!(log.matches("recording failed").count(), 1, "{log}");
+    assert_eq!(log.matches("recording works again").count(), 1, "{log}");
 }

@@ -25,6 +25,9 @@ pub struct RecordActor {
     metrics: Arc<Metrics>,
     queue: Vec<(RecordRequest, Reply)>,
     committing: bool,
+    /// Requests answered 503 since the database failed: logged once per
+    /// outage (with this count when it ends), not once per commit.
+    failing: Option<usize>,
 }
 
 impl RecordActor {
@@ -35,6 +38,7 @@ impl RecordActor {
             metrics,
             queue: Vec::new(),
             committing: false,
+            failing: None,
         }
     }
 
@@ -58,6 +62,11 @@ impl RecordActor {
             act.committing = false;
             match result {
                 Ok(recorded) => {
+                    if let Some(refused) = act.failing.take() {
+                        log::info!(
+                            "recording works again; {refused} requests were answered 503 meanwhile"
+                        );
+                    }
                     act.metrics.recorded.inc_by(recorded.total as u64);
                     if due_now && recorded.total > 0 {
                         act.dispatcher.do_send(Nudge);
@@ -67,7 +76,15 @@ impl RecordActor {
                     }
                 }
                 Err(e) => {
-                    log::warn!("recording {} requests failed: {e}", replies.len());
+                    match act.failing.as_mut() {
+                        Some(refused) => *refused += replies.len(),
+                        None => {
+                            log::warn!(
+                                "recording failed, answering 503 until the database works: {e}"
+                            );
+                            act.failing = Some(replies.len());
+                        }
+                    }
                     let message = e.to_string();
                     for reply in replies {
                         let _ = reply.send(Err(message.clone()));
