@@ -8,6 +8,17 @@ use crate::db::DbError;
 /// Seconds a client should wait before retrying after a 503.
 pub const RETRY_AFTER_SECS: u32 = 1;
 
+/// The body of every v1 error.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong, for people.
+    pub error: String,
+    /// Stable, for programs: `invalid_id`, `bad_request`,
+    /// `payload_too_large`, `unauthorized`, `not_found`, `conflict`,
+    /// `unavailable`.
+    pub code: String,
+}
+
 /// An error answered by a v1 route.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -75,6 +86,9 @@ impl ResponseError for ApiError {
             }
             _ => {}
         }
-        response.json(serde_json::json!({ "error": self.to_string(), "code": self.code() }))
+        response.json(ErrorBody {
+            error: self.to_string(),
+            code: self.code().to_owned(),
+        })
     }
 }

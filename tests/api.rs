@@ -8,6 +8,7 @@ use video_scheduler::db::queries;
 use video_scheduler::video_id::VideoId;
 
 backend_tests!(
+    the_openapi_document_describes_every_route,
     every_bad_id_is_a_400_and_changes_nothing,
     the_batch_route_enforces_its_limits_with_json_errors,
     show_cancel_and_retry_answer_as_the_contract_says,
@@ -258,4 +259,48 @@ fn api_tokens_protect_every_route_but_the_probes(backend: Backend) {
     );
     assert_eq!(app.get("/healthz").status, 200);
     assert_eq!(app.get("/readyz").status, 200);
+}
+
+fn the_openapi_document_describes_every_route(backend: Backend) {
+    let app = spawn_app(backend, |_| {});
+    let reply = app.get("/openapi.json");
+    assert_eq!(reply.status, 200);
+    let doc = reply.json();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."), "{doc}");
+    let paths = doc["paths"].as_object().unwrap();
+    for (path, methods) in [
+        ("/video-delete-record/{vid}", &["get", "post", "delete"][..]),
+        ("/v1/deletions", &["post", "get"]),
+        ("/v1/deletions/{id}", &["get", "delete"]),
+        ("/v1/deletions/{id}/retry", &["post"]),
+        ("/v1/stats", &["get"]),
+        ("/healthz", &["get"]),
+        ("/readyz", &["get"]),
+        ("/metrics", &["get"]),
+        ("/openapi.json", &["get"]),
+    ] {
+        for method in methods {
+            assert!(
+                paths[path].get(*method).is_some(),
+                "{method} {path} is described"
+            );
+        }
+    }
+    for param in doc["paths"]["/v1/deletions"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+    {
+        assert_eq!(param["in"], "query", "{param}");
+    }
+    let schemas = doc["components"]["schemas"].as_object().unwrap();
+    for schema in [
+        "CreateBody",
+        "DeletionView",
+        "Page",
+        "Stats",
+        "Recorded",
+        "ErrorBody",
+    ] {
+        assert!(schemas.contains_key(schema), "schema {schema}");
+    }
 }

@@ -91,7 +91,7 @@ pub struct AckCounts {
 }
 
 /// Counts by state and the age of the oldest due request.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct Stats {
     pub pending: i64,
     pub running: i64,

@@ -5,12 +5,15 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
+use crate::db::models::Stats;
 use crate::db::models::{Deletion, State};
 use crate::db::now_ms;
 use crate::db::queries::{self, Change};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::pipeline::record::Record;
+use crate::pipeline::record::Recorded;
 use crate::video_id::VideoId;
+use utoipa::{IntoParams, ToSchema};
 
 /// Most ids in one `POST /v1/deletions`.
 pub const MAX_IDS: usize = 10_000;
@@ -35,7 +38,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 
 /// Body of `POST /v1/deletions`. At most one of `delay_secs` and
 /// `not_before`; neither means due now.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateBody {
     pub ids: Vec<String>,
@@ -47,7 +50,7 @@ pub struct CreateBody {
 }
 
 /// A request as the API shows it. Times are RFC 3339 UTC.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct DeletionView {
     pub id: String,
     pub state: String,
@@ -120,7 +123,10 @@ pub fn parse_create(body: CreateBody, now: i64) -> Result<Record, ApiError> {
 }
 
 /// `POST /v1/deletions`: 202 once every new id is committed.
-async fn create(
+#[utoipa::path(post, path = "/v1/deletions", tag = "v1", request_body = CreateBody,
+    responses((status = 202, description = "committed", body = Recorded),
+        (status = 400, body = ErrorBody), (status = 413, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub(crate) async fn create(
     state: web::Data<AppState>,
     body: web::Json<CreateBody>,
 ) -> Result<HttpResponse, ApiError> {
@@ -135,7 +141,12 @@ async fn create(
 }
 
 /// `GET /v1/deletions/{id}`.
-async fn show(state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+#[utoipa::path(get, path = "/v1/deletions/{id}", tag = "v1", params(("id" = String, Path, description = "video id")),
+    responses((status = 200, body = DeletionView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(crate) async fn show(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&id)?;
     let row = state.db.read_async(move |c| queries::get(c, &id)).await?;
     let row = row.ok_or(ApiError::NotFound)?;
@@ -143,24 +154,29 @@ async fn show(state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpR
 }
 
 /// Query of `GET /v1/deletions`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
+    /// `pending`, `running` or `failed`.
     pub state: Option<String>,
     /// Last id of the previous page.
     pub after: Option<String>,
     pub limit: Option<usize>,
 }
 
-#[derive(Debug, Serialize)]
-struct Page {
-    items: Vec<DeletionView>,
+/// A page of requests.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Page {
+    pub items: Vec<DeletionView>,
     /// Pass as `after` for the next page; null on the last page.
-    next: Option<String>,
+    pub next: Option<String>,
 }
 
 /// `GET /v1/deletions?state=&after=&limit=`: keyset pagination by id.
-async fn list(
+#[utoipa::path(get, path = "/v1/deletions", tag = "v1", params(ListQuery),
+    responses((status = 200, body = Page), (status = 400, body = ErrorBody)))]
+pub(crate) async fn list(
     state: web::Data<AppState>,
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
@@ -192,7 +208,9 @@ async fn list(
 }
 
 /// `DELETE /v1/deletions/{id}`: cancel unless an instance is deleting it.
-async fn cancel(
+#[utoipa::path(delete, path = "/v1/deletions/{id}", tag = "v1", params(("id" = String, Path, description = "video id")),
+    responses((status = 204, description = "cancelled"), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(crate) async fn cancel(
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
@@ -211,7 +229,9 @@ async fn cancel(
 }
 
 /// `POST /v1/deletions/{id}/retry`: failed -> pending, due now.
-async fn retry(
+#[utoipa::path(post, path = "/v1/deletions/{id}/retry", tag = "v1", params(("id" = String, Path, description = "video id")),
+    responses((status = 200, body = DeletionView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(crate) async fn retry(
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
@@ -244,7 +264,8 @@ async fn retry(
 }
 
 /// `GET /v1/stats`.
-async fn stats(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+#[utoipa::path(get, path = "/v1/stats", tag = "v1", responses((status = 200, body = Stats)))]
+pub(crate) async fn stats(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let stats = state.db.read_async(|c| queries::stats(c, now_ms())).await?;
     Ok(HttpResponse::Ok().json(stats))
 }

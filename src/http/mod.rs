@@ -3,6 +3,7 @@
 pub mod deletions;
 pub mod health;
 pub mod metrics;
+pub mod openapi;
 pub mod seed;
 
 use std::sync::Arc;
@@ -41,7 +42,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .configure(seed::routes)
     .configure(deletions::routes)
     .configure(health::routes)
-    .configure(metrics::routes);
+    .configure(metrics::routes)
+    .configure(openapi::routes);
 }
 
 fn json_error(e: JsonPayloadError) -> ApiError {

@@ -28,7 +28,12 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 }
 
 /// Records one id, due now; answers after the row is committed.
-async fn record(state: web::Data<AppState>, vid: web::Path<String>) -> HttpResponse {
+#[utoipa::path(method(get, post, delete), path = "/video-delete-record/{vid}", tag = "seed",
+    params(("vid" = String, Path, description = "video id")),
+    responses((status = 200, description = "committed (empty body)"),
+        (status = 400, description = "`video id should not be empty` or `invalid video id` (text)"),
+        (status = 503, description = "`database unavailable` (text), with Retry-After")))]
+pub(crate) async fn record(state: web::Data<AppState>, vid: web::Path<String>) -> HttpResponse {
     let id = match VideoId::parse(&vid) {
         Ok(id) => id,
         Err(InvalidId::Empty) => return empty().await,

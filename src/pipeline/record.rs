@@ -135,7 +135,7 @@ impl Record {
 }
 
 /// How many ids of a counted [`Record`] were new.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct Recorded {
     /// New rows.
     pub accepted: usize,
