@@ -14,6 +14,7 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::error::{JsonPayloadError, QueryPayloadError};
 use actix_web::middleware::Next;
 use actix_web::{http::header, web, ResponseError};
+use subtle::ConstantTimeEq;
 
 use crate::db::Db;
 use crate::error::ApiError;
@@ -76,7 +77,15 @@ pub async fn authenticate(
                     .get(header::AUTHORIZATION)
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.strip_prefix("Bearer "))
-                    .is_some_and(|token| state.tokens.iter().any(|t| t == token.trim()))
+                    .is_some_and(|token| {
+                        // Constant-time per token, so timing does not reveal
+                        // how much of a guess was right.
+                        let token = token.trim().as_bytes();
+                        state
+                            .tokens
+                            .iter()
+                            .fold(false, |ok, t| ok | bool::from(t.as_bytes().ct_eq(token)))
+                    })
         }
         _ => true,
     };
