@@ -48,7 +48,7 @@ pub struct RecordRequest {
 
 /// What a group commit did.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Recorded {
+pub struct Inserted {
     /// Per request: new rows, or `None` for an uncounted request.
     pub new_rows: Vec<Option<usize>>,
     /// New rows in all.
@@ -116,7 +116,7 @@ pub fn insert_new<I: AsRef<str>>(
 /// commit, one fsync). Uncounted requests due now are merged into one
 /// statement, sorted, so that a burst of single-id requests costs one round
 /// trip; counted requests get a statement each, for their own count.
-pub fn record_many(conn: &mut Conn, requests: &[RecordRequest], now: i64) -> QueryResult<Recorded> {
+pub fn record_many(conn: &mut Conn, requests: &[RecordRequest], now: i64) -> QueryResult<Inserted> {
     let mergeable = |r: &RecordRequest| !r.counted && r.not_before <= now;
     let mut merged: Vec<&VideoId> = requests
         .iter()
@@ -137,15 +137,17 @@ pub fn record_many(conn: &mut Conn, requests: &[RecordRequest], now: i64) -> Que
                 new_rows.push(Some(n));
             }
         }
-        Ok(Recorded { new_rows, total })
+        Ok(Inserted { new_rows, total })
     };
-    let separate = requests.iter().filter(|r| !mergeable(r));
-    let single_statement = match (merged.is_empty(), separate.clone().count()) {
-        (false, 0) => merged.len() <= INSERT_CHUNK,
-        (true, 1) => separate.map(|r| r.ids.len()).sum::<usize>() <= INSERT_CHUNK,
-        _ => false,
-    };
-    if single_statement {
+    // INSERT statements `insert_new` will issue (at most: PostgreSQL needs one
+    // per call whatever the size).
+    let statements = merged.len().div_ceil(INSERT_CHUNK)
+        + requests
+            .iter()
+            .filter(|r| !mergeable(r))
+            .map(|r| r.ids.len().div_ceil(INSERT_CHUNK))
+            .sum::<usize>();
+    if statements <= 1 {
         // One statement commits atomically by itself: no BEGIN/COMMIT
         // round trips.
         run(conn)

@@ -34,8 +34,6 @@ pub struct Pipeline {
     pub record: Addr<RecordActor>,
     pub dispatcher: Addr<DispatcherActor>,
     timer: Addr<TimerActor>,
-    /// `locked_by` of this process's claims.
-    pub owner: Arc<str>,
 }
 
 impl Pipeline {
@@ -85,7 +83,6 @@ impl Pipeline {
             record,
             dispatcher,
             timer,
-            owner,
         }
     }
 

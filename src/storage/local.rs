@@ -7,7 +7,6 @@
 //! templated paths is removed as a link; its target is never touched.
 
 use std::io;
-use std::path::{Path, PathBuf};
 
 use cap_std::ambient_authority;
 use cap_std::fs::Dir;
@@ -44,7 +43,6 @@ impl Template {
 #[derive(Debug)]
 pub struct LocalStorage {
     root: Dir,
-    root_path: PathBuf,
     templates: Vec<Template>,
 }
 
@@ -56,13 +54,8 @@ impl LocalStorage {
         let root = Dir::open_ambient_dir(&config.root, ambient_authority())?;
         Ok(LocalStorage {
             root,
-            root_path: config.root.clone(),
             templates: config.paths.iter().map(|t| Template::parse(t)).collect(),
         })
-    }
-
-    pub fn root(&self) -> &Path {
-        &self.root_path
     }
 
     /// Removes every templated path of `id`. Paths that do not exist count as
