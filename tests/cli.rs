@@ -11,14 +11,7 @@ use video_scheduler::config::Config;
 use video_scheduler::db::{queries, Db};
 
 fn bin() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_video-scheduler"));
-    // Never pick up the developer's own environment.
-    for (key, _) in std::env::vars() {
-        if key.starts_with("VIDEO_SCHEDULER_") {
-            cmd.env_remove(key);
-        }
-    }
-    cmd
+    common::binary()
 }
 
 /// Writes `conf` as the config file in `dir` and returns its path.

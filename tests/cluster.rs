@@ -17,11 +17,6 @@ backend_tests!(
     recording_the_same_1000_ids_from_8_concurrent_clients_gives_1000_rows,
 );
 
-fn row_count(app: &TestApp) -> i64 {
-    let stats = app.db().read(|c| queries::stats(c, now_ms())).unwrap();
-    stats.pending + stats.running + stats.failed
-}
-
 fn create_files(app: &TestApp, ids: &[String]) {
     for id in ids {
         std::fs::write(app.root().join(id), b"").unwrap();
@@ -72,7 +67,7 @@ fn two_instances_drain_10000_ids_and_each_id_is_deleted_by_exactly_one(backend: 
         half
     );
 
-    wait_until("every row is gone", || row_count(&a) == 0);
+    wait_until("every row is gone", || a.row_count() == 0);
     let left = std::fs::read_dir(a.root()).unwrap().count();
     assert_eq!(left, 0, "files left behind");
 
@@ -114,7 +109,7 @@ fn a_dead_instance_s_claims_are_taken_over_once_its_lease_expires(backend: Backe
         );
         gone == ids.len()
     });
-    wait_until("every row is gone", || row_count(&app) == 0);
+    wait_until("every row is gone", || app.row_count() == 0);
     assert_eq!(
         app.metric("video_scheduler_deletions_total{outcome=\"missing\"}"),
         0.0
@@ -142,12 +137,12 @@ fn acks_only_touch_rows_still_leased_to_the_acker(backend: Backend) {
         .write(|c| queries::ack(c, "owner-b", &claimed, &[]))
         .unwrap();
     assert_eq!((by_b.removed, by_b.lost_lease), (0, 10));
-    assert_eq!(row_count(&app), 10);
+    assert_eq!(app.row_count(), 10);
     let by_a = db
         .write(|c| queries::ack(c, "owner-a", &claimed[..4], &[]))
         .unwrap();
     assert_eq!((by_a.removed, by_a.lost_lease), (4, 0));
-    assert_eq!(row_count(&app), 6);
+    assert_eq!(app.row_count(), 6);
     let released = db
         .write(|c| queries::release(c, "owner-a", &claimed, now_ms()))
         .unwrap();
@@ -217,5 +212,5 @@ fn recording_the_same_1000_ids_from_8_concurrent_clients_gives_1000_rows(backend
         accepted, 1000,
         "each id accepted exactly once across all clients"
     );
-    assert_eq!(row_count(&a), 1000);
+    assert_eq!(a.row_count(), 1000);
 }

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use common::process::{write_config, ServerProcess};
-use common::{now_ms, wait_until, workspace, Backend};
+use common::{now_ms, row_count, wait_until, workspace, Backend};
 use serde_json::json;
 use video_scheduler::config::Config;
 use video_scheduler::db::queries::{self, RecordRequest};
@@ -39,11 +39,6 @@ fn queue(db: &Db, ids: &[String]) {
     }];
     db.write(|c| queries::record_many(c, &requests, now))
         .unwrap();
-}
-
-fn rows(db: &Db) -> i64 {
-    let s = db.read(|c| queries::stats(c, now_ms())).unwrap();
-    s.pending + s.running + s.failed
 }
 
 /// Every file under `dir`, with its content, following no symlink.
@@ -127,12 +122,14 @@ fn kill_9_at_random_moments_while_draining_loses_nothing_and_touches_nothing_out
         eprintln!(
             "{backend:?}: after kill {}: {} rows left",
             round + 1,
-            rows(&db)
+            row_count(&db)
         );
     }
 
     let _servers = start_instances(&config, ws.dir.path(), instances);
-    wait_until("the restarted instances finish the work", || rows(&db) == 0);
+    wait_until("the restarted instances finish the work", || {
+        row_count(&db) == 0
+    });
     let left: Vec<_> = std::fs::read_dir(&root)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -265,7 +262,7 @@ fn sigterm_in_the_middle_of_a_drain_exits_0_and_leaves_no_lease(backend: Backend
 
     let config_file = write_config(&config, ws.dir.path(), "conf.json");
     let server = ServerProcess::start(&config, &config_file);
-    wait_until("the drain has started", || rows(&db) < 20_000);
+    wait_until("the drain has started", || row_count(&db) < 20_000);
     let status = server.terminate();
     assert!(status.success(), "exit status {status:?}");
 
@@ -283,7 +280,7 @@ fn sigterm_in_the_middle_of_a_drain_exits_0_and_leaves_no_lease(backend: Backend
     // A restart finishes the work with no lease to wait for.
     let _server = ServerProcess::start(&config, &config_file);
     wait_until("the restarted instance finishes the work", || {
-        rows(&db) == 0
+        row_count(&db) == 0
     });
 }
 

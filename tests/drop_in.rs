@@ -5,9 +5,8 @@ mod common;
 
 use std::process::Command;
 
-use common::{now_ms, spawn_app, start_in, wait_until, workspace, Backend, TestApp};
+use common::{spawn_app, start_in, wait_until, workspace, Backend};
 use diesel::RunQueryDsl;
-use video_scheduler::db::queries;
 
 backend_tests!(a_seed_table_with_pending_rows_is_adopted_and_drained);
 
@@ -42,11 +41,6 @@ fn uuid() -> String {
         hex(3),
         hex(12)
     )
-}
-
-fn rows(app: &TestApp) -> i64 {
-    let s = app.db().read(|c| queries::stats(c, now_ms())).unwrap();
-    s.pending + s.running + s.failed
 }
 
 fn a_seed_table_with_pending_rows_is_adopted_and_drained(backend: Backend) {
@@ -84,7 +78,7 @@ fn a_seed_table_with_pending_rows_is_adopted_and_drained(backend: Backend) {
     wait_until("every seed file is deleted", || {
         ids.iter().all(|id| !root.join(id).exists())
     });
-    wait_until("only the unusable id is left", || rows(&app) == 1);
+    wait_until("only the unusable id is left", || app.row_count() == 1);
     let unusable = app.get("/v1/deletions?state=failed").json();
     assert_eq!(unusable["items"][0]["id"], "../escape");
     let error = unusable["items"][0]["last_error"].as_str().unwrap();
@@ -142,5 +136,5 @@ fn the_go_api_service_client_gets_200_with_empty_bodies_and_the_files_go() {
     wait_until("every file is deleted", || {
         ids.iter().all(|id| !app.root().join(id).exists())
     });
-    wait_until("every row is gone", || rows(&app) == 0);
+    wait_until("every row is gone", || app.row_count() == 0);
 }

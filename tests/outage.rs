@@ -10,9 +10,9 @@ use std::net::{SocketAddr, ToSocketAddrs};
 
 use common::process::{write_config, ServerProcess};
 use common::proxy::Proxy;
-use common::{now_ms, wait_until, workspace, Backend};
+use common::{wait_until, workspace, Backend};
 use serde_json::json;
-use video_scheduler::db::{queries, Db};
+use video_scheduler::db::Db;
 
 #[cfg(feature = "mysql")]
 #[test]
@@ -102,10 +102,7 @@ fn database_outage(backend: Backend) {
     let reply = server.post("/v1/deletions", json!({ "ids": ids }));
     assert_eq!(reply.status, 202, "{}", reply.body);
     wait_until("every file is deleted", || files_left(&root) == 0);
-    wait_until("every row is gone", || {
-        let s = direct.read(|c| queries::stats(c, now_ms())).unwrap();
-        s.pending + s.running + s.failed == 0
-    });
+    wait_until("every row is gone", || common::row_count(&direct) == 0);
     assert!(server.alive());
     let log = server.log();
     assert_eq!(

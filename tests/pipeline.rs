@@ -21,11 +21,6 @@ backend_tests!(
     requests_recorded_before_a_restart_are_processed_after_it,
 );
 
-fn row_count(app: &TestApp) -> i64 {
-    let stats = app.db().read(|c| queries::stats(c, now_ms())).unwrap();
-    stats.pending + stats.running + stats.failed
-}
-
 fn row_exists(app: &TestApp, id: &str) -> bool {
     let id = VideoId::parse(id).unwrap();
     app.db().read(|c| queries::get(c, &id)).unwrap().is_some()
@@ -83,7 +78,7 @@ fn a_batch_of_5000_ids_through_the_batch_route_is_all_deleted(backend: Backend) 
         json!({ "accepted": 5000, "already_queued": 0 })
     );
 
-    wait_until("all rows are gone", || row_count(&app) == 0);
+    wait_until("all rows are gone", || app.row_count() == 0);
     let left = std::fs::read_dir(app.root()).unwrap().count();
     assert_eq!(left, 0, "files left behind");
 }
@@ -237,9 +232,9 @@ fn requests_recorded_before_a_restart_are_processed_after_it(backend: Backend) {
     let root = config.storage.root.clone();
     assert!(ids.iter().all(|id| root.join(id).exists()));
     let app = start_in(dir, config);
-    assert_eq!(row_count(&app), 3, "the rows survived the restart");
+    assert_eq!(app.row_count(), 3, "the rows survived the restart");
     wait_until("the files are deleted after the restart", || {
         ids.iter().all(|id| !Path::new(&root).join(id).exists())
     });
-    wait_until("the rows are removed", || row_count(&app) == 0);
+    wait_until("the rows are removed", || app.row_count() == 0);
 }

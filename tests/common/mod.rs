@@ -275,6 +275,11 @@ impl Client {
         path
     }
 
+    /// Requests left in the table, in any state.
+    pub fn row_count(&self) -> i64 {
+        row_count(&self.db())
+    }
+
     /// A direct handle on the same database, to check rows.
     pub fn db(&self) -> Db {
         Db::connect(&self.config.database_url, 1).unwrap()
@@ -439,6 +444,26 @@ pub fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
 /// Milliseconds since the epoch, as the scheduler stores times.
 pub fn now_ms() -> i64 {
     video_scheduler::db::now_ms()
+}
+
+/// Requests left in the table, in any state.
+pub fn row_count(db: &Db) -> i64 {
+    let s = db
+        .read(|c| video_scheduler::db::queries::stats(c, now_ms()))
+        .unwrap();
+    s.pending + s.running + s.failed
+}
+
+/// The `video-scheduler` binary, without the developer's own
+/// `VIDEO_SCHEDULER_*` variables.
+pub fn binary() -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_video-scheduler"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("VIDEO_SCHEDULER_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
 }
 
 /// Two hours ahead: a claim made "then" takes rows recorded with a delay of

@@ -3,7 +3,7 @@
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -38,12 +38,7 @@ impl ServerProcess {
     /// Starts the binary with `config` (its `listen` should be port 0) and
     /// waits until it logs the address it listens on.
     pub fn start(config: &Config, config_file: &Path) -> ServerProcess {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_video-scheduler"));
-        for (key, _) in std::env::vars() {
-            if key.starts_with("VIDEO_SCHEDULER_") {
-                command.env_remove(key);
-            }
-        }
+        let mut command = super::binary();
         let mut child = command
             .arg("--config")
             .arg(config_file)
