@@ -1,15 +1,20 @@
-//! The command line: `video-scheduler [--config FILE] [serve|migrate|enqueue|stats|retry --failed]`.
+//! The command line: `video-scheduler [--config FILE] [serve|migrate|enqueue|stats|retry|cancel]`.
+//!
+//! Only `serve` and `migrate` change the schema: the other commands refuse
+//! to run on a database whose schema is behind, so that a newer CLI never
+//! migrates a database that older running instances share.
 
 use std::io::BufRead;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 use crate::config::Config;
 use crate::db::queries::{self, RecordRequest};
-use crate::db::{now_ms, Db};
+use crate::db::{bulk, now_ms, Db};
+use crate::schedule;
 use crate::video_id::VideoId;
 
 #[derive(Debug, Parser)]
@@ -43,15 +48,27 @@ pub enum Command {
     Stats,
     /// Move requests back to pending.
     Retry {
-        /// Every request in state `failed`.
+        /// Every request in state `failed` (except those whose id is not a
+        /// valid id: they can only be cancelled).
         #[arg(long, required = true)]
         failed: bool,
     },
+    /// Cancel requests.
+    Cancel(CancelArgs),
+}
+
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct CancelArgs {
+    /// Every request whose id is not a valid video id (rows left by the Go
+    /// scheduler, which did not check ids).
+    #[arg(long)]
+    invalid: bool,
 }
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    crate::logging::init();
     let cli = Cli::parse();
     let config = match Config::load(cli.config.as_deref()) {
         Ok(config) => config,
@@ -66,6 +83,7 @@ pub fn main() -> ExitCode {
         Command::Enqueue { ids, delay_secs } => enqueue(&config, ids, delay_secs),
         Command::Stats => stats(&config),
         Command::Retry { failed: _ } => retry_failed(&config),
+        Command::Cancel(CancelArgs { invalid: _ }) => cancel_invalid(&config),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -85,9 +103,10 @@ fn serve(config: Config) -> anyhow::Result<()> {
     })
 }
 
+/// The database of an operator command: it must be migrated already.
 fn open(config: &Config) -> anyhow::Result<Db> {
     let db = Db::connect(&config.database_url, 1)?;
-    db.migrate()?;
+    db.require_migrated()?;
     Ok(db)
 }
 
@@ -98,7 +117,22 @@ fn migrate(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Longest piece of a bad input line quoted back in an error.
+const QUOTE_MAX: usize = 80;
+
+/// `s` for an error message: quoted, and cut if long (a stray binary file on
+/// stdin must not flood the terminal).
+fn quote(s: &str) -> String {
+    match s.char_indices().nth(QUOTE_MAX) {
+        Some((cut, _)) => format!("{:?}... ({} bytes)", &s[..cut], s.len()),
+        None => format!("{s:?}"),
+    }
+}
+
 fn enqueue(config: &Config, args: Vec<String>, delay_secs: u64) -> anyhow::Result<()> {
+    let now = now_ms();
+    let not_before = schedule::not_before_ms(now, Some(delay_secs), None)
+        .map_err(|e| anyhow::anyhow!("--{}", e.to_string().replace('_', "-")))?;
     let raw = if args.is_empty() {
         std::io::stdin()
             .lock()
@@ -114,19 +148,17 @@ fn enqueue(config: &Config, args: Vec<String>, delay_secs: u64) -> anyhow::Resul
     // Validate everything first: a bad id anywhere changes nothing.
     let mut ids = raw
         .iter()
-        .map(|s| VideoId::parse(s).map_err(|e| anyhow::anyhow!("{s:?}: {e}")))
+        .map(|s| VideoId::parse(s).map_err(|e| anyhow::anyhow!("{}: {e}", quote(s))))
         .collect::<anyhow::Result<Vec<_>>>()?;
     ids.sort_unstable();
     ids.dedup();
     let db = open(config)?;
-    let now = now_ms();
     let total = ids.len();
-    let request = RecordRequest {
+    let requests = [RecordRequest {
         ids,
-        not_before: now.saturating_add(delay_secs.saturating_mul(1000) as i64),
+        not_before,
         counted: true,
-    };
-    let requests = [request];
+    }];
     let accepted = db.write(|c| queries::record_many(c, &requests, now))?.total;
     println!("accepted {accepted}, already queued {}", total - accepted);
     Ok(())
@@ -141,7 +173,17 @@ fn stats(config: &Config) -> anyhow::Result<()> {
 
 fn retry_failed(config: &Config) -> anyhow::Result<()> {
     let db = open(config)?;
-    let moved = db.write(|c| queries::retry_all_failed(c, now_ms()))?;
+    let moved = bulk::retry_failed(&db, now_ms())?;
     println!("{moved} failed requests moved back to pending");
+    Ok(())
+}
+
+fn cancel_invalid(config: &Config) -> anyhow::Result<()> {
+    let db = open(config)?;
+    let cancelled = bulk::cancel_invalid(&db, now_ms())?;
+    for id in &cancelled {
+        println!("cancelled {}", quote(id));
+    }
+    println!("{} requests with an invalid id cancelled", cancelled.len());
     Ok(())
 }

@@ -52,6 +52,14 @@ pub struct Config {
     /// Connections in the pool (on SQLite: readers; writes always use one
     /// writer connection).
     pub pool_size: u32,
+    /// How long a client may take to send a whole request (head and body);
+    /// a slower one gets 408 and its connection is closed, so trickling
+    /// clients cannot hold sockets and memory indefinitely. At least one
+    /// second: actix's clock for the head's deadline ticks every 500 ms.
+    pub client_request_timeout_ms: u64,
+    /// Most HTTP connections open at once (the process stops accepting
+    /// beyond it; the kernel's backlog holds the rest).
+    pub max_connections: usize,
 }
 
 /// `storage` section: local files under one root.
@@ -64,6 +72,10 @@ pub struct StorageConfig {
     /// Templates relative to `root`; `{id}` is replaced by the video id and a
     /// trailing `/` names a directory removed recursively.
     pub paths: Vec<String>,
+    /// A file name that must exist in the root before anything is deleted
+    /// (e.g. `.video-scheduler-root`): an empty mount point or a directory
+    /// recreated in place of the real one then deletes nothing.
+    pub marker: Option<String>,
 }
 
 /// Storage backends. Only local files exist today.
@@ -89,6 +101,8 @@ impl Default for Config {
             api_tokens: Vec::new(),
             shutdown_timeout_secs: 30,
             pool_size: 8,
+            client_request_timeout_ms: 10_000,
+            max_connections: 1024,
         }
     }
 }
@@ -99,6 +113,7 @@ impl Default for StorageConfig {
             kind: StorageKind::Local,
             root: PathBuf::from("videos"),
             paths: vec!["{id}".into()],
+            marker: None,
         }
     }
 }
@@ -118,6 +133,23 @@ pub enum ConfigError {
 /// Largest `batch_size`: it is also the number of ids bound in one statement.
 pub const MAX_BATCH_SIZE: usize = 10_000;
 
+/// The accepted range of every numeric key, inclusive, checked at start-up
+/// (and listed in the README). The bounds keep every derived value (times in
+/// milliseconds, `attempts` in an `INTEGER` column) far from overflowing.
+pub const RANGES: &[(&str, u64, u64)] = &[
+    ("tick_ms", 1, 3_600_000),
+    ("batch_size", 1, MAX_BATCH_SIZE as u64),
+    ("executors", 1, 1024),
+    ("lease_secs", 1, 86_400),
+    ("max_attempts", 1, 1_000_000),
+    ("retry_base_ms", 1, 86_400_000),
+    ("retry_max_ms", 1, 2_592_000_000),
+    ("shutdown_timeout_secs", 0, 3600),
+    ("pool_size", 1, 1000),
+    ("client_request_timeout_ms", 1000, 3_600_000),
+    ("max_connections", 1, 1_000_000),
+];
+
 impl Config {
     /// Loads the layered configuration: defaults, then `file` (or
     /// `./conf.json` when it exists), then the environment.
@@ -125,8 +157,14 @@ impl Config {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         match file {
             Some(path) if !path.exists() => return Err(ConfigError::Missing(path.into())),
+            Some(path) if path.is_dir() => {
+                return Err(ConfigError::Load(format!(
+                    "config file {} is a directory, not a JSON file",
+                    path.display()
+                )))
+            }
             Some(path) => figment = figment.merge(Json::file_exact(path)),
-            None if Path::new(DEFAULT_FILE).exists() => {
+            None if Path::new(DEFAULT_FILE).is_file() => {
                 figment = figment.merge(Json::file_exact(DEFAULT_FILE))
             }
             None => {}
@@ -137,6 +175,23 @@ impl Config {
             .map_err(describe)?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// The value of each key of [`RANGES`], in the same order.
+    fn numbers(&self) -> [u64; 11] {
+        [
+            self.tick_ms,
+            self.batch_size as u64,
+            self.executors as u64,
+            self.lease_secs,
+            u64::from(self.max_attempts),
+            self.retry_base_ms,
+            self.retry_max_ms,
+            self.shutdown_timeout_secs,
+            u64::from(self.pool_size),
+            self.client_request_timeout_ms,
+            self.max_connections as u64,
+        ]
     }
 
     /// Checks what serde's types cannot: ranges and the storage templates.
@@ -150,47 +205,74 @@ impl Config {
         if let Err(reason) = crate::db::Backend::from_url(&self.database_url) {
             return invalid("database_url", &reason);
         }
-        if self.tick_ms == 0 {
-            return invalid("tick_ms", "must be at least 1");
-        }
-        if !(1..=MAX_BATCH_SIZE).contains(&self.batch_size) {
-            return invalid("batch_size", "must be between 1 and 10000");
-        }
-        if self.executors == 0 {
-            return invalid("executors", "must be at least 1");
-        }
-        if self.lease_secs == 0 {
-            return invalid("lease_secs", "must be at least 1");
-        }
-        if self.max_attempts == 0 {
-            return invalid("max_attempts", "must be at least 1");
-        }
-        if self.retry_base_ms == 0 {
-            return invalid("retry_base_ms", "must be at least 1");
+        for (&(key, min, max), value) in RANGES.iter().zip(self.numbers()) {
+            if !(min..=max).contains(&value) {
+                return invalid(
+                    key,
+                    &format!("must be between {min} and {max}, not {value}"),
+                );
+            }
         }
         if self.retry_max_ms < self.retry_base_ms {
             return invalid("retry_max_ms", "must be at least retry_base_ms");
         }
-        if self.pool_size == 0 {
-            return invalid("pool_size", "must be at least 1");
-        }
         if self.api_tokens.iter().any(|t| t.trim().is_empty()) {
             return invalid("api_tokens", "tokens must not be empty");
         }
-        if self.storage.root.as_os_str().is_empty() {
-            return invalid("storage.root", "must not be empty");
+        self.storage.validate()
+    }
+}
+
+impl StorageConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, reason: String| Err(ConfigError::Invalid { key, reason });
+        if self.root.as_os_str().is_empty() {
+            return invalid("storage.root", "must not be empty".into());
         }
-        if self.storage.paths.is_empty() {
-            return invalid("storage.paths", "needs at least one template");
+        if is_filesystem_root(&self.root) {
+            return invalid(
+                "storage.root",
+                "must not be the file system root: deletions stay inside a directory of videos"
+                    .into(),
+            );
         }
-        for template in &self.storage.paths {
-            check_template(template).map_err(|reason| ConfigError::Invalid {
-                key: "storage.paths",
-                reason: format!("{template:?}: {reason}"),
+        if self.paths.is_empty() {
+            return invalid("storage.paths", "needs at least one template".into());
+        }
+        for template in &self.paths {
+            crate::storage::template::Template::parse(template).map_err(|reason| {
+                ConfigError::Invalid {
+                    key: "storage.paths",
+                    reason: format!("{template:?}: {reason}"),
+                }
             })?;
+        }
+        if let Some(marker) = &self.marker {
+            let plain = !marker.is_empty()
+                && !matches!(marker.as_str(), "." | "..")
+                && !marker.contains(['/', '\0']);
+            if !plain {
+                return invalid(
+                    "storage.marker",
+                    format!("{marker:?}: must be a file name inside the root, without /"),
+                );
+            }
         }
         Ok(())
     }
+}
+
+/// `/`, however spelled (`//`, `/./..`), or a path that resolves to it.
+fn is_filesystem_root(path: &Path) -> bool {
+    use std::path::Component;
+    let lexically_root = path.has_root()
+        && path.components().all(|c| {
+            matches!(
+                c,
+                Component::RootDir | Component::CurDir | Component::ParentDir
+            )
+        });
+    lexically_root || std::fs::canonicalize(path).is_ok_and(|resolved| resolved == Path::new("/"))
 }
 
 /// Figment's errors, rewritten to lead with the dotted key (without the
@@ -209,6 +291,7 @@ fn describe(errors: figment::Error) -> ConfigError {
                 .as_ref()
                 .map(|m| match &m.source {
                     Some(source) => format!(" (from {source})"),
+                    None if m.name.is_empty() => String::new(),
                     None => format!(" (from {})", m.name),
                 })
                 .unwrap_or_default();
@@ -218,65 +301,9 @@ fn describe(errors: figment::Error) -> ConfigError {
     ConfigError::Load(lines.join("; "))
 }
 
-/// A storage template must name a path inside the root that depends on the
-/// id: relative, no `.`/`..` components, and containing `{id}` (a template
-/// without it would delete the same file for every request).
-fn check_template(template: &str) -> Result<(), &'static str> {
-    if !template.contains("{id}") {
-        return Err("must contain {id}");
-    }
-    let without_id = template.replace("{id}", "");
-    if without_id.contains(['{', '}']) {
-        return Err("only the placeholder {id} is known");
-    }
-    if without_id.contains(['\0', '\\']) {
-        return Err("must not contain NUL or backslash");
-    }
-    if template.starts_with('/') {
-        return Err("must be relative to storage.root");
-    }
-    // One pass over the components: `Path::components` would hide an
-    // interior `.`, so split the text itself.
-    for component in template.trim_end_matches('/').split('/') {
-        match component {
-            "" => return Err("must not contain empty path components"),
-            "." => return Err("must not contain ."),
-            ".." => return Err("must not contain .."),
-            _ => {}
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn templates_must_stay_inside_the_root_and_depend_on_the_id() {
-        for ok in [
-            "{id}",
-            "{id}.mp4",
-            "thumbs/{id}.jpg",
-            "hls/{id}/",
-            "{id}/",
-            "a/b/{id}",
-        ] {
-            assert_eq!(check_template(ok), Ok(()), "{ok}");
-        }
-        for bad in [
-            "/abs/{id}",
-            "../{id}",
-            "a/../{id}",
-            "./{id}",
-            "a//{id}",
-            "static.mp4",
-            "{ids}",
-            "{id}{x}",
-        ] {
-            assert!(check_template(bad).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn defaults_are_valid_and_listen_on_the_seed_s_port() {

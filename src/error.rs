@@ -14,8 +14,8 @@ pub struct ErrorBody {
     /// What went wrong, for people.
     pub error: String,
     /// Stable, for programs: `invalid_id`, `bad_request`,
-    /// `payload_too_large`, `unauthorized`, `not_found`, `conflict`,
-    /// `unavailable`.
+    /// `payload_too_large`, `request_timeout`, `unauthorized`, `not_found`,
+    /// `method_not_allowed`, `conflict`, `unavailable`, `internal`.
     pub code: String,
 }
 
@@ -28,14 +28,34 @@ pub enum ApiError {
     BadRequest(String),
     #[error("request body is larger than 1 MiB")]
     TooLarge,
+    #[error("the request was not received in time")]
+    RequestTimeout,
     #[error("missing or wrong bearer token")]
     Unauthorized,
-    #[error("no deletion request for this id")]
-    NotFound,
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    MethodNotAllowed(String),
     #[error("{0}")]
     Conflict(String),
-    #[error("database unavailable, retry later")]
-    Unavailable,
+    /// Retrying later may work (the database is down, or not migrated):
+    /// the text says which.
+    #[error("{0}, retry later")]
+    Unavailable(String),
+    /// `/readyz`: why this instance should get no traffic now.
+    #[error("{0}")]
+    NotReady(String),
+    /// A fault of the server (a database error that retrying will not fix);
+    /// the cause is in the server's log, not in the answer.
+    #[error("internal error; the server log has the cause")]
+    Internal,
+}
+
+impl ApiError {
+    /// 404 for a request id that has no request or receipt.
+    pub fn no_request() -> ApiError {
+        ApiError::NotFound("no deletion request for this id".into())
+    }
 }
 
 impl ApiError {
@@ -45,21 +65,32 @@ impl ApiError {
             ApiError::InvalidId(_) => "invalid_id",
             ApiError::BadRequest(_) => "bad_request",
             ApiError::TooLarge => "payload_too_large",
+            ApiError::RequestTimeout => "request_timeout",
             ApiError::Unauthorized => "unauthorized",
-            ApiError::NotFound => "not_found",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::Conflict(_) => "conflict",
-            ApiError::Unavailable => "unavailable",
+            ApiError::Unavailable(_) | ApiError::NotReady(_) => "unavailable",
+            ApiError::Internal => "internal",
         }
     }
 }
 
 impl From<DbError> for ApiError {
     fn from(e: DbError) -> Self {
-        // Any database failure is reported as unavailable: the request did
-        // not take effect and may be retried. Outages are logged once by the
-        // pipeline; per request only at debug level.
-        log::debug!("database error answered as 503: {e}");
-        ApiError::Unavailable
+        match e {
+            // The request did not take effect and may be retried. Outages
+            // are logged once by `Db`; per request only at debug level.
+            DbError::Unavailable(_) => {
+                log::debug!("answered 503: {e}");
+                ApiError::Unavailable("database unavailable".into())
+            }
+            DbError::NotMigrated => ApiError::Unavailable(e.to_string()),
+            DbError::Query(_) | DbError::Migration(_) => {
+                log::error!("answered 500: {e}");
+                ApiError::Internal
+            }
+        }
     }
 }
 
@@ -68,21 +99,27 @@ impl ResponseError for ApiError {
         match self {
             ApiError::InvalidId(_) | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
-            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
         let mut response = HttpResponse::build(self.status_code());
         match self {
-            ApiError::Unavailable => {
+            ApiError::Unavailable(_) | ApiError::NotReady(_) => {
                 response.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS));
             }
             ApiError::Unauthorized => {
                 response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+            }
+            ApiError::RequestTimeout => {
+                response.insert_header((header::CONNECTION, "close"));
             }
             _ => {}
         }

@@ -14,17 +14,21 @@
 //!    [`pipeline::dispatcher::DispatcherActor`], which claims due ids with a
 //!    lease ([`db::queries::claim`]) and hands batches to
 //!    [`pipeline::executor::ExecutorActor`]s on a `SyncArbiter`.
-//! 3. An executor removes each id's files through [`storage::LocalStorage`]
-//!    and acks the batch ([`db::queries::ack`]): done rows deleted, failed
-//!    ones rescheduled by [`pipeline::retry::RetryPolicy`].
+//! 3. An executor runs [`pipeline::batch::execute`]: each id's files are
+//!    removed through the [`storage::Storage`] trait, and the batch is acked
+//!    ([`db::queries::ack`]): done rows deleted, failed ones rescheduled by
+//!    [`pipeline::retry::RetryPolicy`].
 //!
 //! Modules:
 //! - [`config`]: typed configuration (conf.json + `VIDEO_SCHEDULER_*`).
 //! - [`db`]: pools, migrations, and all SQL in [`db::queries`].
 //! - [`pipeline`]: the actors, one per file with their messages.
-//! - [`storage`]: templated paths under a root, never escaping it.
+//! - [`storage`]: the [`storage::Storage`] trait, path templates, and local
+//!   disk (templated paths under a root, never escaping it).
+//! - [`schedule`]: a schedule (delay, RFC 3339 time) into epoch ms and back.
 //! - [`http`]: routes, auth, limits; [`error`] maps errors to HTTP once.
 //! - [`metrics`]: Prometheus counters, served at `/metrics`.
+//! - [`logging`]: env_logger, with client-caused protocol errors demoted.
 //! - [`cli`]: `serve`, `migrate`, `enqueue`, `stats`, `retry --failed`.
 
 pub mod cli;
@@ -32,8 +36,10 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod http;
+pub mod logging;
 pub mod metrics;
 pub mod pipeline;
+pub mod schedule;
 pub mod storage;
 pub mod video_id;
 
@@ -49,7 +55,6 @@ use config::Config;
 use db::Db;
 use http::AppState;
 use pipeline::Pipeline;
-use storage::LocalStorage;
 
 /// A server that has bound its port and started its pipeline.
 pub struct Running {
@@ -63,20 +68,19 @@ pub struct Running {
 pub enum StartError {
     #[error(transparent)]
     Db(#[from] db::DbError),
-    #[error("storage.root {path}: {source}")]
-    Storage {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("listen {addr}: {source}")]
+    #[error(transparent)]
+    Storage(#[from] storage::OpenError),
+    #[error("listen {addr}: {error}")]
     Bind {
         addr: SocketAddr,
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
-/// Opens the database, migrates it, starts the pipeline and binds the HTTP
-/// server. Must run inside an actix system (`actix_web::rt::System`).
+/// Opens the database, migrates it, opens the storage, binds the port, then
+/// starts the pipeline and the HTTP server. Everything that can fail is done
+/// before any actor starts, so a failed start has nothing to tear down.
+/// Must run inside an actix system (`actix_web::rt::System`).
 pub async fn start(config: Config) -> Result<Running, StartError> {
     let db = Db::connect(&config.database_url, config.pool_size)?;
     let migrator = db.clone();
@@ -86,37 +90,52 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     for name in applied {
         log::info!("applied migration {name}");
     }
-    let storage = LocalStorage::open(&config.storage).map_err(|source| StartError::Storage {
-        path: config.storage.root.display().to_string(),
-        source,
+    let storage = storage::open(&config.storage)?;
+    let listener =
+        std::net::TcpListener::bind(config.listen).map_err(|error| StartError::Bind {
+            addr: config.listen,
+            error,
+        })?;
+    let addr = listener.local_addr().map_err(|error| StartError::Bind {
+        addr: config.listen,
+        error,
     })?;
     let metrics = Arc::new(metrics::Metrics::new());
-    let pipeline = Pipeline::start(db.clone(), Arc::new(storage), metrics.clone(), &config);
+    let pipeline = Pipeline::start(db.clone(), storage.clone(), metrics.clone(), &config);
     let state = web::Data::new(AppState {
         db,
+        storage: storage.clone(),
         record: pipeline.record.clone(),
         metrics,
         tokens: config.api_tokens.clone().into(),
+        request_timeout: Duration::from_millis(config.client_request_timeout_ms),
     });
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
+            .wrap(from_fn(http::json_errors_under_v1))
             .wrap(from_fn(http::authenticate))
+            .wrap(from_fn(http::request_deadline))
             .configure(http::routes)
     })
+    .workers(workers)
+    // actix counts connections per worker thread.
+    .max_connections(config.max_connections.div_ceil(workers))
+    // The head; `http::request_deadline` bounds the body with the same time.
+    .client_request_timeout(Duration::from_millis(config.client_request_timeout_ms))
     .shutdown_timeout(config.shutdown_timeout_secs)
     // actix-server treats SIGINT as a forced stop; ours are both graceful.
     .shutdown_signal(shutdown_signal())
-    .bind(config.listen)
-    .map_err(|source| StartError::Bind {
+    .listen(listener)
+    .map_err(|error| StartError::Bind {
         addr: config.listen,
-        source,
-    })?;
-    let addr = server.addrs()[0];
-    let server = server.run();
+        error,
+    })?
+    .run();
     log::info!(
-        "listening on http://{addr}, deleting under {}",
-        config.storage.root.display()
+        "listening on http://{addr}, deleting from {}",
+        storage.describe()
     );
     Ok(Running {
         addr,

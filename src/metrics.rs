@@ -61,6 +61,7 @@ impl Metrics {
             Box::new(batches.clone()),
             Box::new(batch_seconds.clone()),
             Box::new(claim_errors.clone()),
+            Box::new(crate::logging::PROTOCOL_ERRORS.clone()),
         ] {
             registry
                 .register(collector)

@@ -5,7 +5,6 @@ mod common;
 use common::{claim_as, fail_for_good, spawn_app, Backend, TestApp};
 use serde_json::{json, Value};
 use video_scheduler::db::queries;
-use video_scheduler::video_id::VideoId;
 
 backend_tests!(
     the_openapi_document_describes_every_route,
@@ -192,7 +191,6 @@ fn listing_is_keyset_paginated_by_id_and_filtered_by_state(backend: Backend) {
         ("limit=1001", "bad_request"),
         ("limit=x", "bad_request"),
         ("colour=red", "bad_request"),
-        ("after=..", "invalid_id"),
     ] {
         let reply = app.get(&format!("/v1/deletions?{bad}"));
         assert_eq!(reply.status, 400, "{bad}");
@@ -218,8 +216,7 @@ fn stats_count_by_state_and_age_the_oldest_due_request(backend: Backend) {
     );
     assert_eq!(s["oldest_due_age_ms"], Value::Null, "nothing is due");
 
-    let id = VideoId::parse("p1").unwrap();
-    let row = db.read(|c| queries::get(c, &id)).unwrap().unwrap();
+    let row = db.read(|c| queries::get(c, "p1")).unwrap().unwrap();
     assert_eq!(row.locked_by.as_deref(), Some("test"));
     let failed = app.get("/v1/deletions/f1").json();
     assert_eq!(

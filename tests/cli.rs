@@ -70,7 +70,45 @@ fn a_bad_value_stops_start_up_with_a_message_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
     for (conf, key) in [
         (json!({ "executors": "four" }), "executors: invalid type"),
-        (json!({ "executors": 0 }), "executors: must be at least 1"),
+        (
+            json!({ "executors": 0 }),
+            "executors: must be between 1 and 1024, not 0",
+        ),
+        // Values that used to overflow once converted: each key has a range.
+        (
+            json!({ "max_attempts": 3_000_000_000u64 }),
+            "max_attempts: must be between 1 and 1000000",
+        ),
+        (
+            json!({ "lease_secs": u64::MAX }),
+            "lease_secs: must be between 1 and 86400",
+        ),
+        (
+            json!({ "retry_base_ms": 0 }),
+            "retry_base_ms: must be between",
+        ),
+        (json!({ "tick_ms": 3_600_001 }), "tick_ms: must be between"),
+        (json!({ "pool_size": -1 }), "pool_size: invalid"),
+        (
+            json!({ "max_connections": 0 }),
+            "max_connections: must be between",
+        ),
+        (
+            json!({ "client_request_timeout_ms": 10 }),
+            "client_request_timeout_ms: must be between 1000",
+        ),
+        (
+            json!({ "storage": { "root": "/" } }),
+            "storage.root: must not be the file system root",
+        ),
+        (
+            json!({ "storage": { "root": "/tmp/../" } }),
+            "storage.root: must not be the file system root",
+        ),
+        (
+            json!({ "storage": { "marker": "../marker" } }),
+            "storage.marker: \"../marker\": must be a file name",
+        ),
         (json!({ "listen": "nowhere" }), "listen: "),
         (json!({ "batch_size": 20000 }), "batch_size: "),
         (json!({ "database_url": "oracle://x" }), "database_url: "),
@@ -147,6 +185,8 @@ fn enqueue_stats_and_retry_work_from_the_command_line() {
         dir.path(),
         json!({ "database_url": db_url(dir.path(), "cli.db") }),
     );
+    let (code, _, stderr) = run(bin().arg("--config").arg(&config).arg("migrate"));
+    assert_eq!(code, 0, "{stderr}");
 
     let (code, stdout, stderr) = run(bin().arg("--config").arg(&config).args([
         "enqueue",
@@ -246,4 +286,118 @@ fn a_database_that_refuses_the_login_is_reported_as_such() {
             "reported without waiting for the pool: {stderr}"
         );
     }
+}
+
+#[test]
+fn only_serve_and_migrate_change_the_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        json!({ "database_url": db_url(dir.path(), "fresh.db") }),
+    );
+    for args in [
+        &["stats"][..],
+        &["enqueue", "a1"],
+        &["retry", "--failed"],
+        &["cancel", "--invalid"],
+    ] {
+        let (code, _, stderr) = run(bin().arg("--config").arg(&config).args(args));
+        assert_eq!(code, 1, "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("database schema is behind, run `video-scheduler migrate`"),
+            "{args:?}: {stderr}"
+        );
+    }
+    let db = Db::connect(&db_url(dir.path(), "fresh.db"), 1).unwrap();
+    assert!(
+        !db.is_migrated().unwrap(),
+        "no operator command migrated the database"
+    );
+}
+
+#[test]
+fn a_port_in_use_is_one_clean_error_line() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        json!({
+            "listen": addr.to_string(),
+            "database_url": db_url(dir.path(), "port.db"),
+            "storage": { "root": dir.path().join("videos") },
+        }),
+    );
+    let (code, _, stderr) = run(bin()
+        .arg("--config")
+        .arg(&config)
+        .env("RUST_LOG", "warn")
+        .env_remove("RUST_BACKTRACE"));
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(
+        stderr.trim(),
+        format!("error: listen {addr}: Address already in use (os error 98)")
+    );
+}
+
+#[test]
+fn operator_mistakes_get_a_message_that_names_them() {
+    let dir = tempfile::tempdir().unwrap();
+    // A regular file where the video root should be.
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, b"").unwrap();
+    let config = write_config(
+        dir.path(),
+        json!({
+            "listen": "127.0.0.1:0",
+            "database_url": db_url(dir.path(), "mistakes.db"),
+            "storage": { "root": file },
+        }),
+    );
+    let (code, _, stderr) = run(bin().arg("--config").arg(&config));
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "error: storage.root is not a directory: {}",
+            file.display()
+        )),
+        "{stderr}"
+    );
+
+    // A directory given as the config file.
+    let (code, _, stderr) = run(bin().arg("--config").arg(dir.path()).arg("migrate"));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "config file {} is a directory, not a JSON file",
+            dir.path().display()
+        )),
+        "{stderr}"
+    );
+
+    // A huge invalid line on stdin is quoted back cut short.
+    let config = write_config(
+        dir.path(),
+        json!({ "database_url": db_url(dir.path(), "mistakes.db") }),
+    );
+    let mut child = bin()
+        .arg("--config")
+        .arg(&config)
+        .arg("enqueue")
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let line = "x/".repeat(2_000_000);
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(line.as_bytes()).unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr.contains("... (4000000 bytes): invalid video id"),
+        "{stderr}"
+    );
+    assert!(stderr.len() < 400, "{} bytes of stderr", stderr.len());
 }

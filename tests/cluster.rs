@@ -115,7 +115,7 @@ fn a_dead_instance_s_claims_are_taken_over_once_its_lease_expires(backend: Backe
         0.0
     );
     // The dead instance's late ack changes nothing.
-    let owned: Vec<String> = claimed.into_iter().map(|c| c.id).collect();
+    let owned = common::done(&claimed);
     let counts = app
         .db()
         .write(|c| queries::ack(c, "dead-instance", &owned, &[]))
@@ -127,24 +127,23 @@ fn acks_only_touch_rows_still_leased_to_the_acker(backend: Backend) {
     let app = spawn_app(backend, |c| c.tick_ms = 3_600_000);
     record_in_chunks(&app, &ids("fenced", 10), 10, json!({ "delay_secs": 3600 }));
     let db = app.db();
-    let claimed: Vec<String> = claim_as(&db, "owner-a", 10)
-        .into_iter()
-        .map(|c| c.id)
-        .collect();
+    let claimed = claim_as(&db, "owner-a", 10);
     assert_eq!(claimed.len(), 10);
+    let done = common::done(&claimed);
+    let ids: Vec<String> = claimed.iter().map(|c| c.id.clone()).collect();
 
     let by_b = db
-        .write(|c| queries::ack(c, "owner-b", &claimed, &[]))
+        .write(|c| queries::ack(c, "owner-b", &done, &[]))
         .unwrap();
     assert_eq!((by_b.removed, by_b.lost_lease), (0, 10));
     assert_eq!(app.row_count(), 10);
     let by_a = db
-        .write(|c| queries::ack(c, "owner-a", &claimed[..4], &[]))
+        .write(|c| queries::ack(c, "owner-a", &done[..4], &[]))
         .unwrap();
     assert_eq!((by_a.removed, by_a.lost_lease), (4, 0));
     assert_eq!(app.row_count(), 6);
     let released = db
-        .write(|c| queries::release(c, "owner-a", &claimed, now_ms()))
+        .write(|c| queries::release(c, "owner-a", &ids, now_ms(), None))
         .unwrap();
     assert_eq!(released, 6);
     let stats = db.read(|c| queries::stats(c, now_ms())).unwrap();

@@ -106,11 +106,73 @@ fn database_outage(backend: Backend) {
     assert!(server.alive());
     let log = server.log();
     assert_eq!(
-        log.matches("claim failed").count(),
+        log.matches(OUTAGE_STARTS).count(),
         1,
-        "one warning per outage:\n{log}"
+        "one warning per outage, whoever meets it:\n{log}"
     );
     assert_eq!(log.matches("database is back").count(), 1, "{log}");
-    assert_eq!(log.matches("recording failed").count(), 1, "{log}");
-    assert_eq!(log.matches("recording works again").count(), 1, "{log}");
+    assert!(
+        !log.contains("claim failed"),
+        "the dispatcher does not repeat it:\n{log}"
+    );
+}
+
+/// Waits until the server logged the start of an outage whose cause
+/// contains `words`, then checks it said so once.
+fn logs_outage_in_the_server_s_words(server: &ServerProcess, words: &str) {
+    wait_until("the outage is logged", || {
+        server.log().contains(OUTAGE_STARTS)
+    });
+    wait_until("the server's own words are logged", || {
+        server.log().contains(words)
+    });
+    let ready = server.get("/readyz");
+    assert_eq!(ready.status, 503);
+    let reason = ready.json()["error"].as_str().unwrap().to_owned();
+    assert!(reason.contains(words), "{reason}");
+    // A few more failing claims and requests must not log it again.
+    for _ in 0..20 {
+        assert_eq!(server.get("/video-delete-record/x").status, 503);
+    }
+    let log = server.log();
+    assert_eq!(log.matches(words).count(), 1, "said once:\n{log}");
+    assert_eq!(log.matches(OUTAGE_STARTS).count(), 1, "{log}");
+}
+
+/// The line that starts an outage, from the module that owns outages.
+const OUTAGE_STARTS: &str = "db::outage] database unavailable: ";
+
+#[cfg(feature = "postgres")]
+#[test]
+fn postgres_a_dropped_database_is_logged_in_the_server_s_words() {
+    let (ws, mut config) = workspace(Backend::Postgres);
+    config.tick_ms = 50;
+    std::fs::create_dir_all(&config.storage.root).unwrap();
+    let server = ServerProcess::start(&config, &write_config(&config, ws.dir.path(), "conf.json"));
+    assert_eq!(server.get("/readyz").status, 200);
+    let name = ws.db.name().to_owned();
+    ws.db.admin(&format!("DROP DATABASE {name} WITH (FORCE)"));
+    logs_outage_in_the_server_s_words(&server, &format!("database \"{name}\" does not exist"));
+}
+
+#[cfg(feature = "mysql")]
+#[test]
+fn mysql_a_revoked_login_is_logged_in_the_server_s_words() {
+    let (ws, mut config) = workspace(Backend::Mysql);
+    config.tick_ms = 50;
+    std::fs::create_dir_all(&config.storage.root).unwrap();
+    let name = ws.db.name().to_owned();
+    let user = format!("u_{name}");
+    ws.db
+        .admin(&format!("CREATE USER '{user}'@'%' IDENTIFIED BY 'pw'"));
+    ws.db
+        .admin(&format!("GRANT ALL ON {name}.* TO '{user}'@'%'"));
+    let at = config.database_url.find("://").unwrap() + 3;
+    let host = &config.database_url[config.database_url.find('@').unwrap() + 1..];
+    config.database_url = format!("{}{user}:pw@{host}", &config.database_url[..at]);
+    let server = ServerProcess::start(&config, &write_config(&config, ws.dir.path(), "conf.json"));
+    assert_eq!(server.get("/readyz").status, 200);
+    ws.db.admin(&format!("DROP USER '{user}'@'%'"));
+    ws.db.admin(&format!("KILL CONNECTION USER '{user}'"));
+    logs_outage_in_the_server_s_words(&server, &format!("Access denied for user '{user}'"));
 }

@@ -7,7 +7,6 @@ use std::path::Path;
 use common::{now_ms, spawn_app, start_in, wait_until, Backend, TestApp};
 use serde_json::json;
 use video_scheduler::db::queries;
-use video_scheduler::video_id::VideoId;
 
 backend_tests!(
     recording_an_id_on_the_seed_route_deletes_every_templated_path_without_waiting_for_a_tick,
@@ -22,8 +21,7 @@ backend_tests!(
 );
 
 fn row_exists(app: &TestApp, id: &str) -> bool {
-    let id = VideoId::parse(id).unwrap();
-    app.db().read(|c| queries::get(c, &id)).unwrap().is_some()
+    app.db().read(|c| queries::get(c, id)).unwrap().is_some()
 }
 
 fn recording_an_id_on_the_seed_route_deletes_every_templated_path_without_waiting_for_a_tick(

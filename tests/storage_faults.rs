@@ -21,10 +21,7 @@ fn app() -> TestApp {
     })
 }
 
-fn run(cmd: &str, args: &[&str]) {
-    let status = Command::new(cmd).args(args).status().unwrap();
-    assert!(status.success(), "{cmd} {args:?}");
-}
+use common::run_ok as run;
 
 /// Records `id`, waits for it to fail for good, returns its `last_error`.
 fn fails_for_good(app: &TestApp, id: &str) -> String {
@@ -83,25 +80,12 @@ fn an_immutable_file_is_operation_not_permitted_even_for_root() {
     assert!(!file.exists());
 }
 
-/// Unmounts even if the test fails.
-struct Mount(PathBuf);
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
-}
-
 #[test]
 fn a_read_only_filesystem_fails_until_it_is_writable_again() {
     let app = app();
     let mount_point = app.root().join("ro");
     std::fs::create_dir_all(&mount_point).unwrap();
-    run(
-        "mount",
-        &["-t", "tmpfs", "tmpfs", mount_point.to_str().unwrap()],
-    );
-    let mount = Mount(mount_point.clone());
+    let mount = common::Mount::tmpfs(&mount_point);
     let file = app.create_file("ro/on-ro.mp4");
     run(
         "mount",

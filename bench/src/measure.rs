@@ -199,12 +199,38 @@ end
         String::from_utf8_lossy(&out.stderr)
     );
     server.stop()?;
-    let rps = field(&text, "Requests/sec:")?.parse()?;
-    let p50 = wrk_ms(&field(&text, "50%")?)?;
-    let p99 = wrk_ms(&field(&text, "99%")?)?;
-    let errors = field(&text, "Non-2xx or 3xx responses:")
-        .map(|v| v.parse().unwrap_or(0))
-        .unwrap_or(0);
+    wrk_figures(&text)
+}
+
+/// Requests/s, p50 and p99 in ms, and failed requests (non-2xx answers and
+/// socket errors) from wrk's output. Anything missing or unreadable fails
+/// the run: a figure that cannot be read must not count as zero errors.
+fn wrk_figures(text: &str) -> anyhow::Result<(f64, f64, f64, u64)> {
+    let number = |name: &str| -> anyhow::Result<f64> {
+        let value = field(text, name)?;
+        value
+            .parse()
+            .with_context(|| format!("{name} {value:?} is not a number in:\n{text}"))
+    };
+    let rps = number("Requests/sec:")?;
+    let p50 = wrk_ms(&field(text, "50%")?)?;
+    let p99 = wrk_ms(&field(text, "99%")?)?;
+    // wrk prints these lines only when there are such errors.
+    let mut errors = 0;
+    if text.contains("Non-2xx or 3xx responses:") {
+        errors += number("Non-2xx or 3xx responses:")? as u64;
+    }
+    if let Some(line) = text
+        .lines()
+        .find(|l| l.trim().starts_with("Socket errors:"))
+    {
+        for part in line.trim()["Socket errors:".len()..].split(',') {
+            let count = part.split_whitespace().nth(1).unwrap_or("");
+            errors += count
+                .parse::<u64>()
+                .with_context(|| format!("unreadable socket errors {line:?}"))?;
+        }
+    }
     Ok((rps, p50, p99, errors))
 }
 
@@ -340,4 +366,35 @@ pub fn peak_rss(setup: &Setup, rows: usize) -> anyhow::Result<f64> {
     let rss = server.peak_rss_mib()?;
     server.stop()?;
     Ok(rss)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CLEAN: &str = "Running 1s test @ http://127.0.0.1:1/
+  Latency Distribution
+     50%    1.23ms
+     99%  456.00us
+  1000 requests in 1.00s, 100.00KB read
+Requests/sec:   1000.50
+";
+
+    #[test]
+    fn wrk_figures_are_read_and_errors_are_summed() {
+        assert_eq!(wrk_figures(CLEAN).unwrap(), (1000.5, 1.23, 0.456, 0));
+        let failing = format!(
+            "{CLEAN}  Socket errors: connect 1, read 2, write 0, timeout 3\n  Non-2xx or 3xx responses: 4\n"
+        );
+        assert_eq!(wrk_figures(&failing).unwrap().3, 10);
+    }
+
+    #[test]
+    fn unreadable_wrk_output_fails_the_run() {
+        assert!(wrk_figures("").is_err());
+        assert!(wrk_figures(&CLEAN.replace("1000.50", "lots")).is_err());
+        assert!(wrk_figures(&format!("{CLEAN}  Non-2xx or 3xx responses: many\n")).is_err());
+        assert!(wrk_figures(&format!("{CLEAN}  Socket errors: connect x\n")).is_err());
+        assert!(wrk_figures(&CLEAN.replace("99%", "98%")).is_err());
+    }
 }

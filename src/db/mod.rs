@@ -7,8 +7,10 @@
 //! condition variable, not on SQLite's lock), while reads use a separate
 //! pool and, thanks to WAL, never wait for the writer.
 
+pub mod bulk;
 pub mod connection;
 pub mod models;
+mod outage;
 pub mod queries;
 pub mod schema;
 
@@ -42,19 +44,31 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// A database failure, split by what the caller can do about it.
-#[derive(Debug, thiserror::Error)]
+/// A database failure, split by what the caller can do about it. Cheap to
+/// clone: one failed group commit answers every caller in it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DbError {
-    /// No connection could be had: the caller should retry later (HTTP 503).
+    /// No connection could be had, or it was lost, or the server was too
+    /// busy (a deadlock or lock wait that outlived its retries): the caller
+    /// should retry later (HTTP 503). The text is the server's own words.
     #[error("database unavailable: {0}")]
     Unavailable(String),
-    /// The schema is behind the binary: run `video-scheduler migrate`.
-    #[error("database schema is not migrated")]
+    /// The schema is behind the binary.
+    #[error("database schema is behind, run `video-scheduler migrate`")]
     NotMigrated,
     #[error("migration failed: {0}")]
     Migration(String),
+    /// The database answered with an error that retrying will not fix (a
+    /// missing table, a constraint, a bug in a query): HTTP 500.
     #[error("database error: {0}")]
-    Query(#[from] diesel::result::Error),
+    Query(String),
+}
+
+impl DbError {
+    /// Whether retrying later may succeed (answered 503, not 500).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, DbError::Unavailable(_) | DbError::NotMigrated)
+    }
 }
 
 /// Handle on the database: cheap to clone, shared by actors and handlers.
@@ -65,6 +79,9 @@ pub struct Db {
     /// again. Shared by all clones: during an outage callers fail at once
     /// for [`FAST_FAIL_MS`] instead of each waiting for the pool's timeout.
     last_failure: Arc<AtomicI64>,
+    /// The current outage, logged once when it starts (with its cause) and
+    /// once when it ends, whoever (dispatcher, recorder, handler) meets it.
+    outage: Arc<outage::Tracker>,
     /// Bumped when a connection is found lost (see [`connection::Tracked`]).
     generation: Arc<AtomicU64>,
     read: Pool<Manager>,
@@ -130,6 +147,7 @@ impl Db {
         Ok(Db {
             backend,
             last_failure: Arc::new(AtomicI64::new(0)),
+            outage: Arc::new(outage::Tracker::default()),
             generation,
             read,
             write,
@@ -157,6 +175,14 @@ impl Db {
 
     /// Reachable and migrated: what `/readyz` reports.
     pub fn ready(&self) -> Result<(), DbError> {
+        if !self.is_migrated()? {
+            return Err(DbError::NotMigrated);
+        }
+        self.read(queries::ping)
+    }
+
+    /// Whether every migration of this binary is applied.
+    pub fn is_migrated(&self) -> Result<bool, DbError> {
         let mut conn = self.get(&self.read)?;
         let pending = match &mut **conn {
             #[cfg(feature = "sqlite")]
@@ -166,17 +192,25 @@ impl Db {
             #[cfg(feature = "postgres")]
             AnyConnection::Pg(c) => c.has_pending_migration(POSTGRES_MIGRATIONS),
         };
-        if pending.map_err(|e| DbError::Unavailable(e.to_string()))? {
-            return Err(DbError::NotMigrated);
+        pending
+            .map(|pending| !pending)
+            .map_err(|e| DbError::Query(format!("reading the applied migrations: {e}")))
+    }
+
+    /// Fails with [`DbError::NotMigrated`] unless the schema is current: for
+    /// commands that must not change a schema that running instances share.
+    pub fn require_migrated(&self) -> Result<(), DbError> {
+        match self.is_migrated()? {
+            true => Ok(()),
+            false => Err(DbError::NotMigrated),
         }
-        queries::ping(&mut conn)?;
-        Ok(())
     }
 
     /// Runs `f` on a read connection (blocking).
     pub fn read<T>(&self, f: impl FnOnce(&mut Conn) -> QueryResult<T>) -> Result<T, DbError> {
         let mut conn = self.get(&self.read)?;
-        f(&mut conn).map_err(|e| self.broken_if_lost(&mut conn, e))
+        let result = f(&mut conn);
+        self.settle(&mut conn, result)
     }
 
     /// Runs `f`, a whole transaction, on a writer connection (blocking).
@@ -209,8 +243,9 @@ impl Db {
         mut f: impl FnMut(&mut Conn) -> QueryResult<T>,
     ) -> Result<T, DbError> {
         let mut conn = self.get(pool)?;
-        conn.set_relaxed_sync(relaxed)
-            .map_err(|e| self.broken_if_lost(&mut conn, e))?;
+        if let Err(e) = conn.set_relaxed_sync(relaxed) {
+            return self.settle(&mut conn, Err(e));
+        }
         let mut attempt = 1;
         loop {
             match f(&mut conn) {
@@ -219,7 +254,7 @@ impl Db {
                     std::thread::sleep(Duration::from_millis(fastrand::u64(1..=5 * attempt)));
                     attempt += 1;
                 }
-                result => return result.map_err(|e| self.broken_if_lost(&mut conn, e)),
+                result => return self.settle(&mut conn, result),
             }
         }
     }
@@ -229,9 +264,11 @@ impl Db {
     fn get(&self, pool: &Pool<Manager>) -> Result<PooledConnection<Manager>, DbError> {
         let failed_at = self.last_failure.load(Ordering::Relaxed);
         if failed_at != 0 && now_ms() - failed_at < FAST_FAIL_MS {
-            return Err(DbError::Unavailable(
-                "database unreachable; retrying shortly".into(),
-            ));
+            self.outage.failed_again();
+            return Err(DbError::Unavailable(format!(
+                "{}; retrying shortly",
+                self.outage.cause()
+            )));
         }
         let mut checked = 0;
         loop {
@@ -239,7 +276,11 @@ impl Db {
                 Ok(conn) => conn,
                 Err(e) => {
                     self.last_failure.store(now_ms(), Ordering::Relaxed);
-                    return Err(DbError::Unavailable(e.to_string()));
+                    // r2d2 shows the last connection error: the server's words
+                    // (a wrong password, an unknown database, refused).
+                    let cause = e.to_string();
+                    self.outage.failed(&cause);
+                    return Err(DbError::Unavailable(cause));
                 }
             };
             // A connection older than the last loss may be dead too: check it
@@ -251,7 +292,9 @@ impl Db {
                     checked += 1;
                     if checked > pool.max_size() {
                         self.last_failure.store(now_ms(), Ordering::Relaxed);
-                        return Err(DbError::Unavailable("no working connection".into()));
+                        let cause = "no working connection in the pool".to_owned();
+                        self.outage.failed(&cause);
+                        return Err(DbError::Unavailable(cause));
                     }
                     continue;
                 }
@@ -264,25 +307,31 @@ impl Db {
         }
     }
 
-    /// Marks the connection for disposal when `e` may mean it is unusable
-    /// (and every older connection for a check), and converts the error.
-    fn broken_if_lost(&self, conn: &mut connection::Tracked, e: diesel::result::Error) -> DbError {
-        use diesel::result::{DatabaseErrorKind, Error};
-        let lost = matches!(
-            e,
-            Error::BrokenTransactionManager
-                | Error::DatabaseError(
-                    DatabaseErrorKind::UnableToSendCommand
-                        | DatabaseErrorKind::ClosedConnection
-                        | DatabaseErrorKind::Unknown,
-                    _
-                )
-        );
-        if lost {
-            conn.mark_broken();
-            self.generation.fetch_add(1, Ordering::Relaxed);
+    /// Turns the result of work on `conn` into ours: a lost connection is
+    /// marked for disposal (and every older connection for a check) and is
+    /// an outage; any success ends an outage.
+    fn settle<T>(
+        &self,
+        conn: &mut connection::Tracked,
+        result: QueryResult<T>,
+    ) -> Result<T, DbError> {
+        match result {
+            Ok(value) => {
+                self.outage.succeeded();
+                Ok(value)
+            }
+            Err(e) if is_connection_lost(&e) => {
+                conn.mark_broken();
+                self.generation.fetch_add(1, Ordering::Relaxed);
+                let cause = e.to_string();
+                self.outage.failed(&cause);
+                Err(DbError::Unavailable(cause))
+            }
+            Err(e) if is_transient(&e) => Err(DbError::Unavailable(format!(
+                "the server kept aborting the transaction: {e}"
+            ))),
+            Err(e) => Err(DbError::Query(e.to_string())),
         }
-        DbError::Query(e)
     }
 
     /// [`Db::read`] on the blocking thread pool, for async callers.
@@ -321,7 +370,7 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, DbError> {
     actix_web::rt::task::spawn_blocking(f)
         .await
-        .unwrap_or_else(|e| Err(DbError::Unavailable(format!("database task failed: {e}"))))
+        .unwrap_or_else(|e| Err(DbError::Query(format!("database task failed: {e}"))))
 }
 
 type MigrationResult<'a> = diesel::migration::Result<Vec<diesel::migration::MigrationVersion<'a>>>;
@@ -353,6 +402,52 @@ const FAST_FAIL_MS: i64 = 500;
 
 /// Tries of a write transaction that the server aborted to break a deadlock.
 const WRITE_ATTEMPTS: u64 = 5;
+
+/// Whether `e` may mean the connection is unusable (the server closed it,
+/// the network dropped it, the server is shutting down): the connection is
+/// then replaced and the failure is an outage (HTTP 503), not an error of
+/// the query (HTTP 500). MySQL's client reports these with the generic
+/// kind, so its messages are matched too.
+fn is_connection_lost(e: &diesel::result::Error) -> bool {
+    use diesel::result::{DatabaseErrorKind, Error};
+    match e {
+        Error::BrokenTransactionManager => true,
+        Error::RollbackErrorOnCommit {
+            rollback_error,
+            commit_error,
+        } => is_connection_lost(rollback_error) || is_connection_lost(commit_error),
+        Error::DatabaseError(
+            DatabaseErrorKind::UnableToSendCommand | DatabaseErrorKind::ClosedConnection,
+            _,
+        ) => true,
+        Error::DatabaseError(_, info) => {
+            let message = info.message().to_ascii_lowercase();
+            CONNECTION_LOST.iter().any(|m| message.contains(m))
+        }
+        _ => false,
+    }
+}
+
+/// Lower-case fragments of the errors MariaDB/MySQL and PostgreSQL clients
+/// give when a connection dies or the server goes away.
+const CONNECTION_LOST: &[&str] = &[
+    "server has gone away",
+    "lost connection",
+    "can't connect",
+    "connection refused",
+    "connection was killed",
+    "shutdown in progress",
+    "too many connections",
+    "server closed the connection",
+    "no connection to the server",
+    "could not receive data",
+    "could not send data",
+    "terminating connection",
+    "connection to server",
+    "the database system is",
+    "broken pipe",
+    "connection reset",
+];
 
 /// A transaction the server rolled back to break a deadlock or a
 /// serialization conflict: safe to run again.

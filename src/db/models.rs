@@ -60,11 +60,19 @@ pub struct NewDeletion<'a> {
 
 /// An id handed to an executor by a claim, with the attempts made so far
 /// (the backoff of a failure depends on it).
-#[derive(Debug, Clone, PartialEq, Eq, QueryableByName)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, QueryableByName)]
 #[diesel(table_name = video_del_rec)]
 pub struct Claimed {
     pub id: String,
     pub attempts: i32,
+}
+
+/// A claimed id whose paths are all gone: its row is removed by the ack.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Done {
+    pub claimed: Claimed,
+    /// What its deletion found.
+    pub removed: crate::storage::Removed,
 }
 
 /// What a failed deletion does to its row: computed by the executor from the

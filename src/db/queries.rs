@@ -25,7 +25,7 @@
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Text};
 
-use super::models::{AckCounts, Claimed, Deletion, Failure, NewDeletion, State, Stats};
+use super::models::{AckCounts, Claimed, Deletion, Done, Failure, NewDeletion, State, Stats};
 use super::schema::video_del_rec::dsl as t;
 use super::{AnyConnection, Conn};
 use crate::video_id::VideoId;
@@ -233,14 +233,15 @@ pub fn claim(
 pub fn ack(
     conn: &mut Conn,
     owner: &str,
-    done: &[String],
+    done: &[Done],
     failures: &[Failure],
 ) -> QueryResult<AckCounts> {
+    let done: Vec<&str> = done.iter().map(|d| d.claimed.id.as_str()).collect();
     let remove_done = |conn: &mut Conn, counts: &mut AckCounts| -> QueryResult<()> {
         if !done.is_empty() {
             counts.removed = diesel::delete(
                 t::video_del_rec
-                    .filter(t::id.eq_any(done))
+                    .filter(t::id.eq_any(&done))
                     .filter(t::locked_by.eq(owner)),
             )
             .execute(conn)?;
@@ -285,27 +286,39 @@ pub fn ack(
     })
 }
 
-/// Gives claimed rows back (graceful shutdown): pending and due now, for the
-/// next claim of any instance.
-pub fn release(conn: &mut Conn, owner: &str, ids: &[String], now: i64) -> QueryResult<usize> {
-    diesel::update(
-        t::video_del_rec
-            .filter(t::id.eq_any(ids))
-            .filter(t::locked_by.eq(owner)),
-    )
-    .set((
+/// Gives claimed rows back, pending and due at `due_at`, for the next claim
+/// of any instance: at graceful shutdown (due now), or because the storage
+/// could not be used (see [`crate::storage::Unavailable`]), with the reason
+/// as `error` for `last_error`. `attempts` is unchanged: no id was at fault.
+pub fn release(
+    conn: &mut Conn,
+    owner: &str,
+    ids: &[String],
+    due_at: i64,
+    error: Option<&str>,
+) -> QueryResult<usize> {
+    let leased = t::video_del_rec
+        .filter(t::id.eq_any(ids))
+        .filter(t::locked_by.eq(owner));
+    let back = (
         t::state.eq(State::Pending.as_str()),
-        t::not_before.eq(now),
+        t::not_before.eq(due_at),
         t::locked_by.eq(None::<String>),
         t::locked_until.eq(None::<i64>),
-    ))
-    .execute(conn)
+    );
+    match error {
+        None => diesel::update(leased).set(back).execute(conn),
+        Some(error) => diesel::update(leased)
+            .set((back, t::last_error.eq(error)))
+            .execute(conn),
+    }
 }
 
-/// One request by id.
-pub fn get(conn: &mut Conn, id: &VideoId) -> QueryResult<Option<Deletion>> {
+/// One request by id (its exact text: rows left by the Go scheduler may
+/// hold ids that are not valid video ids).
+pub fn get(conn: &mut Conn, id: &str) -> QueryResult<Option<Deletion>> {
     t::video_del_rec
-        .find(id.as_str())
+        .find(id)
         .select(Deletion::as_select())
         .first(conn)
         .optional()
@@ -316,7 +329,7 @@ pub fn get(conn: &mut Conn, id: &VideoId) -> QueryResult<Option<Deletion>> {
 pub fn list(
     conn: &mut Conn,
     state: Option<State>,
-    after: Option<&VideoId>,
+    after: Option<&str>,
     limit: usize,
 ) -> QueryResult<Vec<Deletion>> {
     let mut query = t::video_del_rec
@@ -328,7 +341,7 @@ pub fn list(
         query = query.filter(t::state.eq(state.as_str()));
     }
     if let Some(after) = after {
-        query = query.filter(t::id.gt(after.as_str()));
+        query = query.filter(t::id.gt(after));
     }
     query.load(conn)
 }
@@ -342,11 +355,12 @@ pub enum Change {
     Conflict(State),
 }
 
-/// Cancels a request unless an instance holds a live lease on it.
-pub fn cancel(conn: &mut Conn, id: &VideoId, now: i64) -> QueryResult<Change> {
+/// Cancels a request unless an instance holds a live lease on it. `id` is
+/// the row's exact text (it may not be a valid video id).
+pub fn cancel(conn: &mut Conn, id: &str, now: i64) -> QueryResult<Change> {
     conn.transaction(|conn| {
         let removed = diesel::delete(
-            t::video_del_rec.find(id.as_str()).filter(
+            t::video_del_rec.find(id).filter(
                 t::state
                     .ne(State::Running.as_str())
                     .or(t::locked_until.le(now)),
@@ -376,18 +390,54 @@ pub fn retry(conn: &mut Conn, id: &VideoId, now: i64) -> QueryResult<Change> {
         if updated > 0 {
             return Ok(Change::Done);
         }
-        Ok(match get(conn, id)? {
+        Ok(match get(conn, id.as_str())? {
             None => Change::NotFound,
             Some(row) => Change::Conflict(State::parse(&row.state).unwrap_or(State::Pending)),
         })
     })
 }
 
-/// `retry --failed`: every failed request back to pending. Returns the count.
-pub fn retry_all_failed(conn: &mut Conn, now: i64) -> QueryResult<usize> {
-    diesel::update(t::video_del_rec.filter(t::state.eq(State::Failed.as_str())))
-        .set(retry_columns(now))
-        .execute(conn)
+/// Ids of every request after `after`, in id order (the primary key only).
+pub fn ids_after(conn: &mut Conn, after: Option<&str>, limit: usize) -> QueryResult<Vec<String>> {
+    let mut query = t::video_del_rec
+        .select(t::id)
+        .order(t::id.asc())
+        .limit(limit as i64)
+        .into_boxed();
+    if let Some(after) = after {
+        query = query.filter(t::id.gt(after));
+    }
+    query.load(conn)
+}
+
+/// Ids of failed requests after `after`, in id order: a page for the bulk
+/// actions (walks the `(state, id)` index).
+pub fn failed_ids(conn: &mut Conn, after: Option<&str>, limit: usize) -> QueryResult<Vec<String>> {
+    let mut query = t::video_del_rec
+        .select(t::id)
+        .filter(t::state.eq(State::Failed.as_str()))
+        .order(t::id.asc())
+        .limit(limit as i64)
+        .into_boxed();
+    if let Some(after) = after {
+        query = query.filter(t::id.gt(after));
+    }
+    query.load(conn)
+}
+
+/// Moves these requests back to pending, due now, those of them still
+/// failed. Returns how many moved.
+pub fn retry_ids(conn: &mut Conn, ids: &[&str], now: i64) -> QueryResult<usize> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    diesel::update(
+        t::video_del_rec
+            .filter(t::id.eq_any(ids))
+            .filter(t::state.eq(State::Failed.as_str())),
+    )
+    .set(retry_columns(now))
+    .execute(conn)
 }
 
 #[allow(clippy::type_complexity)]

@@ -1,7 +1,12 @@
 //! `/v1/deletions`: record batches, inspect, list, cancel and retry requests.
+//!
+//! Ids in paths are video ids. A row whose id is not a valid id (left by the
+//! Go scheduler, which did not check) can still be inspected and cancelled
+//! by its exact text, percent-encoded (`/v1/deletions/..%2Fx`): such a raw
+//! id only ever matches an existing row, never records anything, and is
+//! never retried. Anything else invalid is a 400.
 
 use actix_web::{web, HttpResponse};
-use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
@@ -12,6 +17,7 @@ use crate::db::queries::{self, Change};
 use crate::error::{ApiError, ErrorBody};
 use crate::pipeline::record::Record;
 use crate::pipeline::record::Recorded;
+use crate::schedule;
 use crate::video_id::VideoId;
 use utoipa::{IntoParams, ToSchema};
 
@@ -20,20 +26,23 @@ pub const MAX_IDS: usize = 10_000;
 /// Default and largest page of `GET /v1/deletions`.
 pub const DEFAULT_LIMIT: usize = 100;
 pub const MAX_LIMIT: usize = 1000;
+/// Longest raw id or `after` cursor accepted: the seed's column holds 64
+/// characters, up to 4 bytes each.
+pub const MAX_RAW_ID: usize = 256;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/v1/deletions")
             .route(web::post().to(create))
-            .route(web::get().to(list)),
+            .route(super::get().to(list)),
     )
     .service(
         web::resource("/v1/deletions/{id}")
-            .route(web::get().to(show))
+            .route(super::get().to(show))
             .route(web::delete().to(cancel)),
     )
     .service(web::resource("/v1/deletions/{id}/retry").route(web::post().to(retry)))
-    .service(web::resource("/v1/stats").route(web::get().to(stats)));
+    .service(web::resource("/v1/stats").route(super::get().to(stats)));
 }
 
 /// Body of `POST /v1/deletions`. At most one of `delay_secs` and
@@ -42,9 +51,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 #[serde(deny_unknown_fields)]
 pub struct CreateBody {
     pub ids: Vec<String>,
+    /// Seconds from now; the result must not pass 9999-12-31T23:59:59Z.
     #[serde(default)]
     pub delay_secs: Option<u64>,
-    /// RFC 3339, e.g. `2026-12-01T00:00:00Z`.
+    /// RFC 3339, e.g. `2026-12-01T00:00:00Z`; a time in the past means now.
     #[serde(default)]
     pub not_before: Option<String>,
 }
@@ -55,9 +65,9 @@ pub struct DeletionView {
     pub id: String,
     pub state: String,
     pub attempts: i32,
-    pub created_at: Option<String>,
+    pub created_at: String,
     /// When it may run: its schedule while pending, its lease expiry while
-    /// running, null once failed.
+    /// running; null only once failed.
     pub not_before: Option<String>,
     pub last_error: Option<String>,
     /// The instance holding the lease, while running.
@@ -67,26 +77,63 @@ pub struct DeletionView {
 
 impl From<Deletion> for DeletionView {
     fn from(row: Deletion) -> Self {
+        // A row that is not failed always has a time it may run; one written
+        // without (by hand) is due since it was created.
+        let not_before = match (row.not_before, row.state.as_str()) {
+            (Some(ms), _) => Some(schedule::rfc3339(ms)),
+            (None, "failed") => None,
+            (None, _) => Some(schedule::rfc3339(row.created_at)),
+        };
         DeletionView {
             id: row.id,
             state: row.state,
             attempts: row.attempts,
-            created_at: rfc3339(Some(row.created_at)),
-            not_before: rfc3339(row.not_before),
+            created_at: schedule::rfc3339(row.created_at),
+            not_before,
             last_error: row.last_error,
             locked_by: row.locked_by,
-            locked_until: rfc3339(row.locked_until),
+            locked_until: row.locked_until.map(schedule::rfc3339),
         }
     }
 }
 
-fn rfc3339(ms: Option<i64>) -> Option<String> {
-    ms.and_then(DateTime::<Utc>::from_timestamp_millis)
-        .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true))
+/// An id from a path: a video id, or the exact text of an existing row
+/// whose id is not valid.
+enum PathId {
+    Valid(VideoId),
+    /// Not a valid id; usable only to find an existing row.
+    Raw(String, ApiError),
 }
 
-fn parse_id(raw: &str) -> Result<VideoId, ApiError> {
-    VideoId::parse(raw).map_err(|e| ApiError::InvalidId(e.to_string()))
+impl PathId {
+    fn parse(raw: &str) -> Result<PathId, ApiError> {
+        match VideoId::parse(raw) {
+            Ok(id) => Ok(PathId::Valid(id)),
+            Err(_) if raw.len() > MAX_RAW_ID => Err(ApiError::InvalidId(format!(
+                "invalid video id: longer than {MAX_RAW_ID} bytes"
+            ))),
+            Err(e) => Ok(PathId::Raw(
+                raw.to_owned(),
+                ApiError::InvalidId(e.to_string()),
+            )),
+        }
+    }
+
+    fn text(&self) -> String {
+        match self {
+            PathId::Valid(id) => id.as_str().to_owned(),
+            PathId::Raw(raw, _) => raw.clone(),
+        }
+    }
+
+    /// The answer when no row matched: 404 for a valid id, the 400 of the
+    /// invalid id otherwise (a raw id only names existing rows).
+    fn not_found(self) -> ApiError {
+        match self {
+            PathId::Valid(_) => ApiError::no_request(),
+            PathId::Raw(_, invalid) => invalid,
+        }
+    }
 }
 
 /// Validates a batch body into distinct ids and a `not_before`.
@@ -97,20 +144,8 @@ pub fn parse_create(body: CreateBody, now: i64) -> Result<Record, ApiError> {
             body.ids.len()
         )));
     }
-    let not_before = match (body.delay_secs, body.not_before) {
-        (Some(_), Some(_)) => {
-            return Err(ApiError::BadRequest(
-                "give delay_secs or not_before, not both".into(),
-            ))
-        }
-        (Some(secs), None) => {
-            now.saturating_add(secs.saturating_mul(1000).min(i64::MAX as u64) as i64)
-        }
-        (None, Some(at)) => DateTime::parse_from_rfc3339(&at)
-            .map_err(|e| ApiError::BadRequest(format!("not_before: {e} (expected RFC 3339)")))?
-            .timestamp_millis(),
-        (None, None) => now,
-    };
+    let not_before = schedule::not_before_ms(now, body.delay_secs, body.not_before.as_deref())
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let ids = body
         .ids
         .iter()
@@ -125,7 +160,8 @@ pub fn parse_create(body: CreateBody, now: i64) -> Result<Record, ApiError> {
 /// `POST /v1/deletions`: 202 once every new id is committed.
 #[utoipa::path(post, path = "/v1/deletions", tag = "v1", request_body = CreateBody,
     responses((status = 202, description = "committed", body = Recorded),
-        (status = 400, body = ErrorBody), (status = 413, body = ErrorBody), (status = 503, body = ErrorBody)))]
+        (status = 400, body = ErrorBody), (status = 408, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 500, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub(crate) async fn create(
     state: web::Data<AppState>,
     body: web::Json<CreateBody>,
@@ -135,22 +171,25 @@ pub(crate) async fn create(
         .record
         .send(record)
         .await
-        .map_err(|_| ApiError::Unavailable)??
-        .ok_or(ApiError::Unavailable)?;
+        .map_err(|_| ApiError::Unavailable("the recorder stopped".into()))??
+        .ok_or(ApiError::Internal)?;
     Ok(HttpResponse::Accepted().json(recorded))
 }
 
 /// `GET /v1/deletions/{id}`.
-#[utoipa::path(get, path = "/v1/deletions/{id}", tag = "v1", params(("id" = String, Path, description = "video id")),
+#[utoipa::path(get, path = "/v1/deletions/{id}", tag = "v1", params(("id" = String, Path, description = "video id (or the percent-encoded text of an existing row whose id is not valid)")),
     responses((status = 200, body = DeletionView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(crate) async fn show(
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = parse_id(&id)?;
-    let row = state.db.read_async(move |c| queries::get(c, &id)).await?;
-    let row = row.ok_or(ApiError::NotFound)?;
-    Ok(HttpResponse::Ok().json(DeletionView::from(row)))
+    let id = PathId::parse(&id)?;
+    let text = id.text();
+    let row = state.db.read_async(move |c| queries::get(c, &text)).await?;
+    match row {
+        Some(row) => Ok(HttpResponse::Ok().json(DeletionView::from(row))),
+        None => Err(id.not_found()),
+    }
 }
 
 /// Query of `GET /v1/deletions`.
@@ -160,7 +199,8 @@ pub(crate) async fn show(
 pub struct ListQuery {
     /// `pending`, `running` or `failed`.
     pub state: Option<String>,
-    /// Last id of the previous page.
+    /// The `next` of the previous page (any text: it may be a row's id that
+    /// is not a valid video id).
     pub after: Option<String>,
     pub limit: Option<usize>,
 }
@@ -189,16 +229,21 @@ pub(crate) async fn list(
             ))
         })?),
     };
-    let after = query.after.as_deref().map(parse_id).transpose()?;
+    if query.after.as_ref().is_some_and(|a| a.len() > MAX_RAW_ID) {
+        return Err(ApiError::BadRequest(format!(
+            "after: at most {MAX_RAW_ID} bytes"
+        )));
+    }
     let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
     if !(1..=MAX_LIMIT).contains(&limit) {
         return Err(ApiError::BadRequest(format!(
             "limit must be between 1 and {MAX_LIMIT}"
         )));
     }
+    let after = query.after;
     let rows = state
         .db
-        .read_async(move |c| queries::list(c, filter, after.as_ref(), limit))
+        .read_async(move |c| queries::list(c, filter, after.as_deref(), limit))
         .await?;
     let next = (rows.len() == limit).then(|| rows[rows.len() - 1].id.clone());
     Ok(HttpResponse::Ok().json(Page {
@@ -208,20 +253,21 @@ pub(crate) async fn list(
 }
 
 /// `DELETE /v1/deletions/{id}`: cancel unless an instance is deleting it.
-#[utoipa::path(delete, path = "/v1/deletions/{id}", tag = "v1", params(("id" = String, Path, description = "video id")),
-    responses((status = 204, description = "cancelled"), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+#[utoipa::path(delete, path = "/v1/deletions/{id}", tag = "v1", params(("id" = String, Path, description = "video id (or the percent-encoded text of an existing row whose id is not valid)")),
+    responses((status = 204, description = "cancelled"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub(crate) async fn cancel(
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = parse_id(&id)?;
+    let id = PathId::parse(&id)?;
+    let text = id.text();
     match state
         .db
-        .write_async(move |c| queries::cancel(c, &id, now_ms()))
+        .write_async(move |c| queries::cancel(c, &text, now_ms()))
         .await?
     {
         Change::Done => Ok(HttpResponse::NoContent().finish()),
-        Change::NotFound => Err(ApiError::NotFound),
+        Change::NotFound => Err(id.not_found()),
         Change::Conflict(_) => Err(ApiError::Conflict(
             "the request is running; cancel it after its batch is done".into(),
         )),
@@ -230,12 +276,24 @@ pub(crate) async fn cancel(
 
 /// `POST /v1/deletions/{id}/retry`: failed -> pending, due now.
 #[utoipa::path(post, path = "/v1/deletions/{id}/retry", tag = "v1", params(("id" = String, Path, description = "video id")),
-    responses((status = 200, body = DeletionView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 200, body = DeletionView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub(crate) async fn retry(
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = parse_id(&id)?;
+    let id = match PathId::parse(&id)? {
+        PathId::Valid(id) => id,
+        raw @ PathId::Raw(..) => {
+            let text = raw.text();
+            let row = state.db.read_async(move |c| queries::get(c, &text)).await?;
+            return Err(match row {
+                Some(_) => ApiError::Conflict(
+                    "not a valid video id: it is never deleted or retried; cancel it".into(),
+                ),
+                None => raw.not_found(),
+            });
+        }
+    };
     let lookup = id.clone();
     match state
         .db
@@ -243,7 +301,7 @@ pub(crate) async fn retry(
         .await?
     {
         Change::Done => {}
-        Change::NotFound => return Err(ApiError::NotFound),
+        Change::NotFound => return Err(ApiError::no_request()),
         Change::Conflict(s) => {
             return Err(ApiError::Conflict(format!(
                 "only failed requests can be retried; this one is {}",
@@ -251,11 +309,8 @@ pub(crate) async fn retry(
             )))
         }
     }
-    let lookup_id = lookup.clone();
-    let row = state
-        .db
-        .read_async(move |c| queries::get(c, &lookup_id))
-        .await?;
+    let text = lookup.as_str().to_owned();
+    let row = state.db.read_async(move |c| queries::get(c, &text)).await?;
     // The row may already be claimed and even gone: report what is there.
     Ok(match row {
         Some(row) => HttpResponse::Ok().json(DeletionView::from(row)),

@@ -7,8 +7,8 @@ use super::AppState;
 use crate::error::ApiError;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(healthz))
-        .route("/readyz", web::get().to(readyz));
+    cfg.route("/healthz", super::get().to(healthz))
+        .route("/readyz", super::get().to(readyz));
 }
 
 /// The process answers.
@@ -17,13 +17,22 @@ pub(crate) async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
 }
 
-/// The database is reachable and migrated.
+/// The database is reachable and migrated, and the storage can be used.
+/// The 503's `error` says why not.
 #[utoipa::path(get, path = "/readyz", tag = "ops",
     responses((status = 200, description = "ready"), (status = 503, body = crate::error::ErrorBody)))]
 pub(crate) async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let db = state.db.clone();
-    actix_web::rt::task::spawn_blocking(move || db.ready())
-        .await
-        .map_err(|_| ApiError::Unavailable)??;
+    let (db, storage) = (state.db.clone(), state.storage.clone());
+    let checked = actix_web::rt::task::spawn_blocking(move || {
+        db.ready().map_err(|e| match e {
+            // Why, in the server's words: this is what an operator reads.
+            crate::db::DbError::Unavailable(cause) => format!("database unavailable: {cause}"),
+            other => other.to_string(),
+        })?;
+        storage.check().map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| ApiError::Unavailable(format!("readiness check failed: {e}")))?;
+    checked.map_err(ApiError::NotReady)?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "status": "ready" })))
 }

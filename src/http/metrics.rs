@@ -5,7 +5,7 @@ use actix_web::{web, HttpResponse};
 use super::AppState;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/metrics", web::get().to(metrics));
+    cfg.route("/metrics", super::get().to(metrics));
 }
 
 /// Prometheus text format.

@@ -6,19 +6,26 @@ pub mod metrics;
 pub mod openapi;
 pub mod seed;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
 
 use actix::Addr;
-use actix_web::body::{EitherBody, MessageBody};
-use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::error::{JsonPayloadError, QueryPayloadError};
+use actix_web::body::{BoxBody, EitherBody, MessageBody};
+use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
+use actix_web::error::{JsonPayloadError, PayloadError, QueryPayloadError};
+use actix_web::http::{Method, StatusCode};
 use actix_web::middleware::Next;
-use actix_web::{http::header, web, ResponseError};
+use actix_web::{guard, http::header, web, ResponseError};
+use futures_util::Stream;
 use subtle::ConstantTimeEq;
 
 use crate::db::Db;
 use crate::error::ApiError;
 use crate::pipeline::record::RecordActor;
+use crate::storage::Storage;
 
 /// Largest request body accepted (413 beyond).
 pub const MAX_BODY_BYTES: usize = 1 << 20;
@@ -26,10 +33,20 @@ pub const MAX_BODY_BYTES: usize = 1 << 20;
 /// What every handler can reach.
 pub struct AppState {
     pub db: Db,
+    /// For `/readyz`: whether deleting is safe now.
+    pub storage: Arc<dyn Storage>,
     pub record: Addr<RecordActor>,
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Accepted bearer tokens; empty: no authentication.
     pub tokens: Arc<[String]>,
+    /// How long a request body may take to arrive (`client_request_timeout_ms`).
+    pub request_timeout: Duration,
+}
+
+/// A route answering GET, and HEAD the same way without the body (the
+/// HTTP/1 encoder drops it): every GET route is registered with this.
+pub fn get() -> actix_web::Route {
+    web::route().guard(guard::Any(guard::Get()).or(guard::Head()))
 }
 
 /// Registers every route.
@@ -52,6 +69,11 @@ fn json_error(e: JsonPayloadError) -> ApiError {
         JsonPayloadError::OverflowKnownLength { .. } | JsonPayloadError::Overflow { .. } => {
             ApiError::TooLarge
         }
+        JsonPayloadError::Payload(PayloadError::Io(e))
+            if e.kind() == std::io::ErrorKind::TimedOut =>
+        {
+            ApiError::RequestTimeout
+        }
         JsonPayloadError::ContentType => {
             ApiError::BadRequest("expected Content-Type: application/json".into())
         }
@@ -64,7 +86,7 @@ fn query_error(e: QueryPayloadError) -> ApiError {
 }
 
 /// Middleware: when tokens are configured, every route but the probes needs
-/// `Authorization: Bearer <token>`.
+/// `Authorization: Bearer <token>` (the scheme in any case, RFC 7235).
 pub async fn authenticate(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
@@ -76,11 +98,11 @@ pub async fn authenticate(
                     .headers()
                     .get(header::AUTHORIZATION)
                     .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.strip_prefix("Bearer "))
+                    .and_then(bearer_token)
                     .is_some_and(|token| {
                         // Constant-time per token, so timing does not reveal
                         // how much of a guess was right.
-                        let token = token.trim().as_bytes();
+                        let token = token.as_bytes();
                         state
                             .tokens
                             .iter()
@@ -95,4 +117,76 @@ pub async fn authenticate(
         let response = ApiError::Unauthorized.error_response();
         Ok(req.into_response(response).map_into_right_body())
     }
+}
+
+/// The token of an `Authorization: Bearer <token>` value; the scheme is
+/// case-insensitive.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(char::is_whitespace)?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// Middleware: a request body must arrive within `client_request_timeout_ms`
+/// (actix bounds only the head): a client trickling its body gets 408 and
+/// its connection is closed, instead of holding a socket and its buffers.
+pub async fn request_deadline(
+    mut req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    if let Some(timeout) = req
+        .app_data::<web::Data<AppState>>()
+        .map(|s| s.request_timeout)
+    {
+        let mut payload = actix_web::HttpMessage::take_payload(&mut req);
+        let mut deadline = Box::pin(actix_web::rt::time::sleep(timeout));
+        let bounded =
+            futures_util::stream::poll_fn(move |cx| match Pin::new(&mut payload).poll_next(cx) {
+                Poll::Pending => match deadline.as_mut().poll(cx) {
+                    Poll::Ready(()) => {
+                        Poll::Ready(Some(Err(PayloadError::Io(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            "the request body was not received in time",
+                        )))))
+                    }
+                    Poll::Pending => Poll::Pending,
+                },
+                ready => ready,
+            });
+        req.set_payload(Payload::from(
+            Box::pin(bounded) as actix_http::BoxedPayloadStream
+        ));
+    }
+    next.call(req).await
+}
+
+/// Middleware: under `/v1`, actix's own empty 404 (no such route) and 405
+/// (no such method on a route) become JSON errors like every other v1 error.
+pub async fn json_errors_under_v1(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let v1 = req.path().starts_with("/v1/") || req.path() == "/v1";
+    let method = req.method().clone();
+    let response = next.call(req).await?.map_into_boxed_body();
+    let empty = matches!(
+        response.response().body().size(),
+        actix_web::body::BodySize::Sized(0) | actix_web::body::BodySize::None
+    );
+    let error = match response.status() {
+        StatusCode::NOT_FOUND if v1 && empty => ApiError::NotFound("no such route".into()),
+        StatusCode::METHOD_NOT_ALLOWED if v1 && empty => {
+            ApiError::MethodNotAllowed(format!("{method} is not allowed on this route"))
+        }
+        _ => return Ok(response),
+    };
+    let (req, _) = response.into_parts();
+    let mut reply = error.error_response();
+    if method == Method::HEAD {
+        // The status and headers only, as for any HEAD.
+        reply = reply.map_body(|_, _| BoxBody::new(()));
+    }
+    Ok(ServiceResponse::new(req, reply))
 }

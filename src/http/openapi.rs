@@ -45,7 +45,7 @@ impl Modify for BearerToken {
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/openapi.json", web::get().to(document));
+    cfg.route("/openapi.json", super::get().to(document));
 }
 
 /// This document.

@@ -17,21 +17,32 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         web::resource("/video-delete-record/{vid:.*}")
             .route(web::get().to(record))
             .route(web::post().to(record))
-            .route(web::delete().to(record)),
+            .route(web::delete().to(record))
+            .default_service(web::to(not_allowed)),
     )
     .service(
         web::resource(["/video-delete-record", "/video-delete-record/"])
             .route(web::get().to(empty))
             .route(web::post().to(empty))
-            .route(web::delete().to(empty)),
+            .route(web::delete().to(empty))
+            .default_service(web::to(not_allowed)),
     );
 }
 
-/// Records one id, due now; answers after the row is committed.
+/// Any other method, HEAD included: a HEAD must not record a deletion.
+async fn not_allowed() -> HttpResponse {
+    HttpResponse::MethodNotAllowed()
+        .insert_header((header::ALLOW, "GET, POST, DELETE"))
+        .finish()
+}
+
+/// Records one id, due now; answers after the row is committed. HEAD is not
+/// answered here (405): it must not change anything, and this GET does.
 #[utoipa::path(method(get, post, delete), path = "/video-delete-record/{vid}", tag = "seed",
     params(("vid" = String, Path, description = "video id")),
     responses((status = 200, description = "committed (empty body)"),
         (status = 400, description = "`video id should not be empty` or `invalid video id` (text)"),
+        (status = 500, description = "`internal error` (text): a database error retrying will not fix; logged with its cause"),
         (status = 503, description = "`database unavailable` (text), with Retry-After")))]
 pub(crate) async fn record(state: web::Data<AppState>, vid: web::Path<String>) -> HttpResponse {
     let id = match VideoId::parse(&vid) {
@@ -45,6 +56,10 @@ pub(crate) async fn record(state: web::Data<AppState>, vid: web::Path<String>) -
         .await
     {
         Ok(Ok(_)) => HttpResponse::Ok().finish(),
+        Ok(Err(e)) if !e.is_unavailable() => {
+            log::error!("answered 500: {e}");
+            HttpResponse::InternalServerError().body("internal error")
+        }
         Ok(Err(_)) | Err(_) => HttpResponse::ServiceUnavailable()
             .insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS))
             .body("database unavailable"),

@@ -6,9 +6,12 @@
 //! full the dispatcher claims again as soon as an executor is free, without
 //! waiting for the next tick.
 //!
-//! Outages: a failed claim is logged once, then claims pause with an
-//! exponential backoff (from one tick up to [`MAX_OUTAGE_BACKOFF`]) until
-//! one succeeds, and the recovery is logged once.
+//! Trouble: a failed claim (the database) or a batch the storage refused as
+//! a whole (its root is not the directory opened at start-up, its marker is
+//! missing) pauses claims with an exponential backoff, from one tick up to
+//! [`MAX_OUTAGE_BACKOFF`], until a claim succeeds or a batch runs. Database
+//! outages are logged by [`Db`]; other database errors and storage trouble
+//! are logged here, once when they start and once when they end.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,7 +20,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
-use super::executor::{DeleteBatch, ExecutorActor};
+use super::executor::{BatchReport, DeleteBatch, ExecutorActor};
 use crate::db::models::Claimed;
 use crate::db::{now_ms, queries, Db};
 use crate::metrics::Metrics;
@@ -36,9 +39,19 @@ pub struct Settings {
     pub tick: Duration,
 }
 
-/// A database outage as the dispatcher sees it.
+/// What keeps the dispatcher from claiming.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cause {
+    /// Claims fail.
+    Database,
+    /// Batches come back refused by the storage.
+    Storage,
+}
+
+/// Trouble as the dispatcher sees it: claims wait until `retry_at`.
 #[derive(Debug)]
-struct Outage {
+struct Trouble {
+    cause: Cause,
     since: Instant,
     failures: u32,
     /// No claim before this.
@@ -56,12 +69,16 @@ pub struct DispatcherActor {
     /// Ids of the batches being executed, by batch number: released if
     /// shutdown runs out of time before they are acked.
     in_flight: HashMap<u64, Vec<String>>,
+    /// Number of the next batch handed out (keys of `in_flight`).
     next_batch: u64,
+    /// A claim is in flight: at most one at a time.
     claiming: bool,
     /// Work may be due: set by ticks, nudges and full batches.
     more: bool,
+    /// Shutdown began: no more claims.
     stopping: bool,
-    outage: Option<Outage>,
+    /// Claims are paused by a failure, with backoff.
+    trouble: Option<Trouble>,
     /// Callers of [`Shutdown`] waiting for the last batch.
     idle_waiters: Vec<oneshot::Sender<()>>,
 }
@@ -85,7 +102,7 @@ impl DispatcherActor {
             claiming: false,
             more: false,
             stopping: false,
-            outage: None,
+            trouble: None,
             idle_waiters: Vec::new(),
         }
     }
@@ -97,9 +114,9 @@ impl DispatcherActor {
             || !self.more
             || self.in_flight.len() >= self.settings.capacity
             || self
-                .outage
+                .trouble
                 .as_ref()
-                .is_some_and(|o| Instant::now() < o.retry_at)
+                .is_some_and(|t| Instant::now() < t.retry_at)
         {
             return;
         }
@@ -122,13 +139,7 @@ impl DispatcherActor {
             act.claiming = false;
             match result {
                 Ok(batch) => {
-                    if let Some(outage) = act.outage.take() {
-                        log::info!(
-                            "database is back after {:?} ({} failed claims); dispatching again",
-                            outage.since.elapsed(),
-                            outage.failures
-                        );
-                    }
+                    act.recovered(Cause::Database);
                     if batch.len() == act.settings.batch_size {
                         act.more = true;
                     }
@@ -138,23 +149,12 @@ impl DispatcherActor {
                 }
                 Err(e) => {
                     act.metrics.claim_errors.inc();
-                    act.more = true;
-                    let tick = act.settings.tick;
-                    let outage = act.outage.get_or_insert_with(|| {
-                        log::warn!(
-                            "claim failed; retrying with backoff until the database answers: {e}"
-                        );
-                        Outage {
-                            since: Instant::now(),
-                            failures: 0,
-                            retry_at: Instant::now(),
-                        }
-                    });
-                    outage.failures += 1;
-                    let backoff = tick
-                        .saturating_mul(1 << outage.failures.min(16))
-                        .min(MAX_OUTAGE_BACKOFF.max(tick));
-                    outage.retry_at = Instant::now() + backoff;
+                    if act.trouble.is_none() && !e.is_unavailable() {
+                        // Outages are logged by `Db`; any other error is a
+                        // fault worth an error line, once per streak.
+                        log::error!("claim failed; retrying with backoff: {e}");
+                    }
+                    act.failed(Cause::Database);
                 }
             }
             act.maybe_claim(ctx);
@@ -170,13 +170,59 @@ impl DispatcherActor {
         let run = self.executors.send(DeleteBatch(batch));
         ctx.spawn(run.into_actor(self).map(move |result, act, ctx| {
             act.in_flight.remove(&number);
-            if let Err(e) = result {
+            match result {
+                Ok(BatchReport {
+                    storage_unavailable: Some(reason),
+                    ..
+                }) => {
+                    if act.trouble.is_none() {
+                        log::warn!("storage unavailable, pausing deletions: {reason}");
+                    }
+                    act.more = true;
+                    act.failed(Cause::Storage);
+                }
+                Ok(_) => act.recovered(Cause::Storage),
                 // The executor is gone (shutdown): the lease will expire.
-                log::error!("executor did not run a batch: {e}");
+                Err(e) => log::error!("executor did not run a batch: {e}"),
             }
             act.maybe_claim(ctx);
             act.notify_if_idle();
         }));
+    }
+
+    /// A claim or a batch failed for `cause`: pause claims, longer each time.
+    fn failed(&mut self, cause: Cause) {
+        self.more = true;
+        let tick = self.settings.tick;
+        let trouble = self.trouble.get_or_insert_with(|| Trouble {
+            cause,
+            since: Instant::now(),
+            failures: 0,
+            retry_at: Instant::now(),
+        });
+        trouble.cause = cause;
+        trouble.failures += 1;
+        let backoff = tick
+            .saturating_mul(1 << trouble.failures.min(16))
+            .min(MAX_OUTAGE_BACKOFF.max(tick));
+        trouble.retry_at = Instant::now() + backoff;
+    }
+
+    /// A claim or a batch went through: trouble of that `cause` is over;
+    /// say so once.
+    fn recovered(&mut self, cause: Cause) {
+        if self.trouble.as_ref().is_some_and(|t| t.cause == cause) {
+            let trouble = self.trouble.take().expect("checked above");
+            let what = match trouble.cause {
+                Cause::Database => "claims work",
+                Cause::Storage => "storage is usable",
+            };
+            log::info!(
+                "{what} again after {:.1?} ({} failed tries); dispatching again",
+                trouble.since.elapsed(),
+                trouble.failures
+            );
+        }
     }
 
     fn notify_if_idle(&mut self) {
@@ -257,7 +303,7 @@ impl Handler<ReleaseInFlight> for DispatcherActor {
                 return 0;
             }
             match db
-                .write_relaxed_async(move |c| queries::release(c, &owner, &ids, now_ms()))
+                .write_relaxed_async(move |c| queries::release(c, &owner, &ids, now_ms(), None))
                 .await
             {
                 Ok(released) => released,

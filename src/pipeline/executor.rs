@@ -1,19 +1,21 @@
 //! ExecutorActor: deletes the files of a claimed batch, then acks it.
 //!
 //! Executors run on a `SyncArbiter` (one thread each): file deletion and the
-//! ack are blocking calls and must not run on the async reactor.
+//! ack are blocking calls and must not run on the async reactor. The work
+//! itself is [`batch::execute`], a plain function; this actor only glues it
+//! to the database and the metrics.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
+use super::batch::{self, Verdict};
 use super::retry::RetryPolicy;
 use crate::db::models::{AckCounts, Claimed};
 use crate::db::{now_ms, queries, Db, DbError};
 use crate::metrics::Metrics;
-use crate::storage::{LocalStorage, Outcome};
-use crate::video_id::VideoId;
+use crate::storage::Storage;
 
 /// Acks tried before giving up on a batch; the lease then expires and the
 /// batch is claimed again (its files are already gone: counted as missing).
@@ -22,7 +24,7 @@ const ACK_TRIES: u32 = 3;
 /// Deletes batches of claimed ids.
 pub struct ExecutorActor {
     db: Db,
-    storage: Arc<LocalStorage>,
+    storage: Arc<dyn Storage>,
     owner: Arc<str>,
     retry: RetryPolicy,
     metrics: Arc<Metrics>,
@@ -31,7 +33,7 @@ pub struct ExecutorActor {
 impl ExecutorActor {
     pub fn new(
         db: Db,
-        storage: Arc<LocalStorage>,
+        storage: Arc<dyn Storage>,
         owner: Arc<str>,
         retry: RetryPolicy,
         metrics: Arc<Metrics>,
@@ -45,26 +47,52 @@ impl ExecutorActor {
         }
     }
 
-    fn ack(
+    /// Runs `write` a few times, pausing between tries: an ack or a release
+    /// that is lost only delays the work (the lease expires), but trying
+    /// again through a short hiccup avoids that delay.
+    fn with_retries<T>(
         &self,
-        done: &[String],
-        failures: &[crate::db::models::Failure],
-    ) -> Result<AckCounts, DbError> {
+        what: &str,
+        mut write: impl FnMut() -> Result<T, DbError>,
+    ) -> Result<T, DbError> {
         let mut tries = 0;
         loop {
             tries += 1;
-            match self
-                .db
-                .write_relaxed(|conn| queries::ack(conn, &self.owner, done, failures))
-            {
-                Ok(counts) => return Ok(counts),
+            match write() {
+                Ok(value) => return Ok(value),
                 Err(e) if tries >= ACK_TRIES => return Err(e),
                 Err(e) => {
-                    log::warn!("ack failed (try {tries} of {ACK_TRIES}): {e}");
+                    // An outage is logged once by `Db`; anything else here.
+                    if e.is_unavailable() {
+                        log::debug!("{what} failed (try {tries} of {ACK_TRIES}): {e}");
+                    } else {
+                        log::warn!("{what} failed (try {tries} of {ACK_TRIES}): {e}");
+                    }
                     std::thread::sleep(Duration::from_millis(200 * u64::from(tries)));
                 }
             }
         }
+    }
+
+    fn ack(&self, verdict: &Verdict) -> Result<AckCounts, DbError> {
+        self.with_retries("ack", || {
+            self.db.write_relaxed(|conn| {
+                queries::ack(conn, &self.owner, &verdict.done, &verdict.failures)
+            })
+        })
+    }
+
+    /// The storage could not be used: give the batch back, due again after
+    /// the first backoff step, with the reason in `last_error` and no
+    /// attempt used.
+    fn give_back(&self, batch: &[Claimed], reason: &str) -> Result<usize, DbError> {
+        let ids: Vec<String> = batch.iter().map(|c| c.id.clone()).collect();
+        let retry_at = now_ms().saturating_add(self.retry.base_ms.min(i64::MAX as u64) as i64);
+        self.with_retries("giving the batch back", || {
+            self.db.write_relaxed(|conn| {
+                queries::release(conn, &self.owner, &ids, retry_at, Some(reason))
+            })
+        })
     }
 }
 
@@ -78,7 +106,7 @@ impl Actor for ExecutorActor {
 pub struct DeleteBatch(pub Vec<Claimed>);
 
 /// What one batch did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BatchReport {
     /// Ids whose files were removed.
     pub deleted: usize,
@@ -88,6 +116,9 @@ pub struct BatchReport {
     pub failed: usize,
     /// `None` when the ack could not be written.
     pub ack: Option<AckCounts>,
+    /// The storage could not be used at all: nothing was deleted and the
+    /// batch was given back. The dispatcher backs off on it.
+    pub storage_unavailable: Option<String>,
 }
 
 impl Handler<DeleteBatch> for ExecutorActor {
@@ -100,29 +131,28 @@ impl Handler<DeleteBatch> for ExecutorActor {
     ) -> Self::Result {
         let started = Instant::now();
         let size = batch.len();
-        let mut report = BatchReport::default();
-        let mut done = Vec::with_capacity(size);
-        let mut failures = Vec::new();
-        for claimed in batch {
-            let id = match VideoId::parse(&claimed.id) {
-                Ok(id) => id,
-                Err(e) => {
-                    report.failed += 1;
-                    failures.push(self.retry.permanent(&claimed, format!("{e}; not deleted")));
-                    continue;
+        let verdict = match batch::execute(&*self.storage, &batch, &self.retry, now_ms()) {
+            Ok(verdict) => verdict,
+            Err(unavailable) => {
+                let reason = unavailable.to_string();
+                match self.give_back(&batch, &reason) {
+                    Ok(n) => log::debug!("batch of {size} given back ({n} rows): {reason}"),
+                    Err(e) => log::error!(
+                        "batch of {size} not run ({reason}) and not given back; the rows return when the lease expires: {e}"
+                    ),
                 }
-            };
-            match self.storage.delete(&id) {
-                Ok(Outcome::Deleted) => report.deleted += 1,
-                Ok(Outcome::Missing) => report.missing += 1,
-                Err(e) => {
-                    report.failed += 1;
-                    failures.push(self.retry.failure(&claimed, e.to_string(), now_ms()));
-                    continue;
-                }
+                return MessageResult(BatchReport {
+                    storage_unavailable: Some(reason),
+                    ..BatchReport::default()
+                });
             }
-            done.push(claimed.id);
-        }
+        };
+        let mut report = BatchReport {
+            deleted: verdict.deleted,
+            missing: verdict.missing,
+            failed: verdict.failures.len(),
+            ..BatchReport::default()
+        };
         let outcomes = [
             ("deleted", report.deleted),
             ("missing", report.missing),
@@ -135,7 +165,7 @@ impl Handler<DeleteBatch> for ExecutorActor {
                 .inc_by(n as u64);
         }
         self.metrics.batches.inc();
-        let ack = self.ack(&done, &failures);
+        let ack = self.ack(&verdict);
         self.metrics
             .batch_seconds
             .observe(started.elapsed().as_secs_f64());

@@ -8,6 +8,7 @@
 //! ExecutorActor --ack (delete done / reschedule failed)--> video_del_rec
 //! ```
 
+pub mod batch;
 pub mod dispatcher;
 pub mod executor;
 pub mod record;
@@ -22,7 +23,7 @@ use actix::prelude::*;
 use crate::config::Config;
 use crate::db::Db;
 use crate::metrics::Metrics;
-use crate::storage::LocalStorage;
+use crate::storage::Storage;
 use dispatcher::{DispatcherActor, ReleaseInFlight, Shutdown};
 use executor::ExecutorActor;
 use record::RecordActor;
@@ -40,7 +41,7 @@ impl Pipeline {
     /// Starts the actors on the current actix system.
     pub fn start(
         db: Db,
-        storage: Arc<LocalStorage>,
+        storage: Arc<dyn Storage>,
         metrics: Arc<Metrics>,
         config: &Config,
     ) -> Pipeline {

@@ -16,18 +16,19 @@ use crate::db::{now_ms, Db, DbError};
 use crate::metrics::Metrics;
 use crate::video_id::VideoId;
 
-type Reply = oneshot::Sender<Result<Option<usize>, String>>;
+/// Where a caller waits for its commit: new rows (`None` when uncounted).
+type Reply = oneshot::Sender<Result<Option<usize>, DbError>>;
 
 /// The single entry point of new requests into the table.
 pub struct RecordActor {
     db: Db,
     dispatcher: Addr<DispatcherActor>,
     metrics: Arc<Metrics>,
+    /// Requests waiting for the next commit.
     queue: Vec<(RecordRequest, Reply)>,
+    /// A commit is in flight: new requests queue for the next one, which is
+    /// what groups them.
     committing: bool,
-    /// Requests answered 503 since the database failed: logged once per
-    /// outage (with this count when it ends), not once per commit.
-    failing: Option<usize>,
 }
 
 impl RecordActor {
@@ -38,7 +39,6 @@ impl RecordActor {
             metrics,
             queue: Vec::new(),
             committing: false,
-            failing: None,
         }
     }
 
@@ -60,13 +60,10 @@ impl RecordActor {
         };
         ctx.spawn(write.into_actor(self).map(|(result, due_now), act, ctx| {
             act.committing = false;
+            // Failures are logged by `Db` (once per outage) or by the
+            // handler answering 500, not here.
             match result {
                 Ok(recorded) => {
-                    if let Some(refused) = act.failing.take() {
-                        log::info!(
-                            "recording works again; {refused} requests were answered 503 meanwhile"
-                        );
-                    }
                     act.metrics.recorded.inc_by(recorded.total as u64);
                     if due_now && recorded.total > 0 {
                         act.dispatcher.do_send(Nudge);
@@ -76,18 +73,8 @@ impl RecordActor {
                     }
                 }
                 Err(e) => {
-                    match act.failing.as_mut() {
-                        Some(refused) => *refused += replies.len(),
-                        None => {
-                            log::warn!(
-                                "recording failed, answering 503 until the database works: {e}"
-                            );
-                            act.failing = Some(replies.len());
-                        }
-                    }
-                    let message = e.to_string();
                     for reply in replies {
-                        let _ = reply.send(Err(message.clone()));
+                        let _ = reply.send(Err(e.clone()));
                     }
                 }
             }
@@ -164,7 +151,7 @@ impl Handler<Record> for RecordActor {
                     accepted,
                     already_queued: total - accepted,
                 })),
-                Ok(Err(message)) => Err(DbError::Unavailable(message)),
+                Ok(Err(e)) => Err(e),
                 Err(_) => Err(DbError::Unavailable("the recorder stopped".into())),
             }
         })

@@ -108,6 +108,19 @@ impl TestDb {
     }
 }
 
+impl TestDb {
+    /// The database's name on its server (MariaDB/PostgreSQL).
+    pub fn name(&self) -> &str {
+        &self.server.as_ref().expect("a server database").1
+    }
+
+    /// Runs `sql` as the server's administrator (not in this database).
+    pub fn admin(&self, sql: &str) {
+        let (server, _) = self.server.as_ref().expect("a server database");
+        admin(self.backend, server, sql);
+    }
+}
+
 impl Drop for TestDb {
     fn drop(&mut self) {
         if let Some((server, name)) = &self.server {
@@ -477,6 +490,73 @@ pub fn claim_as(db: &Db, owner: &str, limit: usize) -> Vec<video_scheduler::db::
     let later = two_hours_ahead();
     db.write(|c| video_scheduler::db::queries::claim(c, owner, later, later + 60_000, limit))
         .unwrap()
+}
+
+/// A mount made by a test (tests run as root), unmounted on drop even if
+/// the test fails, so the temp dir can be removed.
+pub struct Mount(PathBuf);
+
+impl Mount {
+    /// A fresh tmpfs on `target`.
+    pub fn tmpfs(target: &Path) -> Mount {
+        run_ok("mount", &["-t", "tmpfs", "tmpfs", target.to_str().unwrap()]);
+        Mount(target.to_owned())
+    }
+
+    /// `source` bind-mounted on `target`.
+    pub fn bind(source: &Path, target: &Path) -> Mount {
+        run_ok(
+            "mount",
+            &["--bind", source.to_str().unwrap(), target.to_str().unwrap()],
+        );
+        Mount(target.to_owned())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// Unmounts now.
+    pub fn unmount(self) {}
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let umount = |lazy: bool| {
+            let mut cmd = std::process::Command::new("umount");
+            if lazy {
+                // Still in use (a test failed with a server holding it):
+                // detach it now, the kernel frees it when the last user goes.
+                cmd.arg("--lazy");
+            }
+            cmd.arg(&self.0)
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        if !umount(false) {
+            umount(true);
+        }
+    }
+}
+
+/// Runs a command that must succeed.
+pub fn run_ok(cmd: &str, args: &[&str]) {
+    let status = std::process::Command::new(cmd).args(args).status().unwrap();
+    assert!(status.success(), "{cmd} {args:?}");
+}
+
+/// `claimed` as an executor reports it when every path was already gone.
+pub fn done(
+    claimed: &[video_scheduler::db::models::Claimed],
+) -> Vec<video_scheduler::db::models::Done> {
+    claimed
+        .iter()
+        .map(|c| video_scheduler::db::models::Done {
+            claimed: c.clone(),
+            removed: Default::default(),
+        })
+        .collect()
 }
 
 /// Acks `claimed` as a failure that used its last attempt: state `failed`.

@@ -17,6 +17,8 @@ pub struct ServerProcess {
     child: Child,
     /// Everything it logged so far.
     log: Arc<Mutex<String>>,
+    /// Set when its stderr closed: `log` then holds every line.
+    log_closed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::ops::Deref for ServerProcess {
@@ -53,6 +55,8 @@ impl ServerProcess {
         let log = Arc::new(Mutex::new(String::new()));
         let (tx, rx) = std::sync::mpsc::channel();
         let sink = log.clone();
+        let log_closed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let closed = log_closed.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
@@ -64,6 +68,7 @@ impl ServerProcess {
                 log.push_str(&line);
                 log.push('\n');
             }
+            closed.store(true, std::sync::atomic::Ordering::Release);
         });
         let addr = match rx.recv_timeout(DEADLINE) {
             Ok(Ok(addr)) => addr,
@@ -79,6 +84,7 @@ impl ServerProcess {
             },
             child,
             log,
+            log_closed,
         }
     }
 
@@ -88,21 +94,26 @@ impl ServerProcess {
         self.child.wait().unwrap();
     }
 
-    /// SIGTERM, then waits for the exit.
-    pub fn terminate(self) -> ExitStatus {
+    /// SIGTERM, then waits for the exit; returns its status and its log.
+    pub fn terminate(self) -> (ExitStatus, String) {
         self.signal(libc::SIGTERM)
     }
 
-    /// SIGINT (Ctrl-C), then waits for the exit.
-    pub fn interrupt(self) -> ExitStatus {
+    /// SIGINT (Ctrl-C), then waits for the exit; returns its status and log.
+    pub fn interrupt(self) -> (ExitStatus, String) {
         self.signal(libc::SIGINT)
     }
 
-    fn signal(mut self, signal: libc::c_int) -> ExitStatus {
+    fn signal(mut self, signal: libc::c_int) -> (ExitStatus, String) {
         let pid = self.child.id() as libc::pid_t;
         // SAFETY: signalling our own child, which has not been reaped yet.
         assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
-        self.wait_exit()
+        let status = self.wait_exit();
+        // The log is complete once the reader thread saw stderr close.
+        super::wait_until("the server's stderr is closed", || {
+            self.log_closed.load(std::sync::atomic::Ordering::Acquire)
+        });
+        (status, self.log())
     }
 
     fn wait_exit(&mut self) -> ExitStatus {

@@ -1,0 +1,84 @@
+//! Outages of the database as one process sees them: logged once when they
+//! start, with the server's own words, and once when they end, with how
+//! long they lasted and how many operations failed meanwhile. The
+//! dispatcher, the recorder and the handlers all report through it, so an
+//! outage is one warning however many callers meet it.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+/// Distinct causes logged per outage: an outage usually shows one or two
+/// (the connections are killed, then new ones are refused, and why).
+const CAUSES_LOGGED: usize = 4;
+
+/// An outage in progress.
+struct Outage {
+    since: Instant,
+    /// The causes logged so far, the latest last.
+    causes: Vec<String>,
+}
+
+/// The state of the current outage, if any.
+#[derive(Default)]
+pub struct Tracker {
+    /// Fast path: successes only take the lock while an outage is on.
+    on: AtomicBool,
+    /// Operations that failed during the current outage.
+    failures: AtomicU64,
+    current: Mutex<Option<Outage>>,
+}
+
+impl Tracker {
+    /// An operation failed because of `cause`, in the server's words: the
+    /// first failure of an outage is logged with it, and each different
+    /// cause after it once (the connection was killed, then a new one is
+    /// refused because the database no longer exists).
+    pub fn failed(&self, cause: &str) {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        let outage = current.get_or_insert_with(|| Outage {
+            since: Instant::now(),
+            causes: Vec::new(),
+        });
+        self.on.store(true, Ordering::Release);
+        if outage.causes.len() < CAUSES_LOGGED && !outage.causes.iter().any(|c| c == cause) {
+            if outage.causes.is_empty() {
+                log::warn!("database unavailable: {cause}; retrying until it answers");
+            } else {
+                log::warn!("database still unavailable, now: {cause}");
+            }
+            outage.causes.push(cause.to_owned());
+        }
+    }
+
+    /// An operation failed fast, without trying, during a known outage.
+    pub fn failed_again(&self) {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The latest cause of the current outage (or a generic text).
+    pub fn cause(&self) -> String {
+        let current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        match current.as_ref().and_then(|o| o.causes.last()) {
+            Some(cause) => format!("database unreachable ({cause})"),
+            None => "database unreachable".to_owned(),
+        }
+    }
+
+    /// An operation succeeded: an outage in progress is over.
+    pub fn succeeded(&self) {
+        if !self.on.load(Ordering::Acquire) {
+            return;
+        }
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(Outage { since, .. }) = current.take() {
+            self.on.store(false, Ordering::Release);
+            let failures = self.failures.swap(0, Ordering::Relaxed);
+            log::info!(
+                "database is back after {:.1?}; {failures} operations failed meanwhile",
+                since.elapsed()
+            );
+        }
+    }
+}
