@@ -1,4 +1,4 @@
-//! The command line: `video-scheduler [--config FILE] [serve|migrate|enqueue|stats|retry|cancel]`.
+//! The command line: `video-scheduler [--config FILE] [serve|migrate|enqueue|stats|retry|cancel|config]`.
 //!
 //! Only `serve` and `migrate` change the schema: the other commands refuse
 //! to run on a database whose schema is behind, so that a newer CLI never
@@ -55,6 +55,9 @@ pub enum Command {
     },
     /// Cancel requests.
     Cancel(CancelArgs),
+    /// Print the configuration in effect (file, then environment) as JSON,
+    /// with secrets and the database password shown as `***`.
+    Config,
 }
 
 #[derive(Debug, Args)]
@@ -84,6 +87,9 @@ pub fn main() -> ExitCode {
         Command::Stats => stats(&config),
         Command::Retry { failed: _ } => retry_failed(&config),
         Command::Cancel(CancelArgs { invalid: _ }) => cancel_invalid(&config),
+        Command::Config => serde_json::to_string_pretty(&config.redacted())
+            .map(|json| println!("{json}"))
+            .map_err(anyhow::Error::from),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

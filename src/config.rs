@@ -19,8 +19,9 @@ pub const ENV_PREFIX: &str = "VIDEO_SCHEDULER_";
 /// The file read when `--config` is not given and it exists.
 pub const DEFAULT_FILE: &str = "conf.json";
 
-/// Everything the server reads at start-up.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Everything the server reads at start-up. Its `Debug` is the redacted
+/// dump: no secret reaches a log line or a panic message.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Address of the HTTP server; the seed listened on port 9001.
@@ -62,27 +63,69 @@ pub struct Config {
     pub max_connections: usize,
 }
 
-/// `storage` section: local files under one root.
+/// `storage` section: where the files are (`kind`), and which belong to an
+/// id (`paths`). `root` and `marker` are for `local`; `bucket` to
+/// `session_token` for `s3`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
     pub kind: StorageKind,
-    /// Directory every deletion stays inside.
-    pub root: PathBuf,
-    /// Templates relative to `root`; `{id}` is replaced by the video id and a
-    /// trailing `/` names a directory removed recursively.
+    /// Templates relative to the root (or keys in the bucket); `{id}` is
+    /// replaced by the video id and a trailing `/` names a directory removed
+    /// recursively (or a prefix: every object under it).
     pub paths: Vec<String>,
-    /// A file name that must exist in the root before anything is deleted
-    /// (e.g. `.video-scheduler-root`): an empty mount point or a directory
-    /// recreated in place of the real one then deletes nothing.
+    /// `local`: the directory every deletion stays inside.
+    pub root: PathBuf,
+    /// `local`: a file name that must exist in the root before anything is
+    /// deleted (e.g. `.video-scheduler-root`): an empty mount point or a
+    /// directory recreated in place of the real one then deletes nothing.
     pub marker: Option<String>,
+    /// `s3`: the bucket.
+    pub bucket: Option<String>,
+    /// `s3`: e.g. `http://127.0.0.1:9000` for MinIO (path-style requests);
+    /// AWS when absent (or `AWS_ENDPOINT_URL`).
+    pub endpoint: Option<String>,
+    /// `s3`: the region; `AWS_REGION`, else `us-east-1`, when absent.
+    pub region: Option<String>,
+    /// `s3`: credentials; when absent, the standard `AWS_ACCESS_KEY_ID`,
+    /// `AWS_SECRET_ACCESS_KEY` and `AWS_SESSION_TOKEN` variables (and, on
+    /// AWS without an endpoint, the instance's role).
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<Secret>,
+    pub session_token: Option<Secret>,
 }
 
-/// Storage backends. Only local files exist today.
+/// Storage kinds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StorageKind {
+    /// Files under `storage.root`.
     Local,
+    /// Objects in an S3-compatible bucket.
+    S3,
+}
+
+/// A secret from the configuration: its `Debug` never shows it, so no log
+/// line or panic message can; [`Config::redacted`] hides it in a dump.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    /// The secret itself, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("\"***\"")
+    }
 }
 
 impl Default for Config {
@@ -114,7 +157,19 @@ impl Default for StorageConfig {
             root: PathBuf::from("videos"),
             paths: vec!["{id}".into()],
             marker: None,
+            bucket: None,
+            endpoint: None,
+            region: None,
+            access_key_id: None,
+            secret_access_key: None,
+            session_token: None,
         }
+    }
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Config {}", self.redacted())
     }
 }
 
@@ -177,6 +232,21 @@ impl Config {
         Ok(config)
     }
 
+    /// The configuration as JSON for people (`video-scheduler config`):
+    /// secrets and the database password replaced by `***`.
+    pub fn redacted(&self) -> serde_json::Value {
+        let mut value = serde_json::to_value(self).expect("the config serializes");
+        value["database_url"] = crate::db::redact(&self.database_url).into();
+        value["api_tokens"] =
+            serde_json::Value::Array(self.api_tokens.iter().map(|_| "***".into()).collect());
+        for secret in ["secret_access_key", "session_token"] {
+            if !value["storage"][secret].is_null() {
+                value["storage"][secret] = "***".into();
+            }
+        }
+        value
+    }
+
     /// The value of each key of [`RANGES`], in the same order.
     fn numbers(&self) -> [u64; 11] {
         [
@@ -226,6 +296,76 @@ impl Config {
 impl StorageConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |key, reason: String| Err(ConfigError::Invalid { key, reason });
+        if self.paths.is_empty() {
+            return invalid("storage.paths", "needs at least one template".into());
+        }
+        for template in &self.paths {
+            crate::storage::template::Template::parse(template).map_err(|reason| {
+                ConfigError::Invalid {
+                    key: "storage.paths",
+                    reason: format!("{template:?}: {reason}"),
+                }
+            })?;
+        }
+        match self.kind {
+            StorageKind::Local => self.validate_local(),
+            StorageKind::S3 => self.validate_s3(),
+        }
+    }
+
+    fn validate_s3(&self) -> Result<(), ConfigError> {
+        let invalid = |key, reason: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                reason: reason.to_owned(),
+            })
+        };
+        if !cfg!(feature = "s3") {
+            return invalid(
+                "storage.kind",
+                "s3 needs a binary built with `--features s3`",
+            );
+        }
+        if self.marker.is_some() {
+            return invalid("storage.marker", "is for storage.kind local only");
+        }
+        match self.bucket.as_deref() {
+            None | Some("") => return invalid("storage.bucket", "is required for storage.kind s3"),
+            Some(bucket) if bucket.contains('/') => {
+                return invalid("storage.bucket", "is a bucket name, without /")
+            }
+            Some(_) => {}
+        }
+        if let Some(endpoint) = &self.endpoint {
+            if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+                return invalid("storage.endpoint", "must start with http:// or https://");
+            }
+        }
+        if self.access_key_id.is_some() != self.secret_access_key.is_some() {
+            return invalid(
+                "storage.secret_access_key",
+                "access_key_id and secret_access_key go together",
+            );
+        }
+        Ok(())
+    }
+
+    fn validate_local(&self) -> Result<(), ConfigError> {
+        let invalid = |key, reason: String| Err(ConfigError::Invalid { key, reason });
+        let s3_only = [
+            ("storage.bucket", self.bucket.is_some()),
+            ("storage.endpoint", self.endpoint.is_some()),
+            ("storage.region", self.region.is_some()),
+            ("storage.access_key_id", self.access_key_id.is_some()),
+            (
+                "storage.secret_access_key",
+                self.secret_access_key.is_some(),
+            ),
+            ("storage.session_token", self.session_token.is_some()),
+        ];
+        if let Some((key, _)) = s3_only.iter().find(|(_, set)| *set) {
+            return invalid(key, "is for storage.kind s3 only".into());
+        }
         if self.root.as_os_str().is_empty() {
             return invalid("storage.root", "must not be empty".into());
         }
@@ -304,6 +444,22 @@ fn describe(errors: figment::Error) -> ConfigError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_never_show_in_debug_or_a_dump() {
+        let mut config = Config {
+            database_url: "mysql://user:db-password@host/db".into(),
+            api_tokens: vec!["api-token".into()],
+            ..Config::default()
+        };
+        config.storage.secret_access_key = Some(Secret::new("s3-secret"));
+        config.storage.session_token = Some(Secret::new("s3-session"));
+        let shown = format!("{config:?} {}", config.redacted());
+        for secret in ["db-password", "api-token", "s3-secret", "s3-session"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert_eq!(config.redacted()["storage"]["secret_access_key"], "***");
+    }
 
     #[test]
     fn defaults_are_valid_and_listen_on_the_seed_s_port() {

@@ -90,7 +90,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     for name in applied {
         log::info!("applied migration {name}");
     }
-    let storage = storage::open(&config.storage)?;
+    let storage = storage::open(&config)?;
     let listener =
         std::net::TcpListener::bind(config.listen).map_err(|error| StartError::Bind {
             addr: config.listen,

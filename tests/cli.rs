@@ -112,7 +112,6 @@ fn a_bad_value_stops_start_up_with_a_message_naming_the_key() {
         (json!({ "listen": "nowhere" }), "listen: "),
         (json!({ "batch_size": 20000 }), "batch_size: "),
         (json!({ "database_url": "oracle://x" }), "database_url: "),
-        (json!({ "storage": { "kind": "s3" } }), "storage.kind: "),
         (
             json!({ "storage": { "paths": ["../{id}"] } }),
             "storage.paths: \"../{id}\": must not contain ..",
@@ -400,4 +399,139 @@ fn operator_mistakes_get_a_message_that_names_them() {
         "{stderr}"
     );
     assert!(stderr.len() < 400, "{} bytes of stderr", stderr.len());
+}
+
+#[test]
+fn the_config_dump_shows_the_layered_config_without_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    // A URL with a password needs a server backend compiled in.
+    let (url, shown) = if cfg!(feature = "mysql") {
+        (
+            "mysql://app:db-password@127.0.0.1:3306/videos".to_owned(),
+            "mysql://app:***@127.0.0.1:3306/videos".to_owned(),
+        )
+    } else {
+        let url = db_url(dir.path(), "dump.db");
+        (url.clone(), url)
+    };
+    let config = write_config(
+        dir.path(),
+        json!({ "database_url": url, "api_tokens": ["api-token"] }),
+    );
+    let (code, stdout, stderr) = run(bin()
+        .arg("--config")
+        .arg(&config)
+        .arg("config")
+        .env("VIDEO_SCHEDULER_TICK_MS", "250"));
+    assert_eq!(code, 0, "{stderr}");
+    let dump: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(dump["tick_ms"], 250, "the environment is layered in");
+    assert_eq!(dump["database_url"], shown);
+    assert_eq!(dump["api_tokens"], json!(["***"]));
+    assert!(!stdout.contains("db-password") && !stdout.contains("api-token"));
+}
+
+#[cfg(feature = "s3")]
+#[test]
+fn object_storage_secrets_are_never_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        json!({
+            "storage": {
+                "kind": "s3",
+                "bucket": "videos",
+                "endpoint": "http://127.0.0.1:1",
+                "access_key_id": "AKIDEXAMPLE",
+                "secret_access_key": "s3-secret-value",
+                "session_token": "s3-session-value",
+                "paths": ["videos/{id}.mp4"],
+            },
+        }),
+    );
+    let (code, stdout, _) = run(bin().arg("--config").arg(&config).arg("config"));
+    assert_eq!(code, 0);
+    let dump: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(dump["storage"]["secret_access_key"], "***");
+    assert_eq!(dump["storage"]["session_token"], "***");
+    assert_eq!(dump["storage"]["access_key_id"], "AKIDEXAMPLE");
+
+    // A server that starts with them does not log them either.
+    let config = write_config(
+        dir.path(),
+        json!({
+            "listen": "127.0.0.1:0",
+            "database_url": db_url(dir.path(), "s3.db"),
+            "storage": {
+                "kind": "s3",
+                "bucket": "videos",
+                "endpoint": "http://127.0.0.1:1",
+                "access_key_id": "AKIDEXAMPLE",
+                "secret_access_key": "s3-secret-value",
+                "paths": ["videos/{id}.mp4"],
+            },
+        }),
+    );
+    let mut child = bin()
+        .arg("--config")
+        .arg(&config)
+        .env("RUST_LOG", "trace")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut log = String::new();
+    for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)) {
+        let line = line.unwrap();
+        log.push_str(&line);
+        log.push('\n');
+        if line.contains("listening on http://") {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        log.contains("deleting from s3 bucket videos at http://127.0.0.1:1"),
+        "{log}"
+    );
+    assert!(!log.contains("s3-secret-value"), "{log}");
+}
+
+#[test]
+fn storage_keys_of_the_other_kind_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cases = vec![(
+        json!({ "storage": { "kind": "local", "bucket": "videos" } }),
+        "storage.bucket: is for storage.kind s3 only",
+    )];
+    if cfg!(feature = "s3") {
+        cases.push((
+            json!({ "storage": { "kind": "s3", "paths": ["{id}"] } }),
+            "storage.bucket: is required for storage.kind s3",
+        ));
+        cases.push((
+            json!({ "storage": { "kind": "s3", "bucket": "v", "marker": ".m" } }),
+            "storage.marker: is for storage.kind local only",
+        ));
+        cases.push((
+            json!({ "storage": { "kind": "s3", "bucket": "v", "endpoint": "127.0.0.1:9000" } }),
+            "storage.endpoint: must start with http:// or https://",
+        ));
+        cases.push((
+            json!({ "storage": { "kind": "s3", "bucket": "v", "access_key_id": "a" } }),
+            "storage.secret_access_key: access_key_id and secret_access_key go together",
+        ));
+    } else {
+        cases.push((
+            json!({ "storage": { "kind": "s3", "bucket": "v" } }),
+            "storage.kind: s3 needs a binary built with `--features s3`",
+        ));
+    }
+    for (conf, message) in cases {
+        let config = write_config(dir.path(), conf.clone());
+        let (code, _, stderr) = run(bin().arg("--config").arg(&config).arg("config"));
+        assert_eq!(code, 2, "{conf}: {stderr}");
+        assert!(stderr.contains(message), "{conf}: {stderr}");
+    }
 }

@@ -2,23 +2,28 @@
 
 mod common;
 
-use std::path::Path;
-
-use common::{now_ms, spawn_app, start_in, wait_until, Backend, TestApp};
+use common::{now_ms, spawn_app, spawn_app_on, start_in, wait_until, Backend, Storage, TestApp};
 use serde_json::json;
 use video_scheduler::db::queries;
 
-backend_tests!(
+// On local disk and in a bucket, from one body each.
+storage_tests!(
     recording_an_id_on_the_seed_route_deletes_every_templated_path_without_waiting_for_a_tick,
     a_batch_of_5000_ids_through_the_batch_route_is_all_deleted,
-    recording_a_queued_id_again_is_accepted_and_does_not_reset_it,
     a_delayed_request_is_not_deleted_before_its_time,
-    not_before_as_rfc3339_schedules_the_request,
-    a_symlink_inside_the_root_is_removed_as_a_link_and_its_target_survives,
-    a_directory_symlink_out_of_the_root_is_never_followed,
     a_file_that_cannot_be_deleted_is_retried_and_not_lost,
     requests_recorded_before_a_restart_are_processed_after_it,
 );
+
+mod database {
+    use super::*;
+    backend_tests!(
+        recording_a_queued_id_again_is_accepted_and_does_not_reset_it,
+        not_before_as_rfc3339_schedules_the_request,
+        a_symlink_inside_the_root_is_removed_as_a_link_and_its_target_survives,
+        a_directory_symlink_out_of_the_root_is_never_followed,
+    );
+}
 
 fn row_exists(app: &TestApp, id: &str) -> bool {
     app.db().read(|c| queries::get(c, id)).unwrap().is_some()
@@ -26,8 +31,9 @@ fn row_exists(app: &TestApp, id: &str) -> bool {
 
 fn recording_an_id_on_the_seed_route_deletes_every_templated_path_without_waiting_for_a_tick(
     backend: Backend,
+    storage: Storage,
 ) {
-    let app = spawn_app(backend, |c| {
+    let app = spawn_app_on(backend, storage, |c| {
         // An hour between ticks: only the RecordActor's nudge can start it.
         c.tick_ms = 3_600_000;
         c.storage.paths = vec![
@@ -39,31 +45,39 @@ fn recording_an_id_on_the_seed_route_deletes_every_templated_path_without_waitin
     });
     let id = "4f6c0f0e-2c39-4c56-9c1a-0b7d2e8f9a11";
     let paths = [
-        app.create_file(id),
-        app.create_file(&format!("{id}.mp4")),
-        app.create_file(&format!("thumbs/{id}.jpg")),
-        app.create_file(&format!("hls/{id}/index.m3u8")),
-        app.create_file(&format!("hls/{id}/seg/0001.ts")),
+        id.to_owned(),
+        format!("{id}.mp4"),
+        format!("thumbs/{id}.jpg"),
+        format!("hls/{id}/index.m3u8"),
+        format!("hls/{id}/seg/0001.ts"),
     ];
-    let neighbour = app.create_file("thumbs/other-video.jpg");
+    for path in &paths {
+        app.create_file(path);
+    }
+    app.create_file("thumbs/other-video.jpg");
+    app.create_file(&format!("hls/{id}-other/index.m3u8"));
 
     let reply = app.get(&format!("/video-delete-record/{id}"));
     assert_eq!((reply.status, reply.body.as_str()), (200, ""));
 
-    let hls_dir = app.root().join("hls").join(id);
     wait_until("every path of the id is gone", || {
-        paths.iter().all(|p| !p.exists()) && !hls_dir.exists()
+        paths.iter().all(|p| !app.exists(p)) && !app.exists(&format!("hls/{id}"))
     });
     wait_until("the row is removed", || !row_exists(&app, id));
-    assert!(neighbour.exists(), "a file of another video was touched");
     assert!(
-        app.root().join("hls").is_dir(),
-        "the template's parent stays"
+        app.exists("thumbs/other-video.jpg") && app.exists(&format!("hls/{id}-other")),
+        "a file of another video was touched"
     );
+    if storage == Storage::Local {
+        assert!(
+            app.root().join("hls").is_dir(),
+            "the template's parent stays"
+        );
+    }
 }
 
-fn a_batch_of_5000_ids_through_the_batch_route_is_all_deleted(backend: Backend) {
-    let app = spawn_app(backend, |_| {});
+fn a_batch_of_5000_ids_through_the_batch_route_is_all_deleted(backend: Backend, storage: Storage) {
+    let app = spawn_app_on(backend, storage, |_| {});
     let ids: Vec<String> = (0..5000).map(|i| format!("video-{i:05}")).collect();
     for id in &ids {
         std::fs::write(app.root().join(id), b"").unwrap();
@@ -77,8 +91,7 @@ fn a_batch_of_5000_ids_through_the_batch_route_is_all_deleted(backend: Backend) 
     );
 
     wait_until("all rows are gone", || app.row_count() == 0);
-    let left = std::fs::read_dir(app.root()).unwrap().count();
-    assert_eq!(left, 0, "files left behind");
+    assert_eq!(common::files_under(&app.root()), 0, "files left behind");
 }
 
 fn recording_a_queued_id_again_is_accepted_and_does_not_reset_it(backend: Backend) {
@@ -98,9 +111,9 @@ fn recording_a_queued_id_again_is_accepted_and_does_not_reset_it(backend: Backen
     assert_eq!(after["state"], "pending");
 }
 
-fn a_delayed_request_is_not_deleted_before_its_time(backend: Backend) {
-    let app = spawn_app(backend, |c| c.tick_ms = 50);
-    let file = app.create_file("later");
+fn a_delayed_request_is_not_deleted_before_its_time(backend: Backend, storage: Storage) {
+    let app = spawn_app_on(backend, storage, |c| c.tick_ms = 50);
+    app.create_file("later");
     let reply = app.record(&["later"], json!({ "delay_secs": 2 }));
     assert_eq!(reply.status, 202);
     let row = app.get("/v1/deletions/later").json();
@@ -113,7 +126,7 @@ fn a_delayed_request_is_not_deleted_before_its_time(backend: Backend) {
     );
 
     wait_until("the delayed file is deleted", || {
-        let gone = !file.exists();
+        let gone = !app.exists("later");
         assert!(
             !gone || now_ms() >= not_before,
             "deleted {} ms before its time",
@@ -180,16 +193,16 @@ fn a_directory_symlink_out_of_the_root_is_never_followed(backend: Backend) {
     assert_eq!(std::fs::read(&target).unwrap(), b"outside the root");
 }
 
-fn a_file_that_cannot_be_deleted_is_retried_and_not_lost(backend: Backend) {
-    let app = spawn_app(backend, |c| {
+fn a_file_that_cannot_be_deleted_is_retried_and_not_lost(backend: Backend, storage: Storage) {
+    let app = spawn_app_on(backend, storage, |c| {
         c.tick_ms = 20;
         c.retry_base_ms = 20;
         c.retry_max_ms = 40;
         c.max_attempts = 3;
     });
-    // Root ignores permissions, so block the deletion with a non-empty
-    // directory where the `{id}` template expects a file.
-    let blocker = app.create_file("stuck/inside.mp4");
+    // Root ignores permissions: a non-empty directory where the `{id}`
+    // template expects a file, or an error from the S3 server for the key.
+    app.block("stuck");
 
     assert_eq!(app.get("/video-delete-record/stuck").status, 200);
     wait_until("the request has used its attempts", || {
@@ -198,24 +211,30 @@ fn a_file_that_cannot_be_deleted_is_retried_and_not_lost(backend: Backend) {
     let row = app.get("/v1/deletions/stuck").json();
     assert_eq!(row["attempts"], 3, "{row}");
     let error = row["last_error"].as_str().unwrap();
-    assert!(error.contains("directory"), "{error}");
-    assert!(blocker.exists());
+    let cause = match storage {
+        Storage::Local => "directory",
+        Storage::S3 => "AccessDenied",
+    };
+    assert!(
+        error.starts_with("stuck: ") && error.contains(cause),
+        "{error}"
+    );
+    assert!(app.exists("stuck"));
     let failed = app.get("/v1/deletions?state=failed").json();
     assert_eq!(failed["items"][0]["id"], "stuck");
 
     // Fix the cause, retry: it goes through.
-    std::fs::remove_dir_all(app.root().join("stuck")).unwrap();
-    std::fs::write(app.root().join("stuck"), b"now a file").unwrap();
+    app.unblock("stuck");
     let retried = app.post("/v1/deletions/stuck/retry", json!({}));
     assert_eq!(retried.status, 200, "{}", retried.body);
     wait_until("the file is deleted after the retry", || {
-        !app.root().join("stuck").exists()
+        !app.exists("stuck")
     });
     wait_until("the row is removed", || !row_exists(&app, "stuck"));
 }
 
-fn requests_recorded_before_a_restart_are_processed_after_it(backend: Backend) {
-    let app = spawn_app(backend, |_| {});
+fn requests_recorded_before_a_restart_are_processed_after_it(backend: Backend, storage: Storage) {
+    let app = spawn_app_on(backend, storage, |_| {});
     let ids = ["before-restart-1", "before-restart-2", "before-restart-3"];
     for id in ids {
         app.create_file(id);
@@ -225,14 +244,14 @@ fn requests_recorded_before_a_restart_are_processed_after_it(backend: Backend) {
         .unwrap()
         .to_rfc3339();
     assert_eq!(app.record(&ids, json!({ "not_before": at })).status, 202);
+    let root = app.root();
     let (dir, config) = app.stop();
 
-    let root = config.storage.root.clone();
     assert!(ids.iter().all(|id| root.join(id).exists()));
     let app = start_in(dir, config);
     assert_eq!(app.row_count(), 3, "the rows survived the restart");
     wait_until("the files are deleted after the restart", || {
-        ids.iter().all(|id| !Path::new(&root).join(id).exists())
+        ids.iter().all(|id| !app.exists(id))
     });
     wait_until("the rows are removed", || app.row_count() == 0);
 }

@@ -11,6 +11,7 @@
 //! pending rows. Every measurement starts from a fresh database.
 
 mod measure;
+mod s3;
 mod server;
 
 use std::fmt::Write as _;
@@ -56,6 +57,9 @@ struct Args {
     /// Pending rows for the memory measurement.
     #[arg(long, default_value_t = 1_000_000)]
     rss_rows: usize,
+    /// Ids drained from object storage (3 paths, 12 objects each).
+    #[arg(long, default_value_t = 20_000)]
+    s3_n: usize,
     /// Measures to run (all by default); the others show as "-".
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<Measure>,
@@ -89,6 +93,7 @@ enum Measure {
     Batch,
     Latency,
     Rss,
+    S3,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -114,6 +119,8 @@ struct Figures {
     latency_p99: f64,
     idle_cpu: f64,
     rss_mib: f64,
+    s3_drain_rate: f64,
+    s3_raw_rate: f64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -126,6 +133,7 @@ fn main() -> anyhow::Result<()> {
         args.samples = 10;
         args.idle_secs = 1;
         args.rss_rows = 10_000;
+        args.s3_n = 500;
     }
     let backends: Vec<Backend> = if args.backend.contains(&Which::All) {
         vec![Backend::Sqlite, Backend::Mysql, Backend::Postgres]
@@ -187,6 +195,14 @@ fn main() -> anyhow::Result<()> {
             f.rss_mib = measure::peak_rss(&setup, args.rss_rows)?;
             eprintln!("peak RSS: {:.1} MiB", f.rss_mib);
         }
+        if run(Measure::S3) {
+            f.s3_drain_rate = s3::drain(&setup, args.s3_n)?.1;
+            f.s3_raw_rate = s3::raw_limit(args.s3_n)?;
+            eprintln!(
+                "s3 drain: {:.0} ids/s, raw {:.0} ids/s",
+                f.s3_drain_rate, f.s3_raw_rate
+            );
+        }
         results.push((backend, f));
     }
     let table = table(&args, &results);
@@ -211,7 +227,7 @@ fn table(args: &Args, results: &[(Backend, Figures)]) -> String {
         .unwrap_or_default();
     let _ = writeln!(
         out,
-        "Machine: {} cores, {cpu}. Date: {}. n = {}, batch_size = {}, executors = {}, wrk {} connections for {} s, {} batch-route ids, {} latency samples, {} pending rows for RSS.\n",
+        "Machine: {} cores, {cpu}. Date: {}. n = {}, batch_size = {}, executors = {}, wrk {} connections for {} s, {} batch-route ids, {} latency samples, {} pending rows for RSS, {} ids from object storage.\n",
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         chrono_date(),
         args.n,
@@ -222,6 +238,7 @@ fn table(args: &Args, results: &[(Backend, Figures)]) -> String {
         args.batch_ids,
         args.samples,
         args.rss_rows,
+        args.s3_n,
     );
     let _ = write!(out, "| measure | target |");
     for (backend, _) in results {
@@ -233,7 +250,7 @@ fn table(args: &Args, results: &[(Backend, Figures)]) -> String {
     }
     out.push('\n');
     type Row = (&'static str, &'static str, fn(&Figures) -> String);
-    let rows: [Row; 11] = [
+    let rows: [Row; 15] = [
         ("drain, deletions/s", "50k SQLite, 20k others", |f| {
             format!("{:.0}", f.drain_rate)
         }),
@@ -262,6 +279,20 @@ fn table(args: &Args, results: &[(Backend, Figures)]) -> String {
         }),
         ("peak RSS with pending rows, MiB", "< 64", |f| {
             format!("{:.1}", f.rss_mib)
+        }),
+        ("object storage drain, ids/s", "", |f| {
+            format!("{:.0}", f.s3_drain_rate)
+        }),
+        ("object storage drain, objects/s", "", |f| {
+            format!("{:.0}", f.s3_drain_rate * s3::OBJECTS_PER_ID as f64)
+        }),
+        (
+            "object storage raw limit (DeleteObjects loop), ids/s",
+            "",
+            |f| format!("{:.0}", f.s3_raw_rate),
+        ),
+        ("object storage drain / raw limit", ">= 0.7", |f| {
+            format!("{:.2}", f.s3_drain_rate / f.s3_raw_rate)
         }),
     ];
     for (name, target, value) in rows {

@@ -95,6 +95,19 @@ impl Fixture {
         Server::start(&setup.bin, &self.config, self.dir.path())
     }
 
+    /// Waits until no row is left (at most 10 minutes after `start`).
+    pub fn wait_drained(&self, start: Instant) -> anyhow::Result<()> {
+        let deadline = start + Duration::from_secs(600);
+        while self.db.read(queries::any_row)? {
+            ensure!(
+                Instant::now() < deadline,
+                "drain did not finish in 10 minutes"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        Ok(())
+    }
+
     fn files_left(&self) -> anyhow::Result<usize> {
         Ok(std::fs::read_dir(self.root())?.count())
     }
@@ -120,14 +133,7 @@ pub fn drain(setup: &Setup, n: usize) -> anyhow::Result<(f64, f64)> {
     fx.queue(&ids, now_ms())?;
     let start = Instant::now();
     let server = fx.start(setup)?;
-    let deadline = start + Duration::from_secs(600);
-    while fx.db.read(queries::any_row)? {
-        ensure!(
-            Instant::now() < deadline,
-            "drain did not finish in 10 minutes"
-        );
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    fx.wait_drained(start)?;
     let secs = start.elapsed().as_secs_f64();
     server.stop()?;
     ensure!(fx.files_left()? == 0, "rows gone but files left");

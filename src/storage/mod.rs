@@ -6,11 +6,14 @@
 //! deleted.
 
 pub mod local;
+#[cfg(feature = "s3")]
+pub mod s3;
 pub mod template;
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use crate::config::{StorageConfig, StorageKind};
+use crate::config::{Config, StorageKind};
 use crate::video_id::VideoId;
 
 pub use local::LocalStorage;
@@ -87,9 +90,26 @@ pub struct OpenError {
     pub reason: String,
 }
 
-/// Opens the storage that `config` names.
-pub fn open(config: &StorageConfig) -> Result<Arc<dyn Storage>, OpenError> {
-    match config.kind {
-        StorageKind::Local => Ok(Arc::new(LocalStorage::open(config)?)),
+/// Opens the storage that `config.storage` names.
+pub fn open(config: &Config) -> Result<Arc<dyn Storage>, OpenError> {
+    match config.storage.kind {
+        StorageKind::Local => Ok(Arc::new(LocalStorage::open(&config.storage)?)),
+        #[cfg(feature = "s3")]
+        StorageKind::S3 => Ok(Arc::new(s3::S3Storage::open(
+            &config.storage,
+            retry_budget(config.lease_secs),
+        )?)),
+        #[cfg(not(feature = "s3"))]
+        StorageKind::S3 => Err(OpenError {
+            key: "kind",
+            reason: "storage.kind s3 needs a binary built with `--features s3`".into(),
+        }),
     }
+}
+
+/// How long the requests of one batch may be retried (object storage): a
+/// third of the lease, so that a batch retried to the end still acks well
+/// before another instance may claim its ids, and at most a minute.
+pub fn retry_budget(lease_secs: u64) -> Duration {
+    Duration::from_secs(lease_secs / 3).clamp(Duration::from_secs(1), Duration::from_secs(60))
 }

@@ -50,6 +50,17 @@ impl Template {
         })
     }
 
+    /// For a directory template whose `{id}` starts a path segment
+    /// (`hls/{id}/`, `{id}/`): the text before it (`hls/`, ``), under which
+    /// every id's directory lies, in id order. `None` otherwise
+    /// (`hls/v-{id}/`).
+    pub fn static_dir(&self) -> Option<&str> {
+        let first = self.pieces.first()?;
+        let whole_dir = self.pieces.len() == 2 && self.pieces[1].is_empty();
+        (self.dir && whole_dir && (first.is_empty() || first.ends_with('/')))
+            .then_some(first.as_str())
+    }
+
     /// The path of `id`, relative to the root, without the trailing `/`.
     pub fn render(&self, id: &VideoId) -> String {
         self.pieces.join(id.as_str())

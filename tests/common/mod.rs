@@ -4,6 +4,8 @@
 
 pub mod process;
 pub mod proxy;
+#[cfg(feature = "s3")]
+pub mod s3;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -41,6 +43,49 @@ macro_rules! backend_tests {
             $(#[test] fn $name() { super::$name($crate::common::Backend::Postgres) })*
         }
     };
+}
+
+/// Defines each named test, written once as `fn name(backend: Backend,
+/// storage: Storage)`, for local storage on every database backend compiled
+/// in (`sqlite::name`, `mysql::name`, `postgres::name`) and, with the `s3`
+/// feature, for object storage on SQLite (`s3::name`).
+#[macro_export]
+macro_rules! storage_tests {
+    ($($name:ident),* $(,)?) => {
+        #[cfg(feature = "sqlite")]
+        mod sqlite {
+            $(#[test] fn $name() {
+                super::$name($crate::common::Backend::Sqlite, $crate::common::Storage::Local)
+            })*
+        }
+        #[cfg(feature = "mysql")]
+        mod mysql {
+            $(#[test] fn $name() {
+                super::$name($crate::common::Backend::Mysql, $crate::common::Storage::Local)
+            })*
+        }
+        #[cfg(feature = "postgres")]
+        mod postgres {
+            $(#[test] fn $name() {
+                super::$name($crate::common::Backend::Postgres, $crate::common::Storage::Local)
+            })*
+        }
+        #[cfg(feature = "s3")]
+        mod s3 {
+            $(#[test] fn $name() {
+                super::$name($crate::common::Backend::Sqlite, $crate::common::Storage::S3)
+            })*
+        }
+    };
+}
+
+/// Where a test's files live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Storage {
+    /// Under a temp directory (`storage.kind = "local"`).
+    Local,
+    /// In a bucket of an S3 server in the test process (`storage.kind = "s3"`).
+    S3,
 }
 
 /// The database a test runs against.
@@ -178,17 +223,35 @@ fn admin(backend: Backend, server: &str, sql: &str) {
     }
 }
 
-/// A test's temp directory and database, kept across restarts.
+/// A test's temp directory, database and (for object storage) S3 server,
+/// kept across restarts.
 pub struct Workspace {
     pub dir: TempDir,
     pub db: TestDb,
+    #[cfg(feature = "s3")]
+    pub s3: Option<std::sync::Arc<s3::TestS3>>,
 }
 
-/// How a test talks to a server: its address and the config it runs with.
+impl Workspace {
+    /// A client of a server at `addr` running `config` on this workspace.
+    pub fn client(&self, addr: SocketAddr, config: Config) -> Client {
+        Client {
+            addr,
+            config,
+            #[cfg(feature = "s3")]
+            s3: self.s3.clone(),
+        }
+    }
+}
+
+/// How a test talks to a server: its address, the config it runs with, and
+/// the storage it deletes from.
 #[derive(Clone)]
 pub struct Client {
     pub addr: SocketAddr,
     pub config: Config,
+    #[cfg(feature = "s3")]
+    pub s3: Option<std::sync::Arc<s3::TestS3>>,
 }
 
 /// A server running in this process, and the workspace holding its
@@ -203,9 +266,15 @@ pub struct TestApp {
 
 /// A fresh workspace and a config for it: files inside the temp dir, port 0.
 pub fn workspace(backend: Backend) -> (Workspace, Config) {
+    workspace_on(backend, Storage::Local)
+}
+
+/// A fresh workspace on `storage`: a local root in the temp dir, or a
+/// bucket of an S3 server started for the test.
+pub fn workspace_on(backend: Backend, storage: Storage) -> (Workspace, Config) {
     let dir = tempfile::tempdir().unwrap();
     let db = TestDb::create(backend, dir.path());
-    let config = Config {
+    let mut config = Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         database_url: db.url.clone(),
         storage: video_scheduler::config::StorageConfig {
@@ -216,12 +285,43 @@ pub fn workspace(backend: Backend) -> (Workspace, Config) {
         shutdown_timeout_secs: 10,
         ..Config::default()
     };
-    (Workspace { dir, db }, config)
+    let workspace = match storage {
+        Storage::Local => Workspace {
+            dir,
+            db,
+            #[cfg(feature = "s3")]
+            s3: None,
+        },
+        #[cfg(feature = "s3")]
+        Storage::S3 => {
+            let server = s3::TestS3::start();
+            config.storage = server.storage_config(config.storage.paths.clone());
+            Workspace {
+                dir,
+                db,
+                s3: Some(std::sync::Arc::new(server)),
+            }
+        }
+        #[cfg(not(feature = "s3"))]
+        Storage::S3 => unreachable!("S3 tests need the s3 feature"),
+    };
+    let _ = &mut config;
+    (workspace, config)
 }
 
 /// Starts the app on `backend` with the test config changed by `customize`.
 pub fn spawn_app(backend: Backend, customize: impl FnOnce(&mut Config)) -> TestApp {
-    let (workspace, mut config) = workspace(backend);
+    spawn_app_on(backend, Storage::Local, customize)
+}
+
+/// Starts the app on `backend` and `storage`, the test config changed by
+/// `customize`.
+pub fn spawn_app_on(
+    backend: Backend,
+    storage: Storage,
+    customize: impl FnOnce(&mut Config),
+) -> TestApp {
+    let (workspace, mut config) = workspace_on(backend, storage);
     customize(&mut config);
     start_in(workspace, config)
 }
@@ -231,7 +331,7 @@ pub fn spawn_app(backend: Backend, customize: impl FnOnce(&mut Config)) -> TestA
 pub fn start_in(workspace: Workspace, config: Config) -> TestApp {
     let (addr, handle, thread) = launch(&config);
     TestApp {
-        client: Client { addr, config },
+        client: workspace.client(addr, config),
         workspace: Some(workspace),
         handle,
         thread: Some(thread),
@@ -244,7 +344,12 @@ pub fn start_more(app: &TestApp, customize: impl FnOnce(&mut Config)) -> TestApp
     customize(&mut config);
     let (addr, handle, thread) = launch(&config);
     TestApp {
-        client: Client { addr, config },
+        client: Client {
+            addr,
+            config,
+            #[cfg(feature = "s3")]
+            s3: app.client.s3.clone(),
+        },
         workspace: None,
         handle,
         thread: Some(thread),
@@ -253,7 +358,9 @@ pub fn start_more(app: &TestApp, customize: impl FnOnce(&mut Config)) -> TestApp
 
 fn launch(config: &Config) -> (SocketAddr, ServerHandle, JoinHandle<()>) {
     config.validate().expect("test config is valid");
-    std::fs::create_dir_all(&config.storage.root).unwrap();
+    if config.storage.kind == video_scheduler::config::StorageKind::Local {
+        std::fs::create_dir_all(&config.storage.root).unwrap();
+    }
     let _ = env_logger::builder().is_test(true).try_init();
     let (tx, rx) = std::sync::mpsc::channel();
     let app_config = config.clone();
@@ -276,16 +383,58 @@ impl Client {
         format!("http://{}{}", self.addr, path)
     }
 
+    /// Where the server's files are, as files: the local root, or the
+    /// bucket's directory in the S3 server.
     pub fn root(&self) -> PathBuf {
+        #[cfg(feature = "s3")]
+        if let Some(s3) = &self.s3 {
+            return s3.bucket_dir();
+        }
         self.config.storage.root.clone()
     }
 
-    /// Creates `root/rel` (and its parents) with some content.
+    /// Creates `root/rel` (and its parents) with some content: a file, or
+    /// an object whose key is `rel`.
     pub fn create_file(&self, rel: &str) -> PathBuf {
         let path = self.root().join(rel);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, b"video bytes").unwrap();
         path
+    }
+
+    /// Whether `rel` is still there: a file or directory, or (object
+    /// storage, which leaves empty directories behind) any object under it.
+    pub fn exists(&self, rel: &str) -> bool {
+        let path = self.root().join(rel);
+        #[cfg(feature = "s3")]
+        if self.s3.is_some() {
+            return files_under(&path) > 0;
+        }
+        path.symlink_metadata().is_ok()
+    }
+
+    /// Makes `rel` undeletable in a way root cannot bypass: a non-empty
+    /// directory where a file is expected, or a per-key error of the S3
+    /// server. Undone by [`Client::unblock`].
+    pub fn block(&self, rel: &str) {
+        #[cfg(feature = "s3")]
+        if let Some(s3) = &self.s3 {
+            self.create_file(rel);
+            s3.faults().fail_key(rel, "AccessDenied");
+            return;
+        }
+        self.create_file(&format!("{rel}/inside.mp4"));
+    }
+
+    /// Makes `rel` a plain deletable file again.
+    pub fn unblock(&self, rel: &str) {
+        #[cfg(feature = "s3")]
+        if let Some(s3) = &self.s3 {
+            s3.faults().unfail_key(rel);
+            return;
+        }
+        std::fs::remove_dir_all(self.root().join(rel)).unwrap();
+        self.create_file(rel);
     }
 
     /// Requests left in the table, in any state.
@@ -443,6 +592,18 @@ pub fn try_call(request: ureq::Request, body: Option<Value>) -> Result<Reply, St
         retry_after,
         body,
     })
+}
+
+/// Files under `path` (a file counts as one), following no symlink.
+pub fn files_under(path: &Path) -> usize {
+    match path.symlink_metadata() {
+        Err(_) => 0,
+        Ok(meta) if meta.is_dir() => std::fs::read_dir(path)
+            .unwrap()
+            .map(|e| files_under(&e.unwrap().path()))
+            .sum(),
+        Ok(_) => 1,
+    }
 }
 
 /// Polls `condition` until it holds; panics with `what` after [`DEADLINE`].

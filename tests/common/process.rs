@@ -40,6 +40,23 @@ impl ServerProcess {
     /// Starts the binary with `config` (its `listen` should be port 0) and
     /// waits until it logs the address it listens on.
     pub fn start(config: &Config, config_file: &Path) -> ServerProcess {
+        Self::start_client(config_file, |addr| Client {
+            addr,
+            config: config.clone(),
+            #[cfg(feature = "s3")]
+            s3: None,
+        })
+    }
+
+    /// [`ServerProcess::start`] on a workspace: its S3 server too.
+    pub fn start_in(ws: &super::Workspace, config: &Config, config_file: &Path) -> ServerProcess {
+        Self::start_client(config_file, |addr| ws.client(addr, config.clone()))
+    }
+
+    fn start_client(
+        config_file: &Path,
+        client: impl FnOnce(SocketAddr) -> Client,
+    ) -> ServerProcess {
         let mut command = super::binary();
         let mut child = command
             .arg("--config")
@@ -78,10 +95,7 @@ impl ServerProcess {
             }
         };
         ServerProcess {
-            client: Client {
-                addr,
-                config: config.clone(),
-            },
+            client: client(addr),
             child,
             log,
             log_closed,
