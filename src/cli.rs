@@ -1,4 +1,4 @@
-//! The command line: `video-scheduler [--config FILE] [serve|migrate|enqueue|stats|retry|cancel|config]`.
+//! The command line: `video-scheduler [--config FILE] [serve|migrate|enqueue|stats|retry|cancel|pause|resume|receipts|config]`.
 //!
 //! Only `serve` and `migrate` change the schema: the other commands refuse
 //! to run on a database whose schema is behind, so that a newer CLI never
@@ -12,8 +12,10 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::Config;
-use crate::db::queries::{self, RecordRequest};
+use crate::db::models::{Source, State};
+use crate::db::queries::{self, controls, receipts, RecordRequest};
 use crate::db::{bulk, now_ms, Db};
+use crate::http::deletions::ReceiptView;
 use crate::schedule;
 use crate::video_id::VideoId;
 
@@ -45,7 +47,12 @@ pub enum Command {
         delay_secs: u64,
     },
     /// Print counts by state as JSON.
-    Stats,
+    Stats {
+        /// Count the tables again and correct the kept counts (after rows
+        /// were written by hand; scans the tables).
+        #[arg(long)]
+        recount: bool,
+    },
     /// Move requests back to pending.
     Retry {
         /// Every request in state `failed` (except those whose id is not a
@@ -55,6 +62,19 @@ pub enum Command {
     },
     /// Cancel requests.
     Cancel(CancelArgs),
+    /// Stop deleting on every instance sharing the database (recording goes on).
+    Pause,
+    /// Delete again after `pause`.
+    Resume,
+    /// Write the receipts of completed requests as JSON lines, oldest first.
+    Receipts {
+        /// Only receipts completed at or after this time (RFC 3339).
+        #[arg(long, value_name = "RFC3339", value_parser = parse_time)]
+        since: Option<i64>,
+        /// Only receipts completed before this time (RFC 3339).
+        #[arg(long, value_name = "RFC3339", value_parser = parse_time)]
+        until: Option<i64>,
+    },
     /// Print the configuration in effect (file, then environment) as JSON,
     /// with secrets and the database password shown as `***`.
     Config,
@@ -63,10 +83,20 @@ pub enum Command {
 #[derive(Debug, Args)]
 #[group(required = true, multiple = false)]
 pub struct CancelArgs {
+    /// Every request in state `failed`.
+    #[arg(long)]
+    failed: bool,
     /// Every request whose id is not a valid video id (rows left by the Go
     /// scheduler, which did not check ids).
     #[arg(long)]
     invalid: bool,
+}
+
+/// An RFC 3339 time as epoch milliseconds.
+fn parse_time(text: &str) -> Result<i64, String> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| t.timestamp_millis())
+        .map_err(|e| format!("{e} (expected RFC 3339, e.g. 2026-12-01T00:00:00Z)"))
 }
 
 /// Entry point of the binary.
@@ -84,9 +114,13 @@ pub fn main() -> ExitCode {
         Command::Serve => serve(config),
         Command::Migrate => migrate(&config),
         Command::Enqueue { ids, delay_secs } => enqueue(&config, ids, delay_secs),
-        Command::Stats => stats(&config),
+        Command::Stats { recount } => stats(&config, recount),
         Command::Retry { failed: _ } => retry_failed(&config),
-        Command::Cancel(CancelArgs { invalid: _ }) => cancel_invalid(&config),
+        Command::Cancel(CancelArgs { failed: true, .. }) => cancel_failed(&config),
+        Command::Cancel(CancelArgs { .. }) => cancel_invalid(&config),
+        Command::Pause => set_paused(&config, true),
+        Command::Resume => set_paused(&config, false),
+        Command::Receipts { since, until } => export_receipts(&config, since, until),
         Command::Config => serde_json::to_string_pretty(&config.redacted())
             .map(|json| println!("{json}"))
             .map_err(anyhow::Error::from),
@@ -164,14 +198,23 @@ fn enqueue(config: &Config, args: Vec<String>, delay_secs: u64) -> anyhow::Resul
         ids,
         not_before,
         counted: true,
+        source: Source::Cli,
+        request_id: None,
     }];
     let accepted = db.write(|c| queries::record_many(c, &requests, now))?.total;
     println!("accepted {accepted}, already queued {}", total - accepted);
     Ok(())
 }
 
-fn stats(config: &Config) -> anyhow::Result<()> {
+fn stats(config: &Config, recount: bool) -> anyhow::Result<()> {
     let db = open(config)?;
+    if recount {
+        let counted = db.write(queries::counts::recount)?;
+        eprintln!(
+            "recounted: {} queued, {} failed, {} receipts",
+            counted.queued, counted.failed, counted.done
+        );
+    }
     let stats = db.read(|c| queries::stats(c, now_ms()))?;
     println!("{}", serde_json::to_string_pretty(&stats)?);
     Ok(())
@@ -191,5 +234,50 @@ fn cancel_invalid(config: &Config) -> anyhow::Result<()> {
         println!("cancelled {}", quote(id));
     }
     println!("{} requests with an invalid id cancelled", cancelled.len());
+    Ok(())
+}
+
+fn cancel_failed(config: &Config) -> anyhow::Result<()> {
+    let db = open(config)?;
+    let cancelled = bulk::cancel(&db, State::Failed, None)?;
+    println!("{cancelled} failed requests cancelled");
+    Ok(())
+}
+
+fn set_paused(config: &Config, paused: bool) -> anyhow::Result<()> {
+    let db = open(config)?;
+    db.write(|c| controls::set_paused(c, paused, now_ms()))?;
+    println!("{}", serde_json::json!({ "paused": paused }));
+    Ok(())
+}
+
+/// Receipts per page of the export: memory stays the same whatever their
+/// number.
+const EXPORT_PAGE: usize = 1000;
+
+fn export_receipts(config: &Config, since: Option<i64>, until: Option<i64>) -> anyhow::Result<()> {
+    use std::io::Write;
+    let db = open(config)?;
+    let (since, until) = (since.unwrap_or(i64::MIN), until.unwrap_or(i64::MAX));
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut after: Option<(i64, String)> = None;
+    loop {
+        let page = db.read(|c| {
+            let after = after.as_ref().map(|(at, id)| (*at, id.as_str()));
+            receipts::completed_between(c, since, until, after, EXPORT_PAGE)
+        })?;
+        for receipt in &page {
+            serde_json::to_writer(&mut out, &ReceiptView::from(receipt.clone()))?;
+            out.write_all(b"\n")?;
+        }
+        match page.last() {
+            Some(last) if page.len() == EXPORT_PAGE => {
+                after = Some((last.completed_at, last.id.clone()))
+            }
+            _ => break,
+        }
+    }
+    out.flush()?;
     Ok(())
 }

@@ -61,6 +61,35 @@ pub struct Config {
     /// Most HTTP connections open at once (the process stops accepting
     /// beyond it; the kernel's backlog holds the rest).
     pub max_connections: usize,
+    /// Most ids this instance hands to its executors per second (0: no
+    /// limit), so that a huge backlog does not flood the storage.
+    pub max_deletions_per_sec: u32,
+    /// What is kept of completed requests.
+    pub receipts: ReceiptsConfig,
+    /// One log line per HTTP request (target `access`, with its request
+    /// id). Off by default: at thousands of requests a second the log
+    /// would be mostly access lines.
+    pub access_log: bool,
+}
+
+/// `receipts` section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReceiptsConfig {
+    /// Days a receipt is kept after its request completed; 0 writes none.
+    pub retention_days: u32,
+    /// How often an instance looks for expired receipts to prune (one
+    /// instance at a time prunes, see the pruner).
+    pub prune_every_secs: u64,
+}
+
+impl Default for ReceiptsConfig {
+    fn default() -> Self {
+        ReceiptsConfig {
+            retention_days: 30,
+            prune_every_secs: 60,
+        }
+    }
 }
 
 /// `storage` section: where the files are (`kind`), and which belong to an
@@ -146,6 +175,9 @@ impl Default for Config {
             pool_size: 8,
             client_request_timeout_ms: 10_000,
             max_connections: 1024,
+            max_deletions_per_sec: 0,
+            receipts: ReceiptsConfig::default(),
+            access_log: false,
         }
     }
 }
@@ -203,6 +235,9 @@ pub const RANGES: &[(&str, u64, u64)] = &[
     ("pool_size", 1, 1000),
     ("client_request_timeout_ms", 1000, 3_600_000),
     ("max_connections", 1, 1_000_000),
+    ("max_deletions_per_sec", 0, 10_000_000),
+    ("receipts.retention_days", 0, 36_500),
+    ("receipts.prune_every_secs", 1, 86_400),
 ];
 
 impl Config {
@@ -248,7 +283,7 @@ impl Config {
     }
 
     /// The value of each key of [`RANGES`], in the same order.
-    fn numbers(&self) -> [u64; 11] {
+    fn numbers(&self) -> [u64; 14] {
         [
             self.tick_ms,
             self.batch_size as u64,
@@ -261,6 +296,9 @@ impl Config {
             u64::from(self.pool_size),
             self.client_request_timeout_ms,
             self.max_connections as u64,
+            u64::from(self.max_deletions_per_sec),
+            u64::from(self.receipts.retention_days),
+            self.receipts.prune_every_secs,
         ]
     }
 

@@ -109,6 +109,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         metrics,
         tokens: config.api_tokens.clone().into(),
         request_timeout: Duration::from_millis(config.client_request_timeout_ms),
+        access_log: config.access_log,
     });
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
     let server = HttpServer::new(move || {
@@ -117,6 +118,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             .wrap(from_fn(http::json_errors_under_v1))
             .wrap(from_fn(http::authenticate))
             .wrap(from_fn(http::request_deadline))
+            .wrap(from_fn(http::request_id::assign))
             .configure(http::routes)
     })
     .workers(workers)

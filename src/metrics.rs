@@ -1,13 +1,18 @@
 //! Prometheus metrics of one process, served at `/metrics`.
 //!
-//! Counters are kept in memory and cost nothing per scrape; nothing here
-//! scans the table.
+//! Counters and histograms are kept in memory and cost nothing per scrape.
+//! The gauges of the queue (requests by state, the oldest due request, the
+//! pause) are set from `/v1/stats`'s query at each scrape: a few index
+//! probes and a sum over the kept counts, never a scan of the table.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
+    exponential_buckets, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter,
+    IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-/// The counters the pipeline updates.
+use crate::db::models::Stats;
+
+/// The metrics the pipeline and the HTTP server update.
 pub struct Metrics {
     registry: Registry,
     /// Per id and outcome: `deleted` (files removed), `missing` (nothing was
@@ -21,60 +26,136 @@ pub struct Metrics {
     pub batch_seconds: Histogram,
     /// Claims that failed (database unavailable).
     pub claim_errors: IntCounter,
+    /// Time of one claim (one statement, or two on MySQL).
+    pub claim_seconds: Histogram,
+    /// Time of one ack (its transaction).
+    pub ack_seconds: Histogram,
+    /// Requests by state (`pending`, `running`, `failed`) and receipts
+    /// (`done`), as of the last scrape.
+    pub requests: IntGaugeVec,
+    /// Seconds since the oldest claimable request became due (0: none).
+    pub oldest_due_seconds: IntGauge,
+    /// 1 while an operator has paused deletions.
+    pub paused: IntGauge,
+    /// HTTP requests by route template and status.
+    pub http_requests: IntCounterVec,
+    /// HTTP latency by route template.
+    pub http_seconds: HistogramVec,
+}
+
+/// Buckets from 0.5 ms to about 33 s, four times apart.
+fn seconds_buckets() -> Vec<f64> {
+    exponential_buckets(0.0005, 4.0, 9).expect("valid buckets")
 }
 
 impl Metrics {
     pub fn new() -> Metrics {
         let registry = Registry::new();
-        let deletions = IntCounterVec::new(
-            Opts::new(
-                "video_scheduler_deletions_total",
-                "Deletion attempts by outcome",
+        let counter = |name: &str, help: &str| IntCounter::new(name, help).expect("valid metric");
+        let histogram = |name: &str, help: &str| {
+            Histogram::with_opts(HistogramOpts::new(name, help).buckets(seconds_buckets()))
+                .expect("valid metric")
+        };
+        let metrics = Metrics {
+            deletions: IntCounterVec::new(
+                Opts::new(
+                    "video_scheduler_deletions_total",
+                    "Deletion attempts by outcome",
+                ),
+                &["outcome"],
+            )
+            .expect("valid metric"),
+            recorded: counter(
+                "video_scheduler_recorded_total",
+                "New deletion requests committed",
             ),
-            &["outcome"],
-        )
-        .expect("valid metric");
-        let recorded = IntCounter::new(
-            "video_scheduler_recorded_total",
-            "New deletion requests committed",
-        )
-        .expect("valid metric");
-        let batches = IntCounter::new("video_scheduler_batches_total", "Batches executed")
-            .expect("valid metric");
-        let batch_seconds = Histogram::with_opts(
-            HistogramOpts::new(
+            batches: counter("video_scheduler_batches_total", "Batches executed"),
+            batch_seconds: histogram(
                 "video_scheduler_batch_seconds",
                 "Time to delete and ack one batch",
+            ),
+            claim_errors: counter("video_scheduler_claim_errors_total", "Claims that failed"),
+            claim_seconds: histogram("video_scheduler_claim_seconds", "Time of one claim"),
+            ack_seconds: histogram("video_scheduler_ack_seconds", "Time of one ack"),
+            requests: IntGaugeVec::new(
+                Opts::new(
+                    "video_scheduler_requests",
+                    "Deletion requests by state (done: receipts kept)",
+                ),
+                &["state"],
             )
-            .buckets(prometheus::exponential_buckets(0.001, 4.0, 8).expect("valid buckets")),
-        )
-        .expect("valid metric");
-        let claim_errors =
-            IntCounter::new("video_scheduler_claim_errors_total", "Claims that failed")
-                .expect("valid metric");
+            .expect("valid metric"),
+            oldest_due_seconds: IntGauge::new(
+                "video_scheduler_oldest_due_seconds",
+                "Age of the oldest claimable request (0 when nothing is due)",
+            )
+            .expect("valid metric"),
+            paused: IntGauge::new(
+                "video_scheduler_paused",
+                "1 while deletions are paused by an operator",
+            )
+            .expect("valid metric"),
+            http_requests: IntCounterVec::new(
+                Opts::new(
+                    "video_scheduler_http_requests_total",
+                    "HTTP requests by route template and status",
+                ),
+                &["route", "status"],
+            )
+            .expect("valid metric"),
+            http_seconds: HistogramVec::new(
+                HistogramOpts::new(
+                    "video_scheduler_http_request_seconds",
+                    "HTTP request latency by route template",
+                )
+                .buckets(seconds_buckets()),
+                &["route"],
+            )
+            .expect("valid metric"),
+            registry,
+        };
         for outcome in ["deleted", "missing", "failed"] {
-            deletions.with_label_values(&[outcome]);
+            metrics.deletions.with_label_values(&[outcome]);
+        }
+        for state in ["pending", "running", "failed", "done"] {
+            metrics.requests.with_label_values(&[state]);
         }
         for collector in [
-            Box::new(deletions.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(recorded.clone()),
-            Box::new(batches.clone()),
-            Box::new(batch_seconds.clone()),
-            Box::new(claim_errors.clone()),
+            Box::new(metrics.deletions.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(metrics.recorded.clone()),
+            Box::new(metrics.batches.clone()),
+            Box::new(metrics.batch_seconds.clone()),
+            Box::new(metrics.claim_errors.clone()),
+            Box::new(metrics.claim_seconds.clone()),
+            Box::new(metrics.ack_seconds.clone()),
+            Box::new(metrics.requests.clone()),
+            Box::new(metrics.oldest_due_seconds.clone()),
+            Box::new(metrics.paused.clone()),
+            Box::new(metrics.http_requests.clone()),
+            Box::new(metrics.http_seconds.clone()),
             Box::new(crate::logging::PROTOCOL_ERRORS.clone()),
         ] {
-            registry
+            metrics
+                .registry
                 .register(collector)
                 .expect("metric registered once");
         }
-        Metrics {
-            registry,
-            deletions,
-            recorded,
-            batches,
-            batch_seconds,
-            claim_errors,
+        metrics
+    }
+
+    /// Sets the queue's gauges from `stats`.
+    pub fn set_queue(&self, stats: &Stats) {
+        for (state, n) in [
+            ("pending", stats.pending),
+            ("running", stats.running),
+            ("failed", stats.failed),
+            ("done", stats.done),
+        ] {
+            self.requests.with_label_values(&[state]).set(n);
         }
+        self.oldest_due_seconds
+            .set(stats.oldest_due_age_ms.unwrap_or(0) / 1000);
+        self.paused.set(i64::from(stats.paused));
     }
 
     /// The Prometheus text exposition of every metric.

@@ -82,7 +82,8 @@ fn every_bad_id_is_a_400_and_changes_nothing(backend: Backend) {
 
     assert_eq!(
         stats(&app),
-        json!({ "pending": 0, "running": 0, "failed": 0, "oldest_due_age_ms": null }),
+        json!({ "pending": 0, "running": 0, "failed": 0, "done": 0,
+                "oldest_due_age_ms": null, "paused": false }),
         "nothing was recorded, not even the valid id of a rejected batch"
     );
 }
@@ -186,7 +187,7 @@ fn listing_is_keyset_paginated_by_id_and_filtered_by_state(backend: Backend) {
     assert_eq!(failed, json!({ "items": [], "next": null }));
 
     for (bad, code) in [
-        ("state=done", "bad_request"),
+        ("state=finished", "bad_request"),
         ("limit=0", "bad_request"),
         ("limit=1001", "bad_request"),
         ("limit=x", "bad_request"),

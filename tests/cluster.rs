@@ -92,10 +92,7 @@ fn a_dead_instance_s_claims_are_taken_over_once_its_lease_expires(backend: Backe
     // delayed rows; its lease is set in real time.
     let expiry = now_ms() + 1500;
     let later = common::two_hours_ahead();
-    let claimed = app
-        .db()
-        .write(|c| queries::claim(c, "dead-instance", later, expiry, 1000))
-        .unwrap();
+    let claimed = common::claim_at(&app.db(), "dead-instance", later, expiry, 1000);
     assert_eq!(claimed.len(), 1000);
 
     wait_until("the live instance deleted the orphaned work", || {
@@ -118,7 +115,7 @@ fn a_dead_instance_s_claims_are_taken_over_once_its_lease_expires(backend: Backe
     let owned = common::done(&claimed);
     let counts = app
         .db()
-        .write(|c| queries::ack(c, "dead-instance", &owned, &[]))
+        .write(|c| queries::ack(c, "dead-instance", &owned, &[], None))
         .unwrap();
     assert_eq!((counts.removed, counts.lost_lease), (0, 1000));
 }
@@ -133,12 +130,12 @@ fn acks_only_touch_rows_still_leased_to_the_acker(backend: Backend) {
     let ids: Vec<String> = claimed.iter().map(|c| c.id.clone()).collect();
 
     let by_b = db
-        .write(|c| queries::ack(c, "owner-b", &done, &[]))
+        .write(|c| queries::ack(c, "owner-b", &done, &[], None))
         .unwrap();
     assert_eq!((by_b.removed, by_b.lost_lease), (0, 10));
     assert_eq!(app.row_count(), 10);
     let by_a = db
-        .write(|c| queries::ack(c, "owner-a", &done[..4], &[]))
+        .write(|c| queries::ack(c, "owner-a", &done[..4], &[], None))
         .unwrap();
     assert_eq!((by_a.removed, by_a.lost_lease), (4, 0));
     assert_eq!(app.row_count(), 6);
@@ -167,9 +164,7 @@ fn concurrent_claims_never_hand_out_a_row_twice(backend: Backend) {
                     let owner = format!("claimer-{w}");
                     let mut mine = Vec::new();
                     loop {
-                        let batch = db
-                            .write(|c| queries::claim(c, &owner, later, later + 600_000, 50))
-                            .unwrap();
+                        let batch = common::claim_at(&db, &owner, later, later + 600_000, 50);
                         if batch.is_empty() {
                             return mine;
                         }

@@ -36,6 +36,8 @@ fn queue(db: &Db, ids: &[String]) {
         ids,
         not_before: now,
         counted: false,
+        source: video_scheduler::db::models::Source::Cli,
+        request_id: None,
     }];
     db.write(|c| queries::record_many(c, &requests, now))
         .unwrap();

@@ -76,6 +76,8 @@ impl Fixture {
                 ids,
                 not_before,
                 counted: false,
+                source: video_scheduler::db::models::Source::Cli,
+                request_id: None,
             }];
             self.db
                 .write(|c| queries::record_many(c, &requests, now_ms()))?;

@@ -1,8 +1,8 @@
-//! Rows of `video_del_rec` and the values the queries pass around.
+//! Rows of the tables and the values the queries pass around.
 
 use diesel::prelude::*;
 
-use super::schema::video_del_rec;
+use super::schema::{video_del_rec, video_del_receipt};
 
 /// Lifecycle of a request as users see it.
 ///
@@ -35,6 +35,30 @@ impl State {
     }
 }
 
+/// Where a request came from, kept with it and in its receipt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// The seed's route, `/video-delete-record/{vid}` (and rows the Go
+    /// scheduler left).
+    Seed,
+    /// `POST /v1/deletions`.
+    V1,
+    /// `video-scheduler enqueue`.
+    Cli,
+}
+
+impl Source {
+    /// The value stored in the `source` columns.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Seed => "seed",
+            Source::V1 => "v1",
+            Source::Cli => "cli",
+        }
+    }
+}
+
 /// One row, as read back for the API.
 #[derive(Debug, Clone, PartialEq, Queryable, Selectable)]
 #[diesel(table_name = video_del_rec)]
@@ -47,6 +71,8 @@ pub struct Deletion {
     pub locked_by: Option<String>,
     pub locked_until: Option<i64>,
     pub last_error: Option<String>,
+    pub source: String,
+    pub request_id: Option<String>,
 }
 
 /// A new request; `state` and `attempts` take their column defaults.
@@ -56,15 +82,73 @@ pub struct NewDeletion<'a> {
     pub id: &'a str,
     pub created_at: i64,
     pub not_before: i64,
+    pub source: &'a str,
+    pub request_id: Option<&'a str>,
 }
 
-/// An id handed to an executor by a claim, with the attempts made so far
-/// (the backoff of a failure depends on it).
+/// An id handed to an executor by a claim, with what its ack needs: the
+/// attempts made so far (the backoff of a failure depends on it) and what
+/// its receipt records.
 #[derive(Debug, Clone, Default, PartialEq, Eq, QueryableByName)]
 #[diesel(table_name = video_del_rec)]
 pub struct Claimed {
     pub id: String,
     pub attempts: i32,
+    pub created_at: i64,
+    pub source: String,
+    pub request_id: Option<String>,
+}
+
+/// What a claim found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// An operator paused deletions: nothing was claimed.
+    Paused,
+    Batch(Vec<Claimed>),
+}
+
+/// The proof that a request was carried out: written by the ack that
+/// removed its row, kept for `receipts.retention_days`.
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Queryable,
+    Selectable,
+    Insertable,
+    serde::Serialize,
+    utoipa::ToSchema,
+)]
+#[diesel(table_name = video_del_receipt)]
+pub struct Receipt {
+    pub id: String,
+    /// When the request was recorded (epoch ms).
+    pub requested_at: i64,
+    /// When the ack removed its row, its files gone (epoch ms).
+    pub completed_at: i64,
+    /// Attempts, the successful one included.
+    pub attempts: i32,
+    /// Templated paths (or keys, or prefixes) removed.
+    pub deleted: i32,
+    /// Templated paths that were already gone.
+    pub missing: i32,
+    /// The instance that acked it (`locked_by`).
+    pub acked_by: String,
+    /// `seed`, `v1` or `cli`.
+    pub source: String,
+    /// The `X-Request-Id` of the request that recorded it.
+    pub request_id: Option<String>,
+}
+
+/// Changes to the kept counts, added by the transaction making them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CountDelta {
+    /// Pending and running rows.
+    pub queued: i64,
+    pub failed: i64,
+    /// Receipts.
+    pub done: i64,
 }
 
 /// A claimed id whose paths are all gone: its row is removed by the ack.
@@ -92,19 +176,27 @@ pub struct Failure {
 pub struct AckCounts {
     /// Rows removed: their files are gone and the lease was still ours.
     pub removed: usize,
+    /// Receipts written for them (0 when receipts are off).
+    pub receipts: usize,
     pub retried: usize,
     pub failed: usize,
     /// Acks skipped because the lease had moved to another claim.
     pub lost_lease: usize,
 }
 
-/// Counts by state and the age of the oldest due request.
+/// Counts by state, the age of the oldest due request, and whether
+/// deletions are paused. Counts are kept by the transactions that change
+/// them (`video_del_counts`), not counted per call.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct Stats {
     pub pending: i64,
     pub running: i64,
     pub failed: i64,
+    /// Receipts kept.
+    pub done: i64,
     /// Milliseconds since the oldest claimable request became due; `None`
     /// when nothing is due.
     pub oldest_due_age_ms: Option<i64>,
+    /// An operator paused deletions (`POST /v1/pause`).
+    pub paused: bool,
 }

@@ -1,4 +1,4 @@
-//! The one table, as the migrations in `migrations/<backend>/` leave it.
+//! The tables, as the migrations in `migrations/<backend>/` leave them.
 //! Kept by hand: `diesel print-schema` would need the diesel CLI installed.
 
 diesel::table! {
@@ -12,5 +12,43 @@ diesel::table! {
         locked_by -> Nullable<Varchar>,
         locked_until -> Nullable<BigInt>,
         last_error -> Nullable<Text>,
+        source -> Varchar,
+        request_id -> Nullable<Varchar>,
+    }
+}
+
+diesel::table! {
+    /// Receipts of completed requests, one per id, kept for the retention.
+    video_del_receipt (id) {
+        id -> Varchar,
+        requested_at -> BigInt,
+        completed_at -> BigInt,
+        attempts -> Integer,
+        deleted -> Integer,
+        missing -> Integer,
+        acked_by -> Varchar,
+        source -> Varchar,
+        request_id -> Nullable<Varchar>,
+    }
+}
+
+diesel::table! {
+    /// Switches shared by every instance: `paused`, and the `pruner` lease.
+    video_del_control (name) {
+        name -> Varchar,
+        value -> BigInt,
+        locked_by -> Nullable<Varchar>,
+        locked_until -> Nullable<BigInt>,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    /// Counts kept by the transactions that change them, in 16 shards.
+    video_del_counts (shard) {
+        shard -> Integer,
+        queued -> BigInt,
+        failed -> BigInt,
+        done -> BigInt,
     }
 }

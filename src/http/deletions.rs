@@ -5,15 +5,18 @@
 //! by its exact text, percent-encoded (`/v1/deletions/..%2Fx`): such a raw
 //! id only ever matches an existing row, never records anything, and is
 //! never retried. Anything else invalid is a 400.
+//!
+//! A completed request is shown from its receipt (`state: "done"`) while
+//! the receipt is kept; `?state=done` lists receipts.
 
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 
+use super::request_id::RequestId;
 use super::AppState;
-use crate::db::models::Stats;
-use crate::db::models::{Deletion, State};
-use crate::db::now_ms;
-use crate::db::queries::{self, Change};
+use crate::db::models::{Deletion, Receipt, Source, State, Stats};
+use crate::db::queries::{self, receipts, Change};
+use crate::db::{bulk, now_ms};
 use crate::error::{ApiError, ErrorBody};
 use crate::pipeline::record::Record;
 use crate::pipeline::record::Recorded;
@@ -35,6 +38,20 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         web::resource("/v1/deletions")
             .route(web::post().to(create))
             .route(super::get().to(list)),
+    )
+    // The bulk actions. `retry` and `cancel` are also valid video ids: GET
+    // and DELETE of these paths still mean the request of that id.
+    .service(
+        web::resource("/v1/deletions/{id:retry}")
+            .route(web::post().to(bulk_retry))
+            .route(super::get().to(show))
+            .route(web::delete().to(cancel)),
+    )
+    .service(
+        web::resource("/v1/deletions/{id:cancel}")
+            .route(web::post().to(bulk_cancel))
+            .route(super::get().to(show))
+            .route(web::delete().to(cancel)),
     )
     .service(
         web::resource("/v1/deletions/{id}")
@@ -73,6 +90,58 @@ pub struct DeletionView {
     /// The instance holding the lease, while running.
     pub locked_by: Option<String>,
     pub locked_until: Option<String>,
+    /// `seed`, `v1` or `cli`.
+    pub source: String,
+    /// The `X-Request-Id` of the request that recorded it.
+    pub request_id: Option<String>,
+}
+
+/// A completed request, while its receipt is kept (`state` is `done`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReceiptView {
+    pub id: String,
+    /// Always `done`.
+    pub state: &'static str,
+    /// When the request was recorded.
+    pub requested_at: String,
+    /// When its files were gone and its row removed.
+    pub completed_at: String,
+    /// Attempts, the successful one included.
+    pub attempts: i32,
+    /// Paths (keys, prefixes) removed, and already gone.
+    pub deleted: i32,
+    pub missing: i32,
+    /// The instance that completed it.
+    pub acked_by: String,
+    /// `seed`, `v1` or `cli`.
+    pub source: String,
+    /// The `X-Request-Id` of the request that recorded it.
+    pub request_id: Option<String>,
+}
+
+impl From<Receipt> for ReceiptView {
+    fn from(receipt: Receipt) -> Self {
+        ReceiptView {
+            id: receipt.id,
+            state: "done",
+            requested_at: schedule::rfc3339(receipt.requested_at),
+            completed_at: schedule::rfc3339(receipt.completed_at),
+            attempts: receipt.attempts,
+            deleted: receipt.deleted,
+            missing: receipt.missing,
+            acked_by: receipt.acked_by,
+            source: receipt.source,
+            request_id: receipt.request_id,
+        }
+    }
+}
+
+/// What `GET /v1/deletions/{id}` shows: the live request, or its receipt.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum RequestView {
+    Live(DeletionView),
+    Done(ReceiptView),
 }
 
 impl From<Deletion> for DeletionView {
@@ -93,6 +162,8 @@ impl From<Deletion> for DeletionView {
             last_error: row.last_error,
             locked_by: row.locked_by,
             locked_until: row.locked_until.map(schedule::rfc3339),
+            source: row.source,
+            request_id: row.request_id,
         }
     }
 }
@@ -165,8 +236,9 @@ pub fn parse_create(body: CreateBody, now: i64) -> Result<Record, ApiError> {
 pub(crate) async fn create(
     state: web::Data<AppState>,
     body: web::Json<CreateBody>,
+    request_id: RequestId,
 ) -> Result<HttpResponse, ApiError> {
-    let record = parse_create(body.into_inner(), now_ms())?;
+    let record = parse_create(body.into_inner(), now_ms())?.from(Source::V1, Some(request_id.0));
     let recorded = state
         .record
         .send(record)
@@ -176,18 +248,27 @@ pub(crate) async fn create(
     Ok(HttpResponse::Accepted().json(recorded))
 }
 
-/// `GET /v1/deletions/{id}`.
+/// `GET /v1/deletions/{id}`: the live request, or else its receipt
+/// (`state: "done"`) while it is kept.
 #[utoipa::path(get, path = "/v1/deletions/{id}", tag = "v1", params(("id" = String, Path, description = "video id (or the percent-encoded text of an existing row whose id is not valid)")),
-    responses((status = 200, body = DeletionView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = RequestView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(crate) async fn show(
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = PathId::parse(&id)?;
     let text = id.text();
-    let row = state.db.read_async(move |c| queries::get(c, &text)).await?;
-    match row {
-        Some(row) => Ok(HttpResponse::Ok().json(DeletionView::from(row))),
+    let found = state
+        .db
+        .read_async(move |c| {
+            Ok(match queries::get(c, &text)? {
+                Some(row) => Some(RequestView::Live(row.into())),
+                None => receipts::get(c, &text)?.map(|r| RequestView::Done(r.into())),
+            })
+        })
+        .await?;
+    match found {
+        Some(view) => Ok(HttpResponse::Ok().json(view)),
         None => Err(id.not_found()),
     }
 }
@@ -197,7 +278,8 @@ pub(crate) async fn show(
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
-    /// `pending`, `running` or `failed`.
+    /// `pending`, `running`, `failed`, or `done` (receipts); all live
+    /// requests when absent.
     pub state: Option<String>,
     /// The `next` of the previous page (any text: it may be a row's id that
     /// is not a valid video id).
@@ -205,10 +287,10 @@ pub struct ListQuery {
     pub limit: Option<usize>,
 }
 
-/// A page of requests.
+/// A page of requests (or, for `state=done`, of receipts).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Page {
-    pub items: Vec<DeletionView>,
+    pub items: Vec<RequestView>,
     /// Pass as `after` for the next page; null on the last page.
     pub next: Option<String>,
 }
@@ -221,11 +303,12 @@ pub(crate) async fn list(
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let query = query.into_inner();
+    let done = query.state.as_deref() == Some("done");
     let filter = match query.state.as_deref() {
-        None => None,
+        None | Some("done") => None,
         Some(s) => Some(State::parse(s).ok_or_else(|| {
             ApiError::BadRequest(format!(
-                "state must be pending, running or failed, not {s:?}"
+                "state must be pending, running, failed or done, not {s:?}"
             ))
         })?),
     };
@@ -241,15 +324,113 @@ pub(crate) async fn list(
         )));
     }
     let after = query.after;
-    let rows = state
+    let items: Vec<(String, RequestView)> = state
         .db
-        .read_async(move |c| queries::list(c, filter, after.as_deref(), limit))
+        .read_async(move |c| {
+            Ok(if done {
+                receipts::list(c, after.as_deref(), limit)?
+                    .into_iter()
+                    .map(|r| (r.id.clone(), RequestView::Done(r.into())))
+                    .collect()
+            } else {
+                queries::list(c, filter, after.as_deref(), limit)?
+                    .into_iter()
+                    .map(|r| (r.id.clone(), RequestView::Live(r.into())))
+                    .collect()
+            })
+        })
         .await?;
-    let next = (rows.len() == limit).then(|| rows[rows.len() - 1].id.clone());
+    let next = (items.len() == limit).then(|| items[items.len() - 1].0.clone());
     Ok(HttpResponse::Ok().json(Page {
-        items: rows.into_iter().map(DeletionView::from).collect(),
+        items: items.into_iter().map(|(_, view)| view).collect(),
         next,
     }))
+}
+
+/// Body of the bulk actions: every request in `state`, or only those of
+/// `ids` in that state.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BulkBody {
+    /// `failed` (retry, cancel) or `pending` (cancel).
+    pub state: String,
+    /// At most 10,000 ids (exact text, as stored); all in `state` when
+    /// absent.
+    #[serde(default)]
+    pub ids: Option<Vec<String>>,
+}
+
+/// How many requests a bulk action changed.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Count {
+    pub count: usize,
+}
+
+impl BulkBody {
+    /// The state, if one of `allowed`, and the ids, bounded.
+    fn parse(self, allowed: &[State]) -> Result<(State, Option<Vec<String>>), ApiError> {
+        let state = State::parse(&self.state)
+            .filter(|s| allowed.contains(s))
+            .ok_or_else(|| {
+                let names: Vec<&str> = allowed.iter().map(|s| s.as_str()).collect();
+                ApiError::BadRequest(format!(
+                    "state must be {}, not {:?}",
+                    names.join(" or "),
+                    self.state
+                ))
+            })?;
+        if let Some(ids) = &self.ids {
+            if ids.len() > MAX_IDS {
+                return Err(ApiError::BadRequest(format!(
+                    "at most {MAX_IDS} ids per request, got {}",
+                    ids.len()
+                )));
+            }
+            if let Some(i) = ids
+                .iter()
+                .position(|id| id.is_empty() || id.len() > MAX_RAW_ID)
+            {
+                return Err(ApiError::InvalidId(format!(
+                    "ids[{i}]: between 1 and {MAX_RAW_ID} bytes"
+                )));
+            }
+        }
+        Ok((state, self.ids))
+    }
+}
+
+/// `POST /v1/deletions/retry`: every failed request (or those of `ids`)
+/// back to pending, due now, in bounded batches. Ids that are not valid
+/// video ids are never retried.
+#[utoipa::path(post, path = "/v1/deletions/retry", tag = "v1", request_body = BulkBody,
+    responses((status = 200, body = Count), (status = 400, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub(crate) async fn bulk_retry(
+    state: web::Data<AppState>,
+    body: web::Json<BulkBody>,
+) -> Result<HttpResponse, ApiError> {
+    let (_, ids) = body.into_inner().parse(&[State::Failed])?;
+    let db = state.db.clone();
+    let count = actix_web::rt::task::spawn_blocking(move || bulk::retry(&db, ids, now_ms()))
+        .await
+        .map_err(|_| ApiError::Internal)??;
+    Ok(HttpResponse::Ok().json(Count { count }))
+}
+
+/// `POST /v1/deletions/cancel`: cancels every request in `state` (`failed`
+/// or `pending`; or only those of `ids`), in bounded batches. Running
+/// requests are left alone.
+#[utoipa::path(post, path = "/v1/deletions/cancel", tag = "v1", request_body = BulkBody,
+    responses((status = 200, body = Count), (status = 400, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub(crate) async fn bulk_cancel(
+    state: web::Data<AppState>,
+    body: web::Json<BulkBody>,
+) -> Result<HttpResponse, ApiError> {
+    let (filter, ids) = body.into_inner().parse(&[State::Failed, State::Pending])?;
+    let db = state.db.clone();
+    let count = actix_web::rt::task::spawn_blocking(move || bulk::cancel(&db, filter, ids))
+        .await
+        .map_err(|_| ApiError::Internal)??;
+    Ok(HttpResponse::Ok().json(Count { count }))
 }
 
 /// `DELETE /v1/deletions/{id}`: cancel unless an instance is deleting it.

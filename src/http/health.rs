@@ -18,7 +18,8 @@ pub(crate) async fn healthz() -> HttpResponse {
 }
 
 /// The database is reachable and migrated, and the storage can be used.
-/// The 503's `error` says why not.
+/// The 503's `error` says why not. A paused instance is ready (it records;
+/// it only does not delete): the body says `"paused": true`.
 #[utoipa::path(get, path = "/readyz", tag = "ops",
     responses((status = 200, description = "ready"), (status = 503, body = crate::error::ErrorBody)))]
 pub(crate) async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
@@ -29,10 +30,12 @@ pub(crate) async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, A
             crate::db::DbError::Unavailable(cause) => format!("database unavailable: {cause}"),
             other => other.to_string(),
         })?;
-        storage.check().map_err(|e| e.to_string())
+        storage.check().map_err(|e| e.to_string())?;
+        db.read(crate::db::queries::controls::paused)
+            .map_err(|e| e.to_string())
     })
     .await
     .map_err(|e| ApiError::Unavailable(format!("readiness check failed: {e}")))?;
-    checked.map_err(ApiError::NotReady)?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "status": "ready" })))
+    let paused = checked.map_err(ApiError::NotReady)?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "status": "ready", "paused": paused })))
 }

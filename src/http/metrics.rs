@@ -3,6 +3,7 @@
 use actix_web::{web, HttpResponse};
 
 use super::AppState;
+use crate::db::{now_ms, queries};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/metrics", super::get().to(metrics));
@@ -11,6 +12,12 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 /// Prometheus text format.
 #[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, description = "Prometheus text", content_type = "text/plain")))]
 pub(crate) async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    // The queue's gauges, from the same few index probes as `/v1/stats`; a
+    // scrape during an outage still gets the counters (and the last gauges).
+    match state.db.read_async(|c| queries::stats(c, now_ms())).await {
+        Ok(stats) => state.metrics.set_queue(&stats),
+        Err(e) => log::debug!("metrics without fresh queue gauges: {e}"),
+    }
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(state.metrics.render())

@@ -1,9 +1,11 @@
 //! The HTTP API: routes, shared state, authentication, request limits.
 
+pub mod controls;
 pub mod deletions;
 pub mod health;
 pub mod metrics;
 pub mod openapi;
+pub mod request_id;
 pub mod seed;
 
 use std::future::Future;
@@ -41,6 +43,8 @@ pub struct AppState {
     pub tokens: Arc<[String]>,
     /// How long a request body may take to arrive (`client_request_timeout_ms`).
     pub request_timeout: Duration,
+    /// Log one line per request (`access_log`).
+    pub access_log: bool,
 }
 
 /// A route answering GET, and HEAD the same way without the body (the
@@ -59,6 +63,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .app_data(web::QueryConfig::default().error_handler(|e, _| query_error(e).into()))
     .configure(seed::routes)
     .configure(deletions::routes)
+    .configure(controls::routes)
     .configure(health::routes)
     .configure(metrics::routes)
     .configure(openapi::routes);

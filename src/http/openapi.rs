@@ -5,7 +5,7 @@ use actix_web::{web, HttpResponse};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{deletions, health, metrics, seed};
+use super::{controls, deletions, health, metrics, seed};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -21,7 +21,11 @@ use super::{deletions, health, metrics, seed};
         deletions::show,
         deletions::cancel,
         deletions::retry,
+        deletions::bulk_retry,
+        deletions::bulk_cancel,
         deletions::stats,
+        controls::pause,
+        controls::resume,
         health::healthz,
         health::readyz,
         metrics::metrics,

@@ -5,7 +5,9 @@
 use actix_web::http::header;
 use actix_web::{web, HttpResponse};
 
+use super::request_id::RequestId;
 use super::AppState;
+use crate::db::models::Source;
 use crate::db::now_ms;
 use crate::error::RETRY_AFTER_SECS;
 use crate::pipeline::record::Record;
@@ -44,7 +46,11 @@ async fn not_allowed() -> HttpResponse {
         (status = 400, description = "`video id should not be empty` or `invalid video id` (text)"),
         (status = 500, description = "`internal error` (text): a database error retrying will not fix; logged with its cause"),
         (status = 503, description = "`database unavailable` (text), with Retry-After")))]
-pub(crate) async fn record(state: web::Data<AppState>, vid: web::Path<String>) -> HttpResponse {
+pub(crate) async fn record(
+    state: web::Data<AppState>,
+    vid: web::Path<String>,
+    request_id: RequestId,
+) -> HttpResponse {
     let id = match VideoId::parse(&vid) {
         Ok(id) => id,
         Err(InvalidId::Empty) => return empty().await,
@@ -52,7 +58,7 @@ pub(crate) async fn record(state: web::Data<AppState>, vid: web::Path<String>) -
     };
     match state
         .record
-        .send(Record::uncounted(vec![id], now_ms()))
+        .send(Record::uncounted(vec![id], now_ms()).from(Source::Seed, Some(request_id.0)))
         .await
     {
         Ok(Ok(_)) => HttpResponse::Ok().finish(),

@@ -77,6 +77,7 @@ mod tests {
         Claimed {
             id: id.into(),
             attempts,
+            ..Claimed::default()
         }
     }
 

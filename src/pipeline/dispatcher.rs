@@ -4,7 +4,13 @@
 //! batches (one per executor thread) are being executed, so claimed rows
 //! never wait in a queue while their lease runs out. While claims come back
 //! full the dispatcher claims again as soon as an executor is free, without
-//! waiting for the next tick.
+//! waiting for the next tick. With `max_deletions_per_sec`, a claim takes
+//! at most a second's worth of ids and hands them over once the limiter
+//! (governor's token bucket) has that many permits.
+//!
+//! Pause: an operator's pause is read by every claim (see
+//! [`queries::claim`]): claims come back empty until it is lifted, and the
+//! change is logged once each way.
 //!
 //! Trouble: a failed claim (the database) or a batch the storage refused as
 //! a whole (its root is not the directory opened at start-up, its marker is
@@ -14,14 +20,16 @@
 //! are logged here, once when they start and once when they end.
 
 use std::collections::HashMap;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::oneshot;
 
 use super::executor::{BatchReport, DeleteBatch, ExecutorActor};
-use crate::db::models::Claimed;
+use crate::db::models::{Claim, Claimed};
 use crate::db::{now_ms, queries, Db};
 use crate::metrics::Metrics;
 
@@ -37,6 +45,8 @@ pub struct Settings {
     pub capacity: usize,
     /// The timer's interval: the first backoff step of an outage.
     pub tick: Duration,
+    /// `max_deletions_per_sec` (0: no limit).
+    pub max_per_sec: u32,
 }
 
 /// What keeps the dispatcher from claiming.
@@ -79,6 +89,12 @@ pub struct DispatcherActor {
     stopping: bool,
     /// Claims are paused by a failure, with backoff.
     trouble: Option<Trouble>,
+    /// The last claim found deletions paused by an operator (logged when
+    /// it changes).
+    paused: bool,
+    /// `max_deletions_per_sec`: ids are handed to executors only as fast
+    /// as this allows (and the limit per second, which caps a claim).
+    limiter: Option<(Arc<DefaultDirectRateLimiter>, NonZeroU32)>,
     /// Callers of [`Shutdown`] waiting for the last batch.
     idle_waiters: Vec<oneshot::Sender<()>>,
 }
@@ -103,6 +119,13 @@ impl DispatcherActor {
             more: false,
             stopping: false,
             trouble: None,
+            paused: false,
+            limiter: NonZeroU32::new(settings.max_per_sec).map(|per_sec| {
+                (
+                    Arc::new(RateLimiter::direct(Quota::per_second(per_sec))),
+                    per_sec,
+                )
+            }),
             idle_waiters: Vec::new(),
         }
     }
@@ -122,25 +145,51 @@ impl DispatcherActor {
         }
         self.claiming = true;
         self.more = false;
-        let (db, owner, limit) = (
-            self.db.clone(),
-            self.owner.clone(),
-            self.settings.batch_size,
-        );
-        let lease_ms = self.settings.lease.as_millis() as i64;
-        let claim = async move {
-            db.write_relaxed_async(move |conn| {
-                let now = now_ms();
-                queries::claim(conn, &owner, now, now + lease_ms, limit)
-            })
-            .await
+        let (db, owner) = (self.db.clone(), self.owner.clone());
+        let limiter = self.limiter.clone();
+        // With a rate limit, a claim takes at most one second's worth.
+        let limit = match &limiter {
+            Some((_, per_sec)) => self.settings.batch_size.min(per_sec.get() as usize),
+            None => self.settings.batch_size,
         };
-        ctx.spawn(claim.into_actor(self).map(|result, act, ctx| {
+        let lease_ms = self.settings.lease.as_millis() as i64;
+        let claim_seconds = self.metrics.claim_seconds.clone();
+        let claim = async move {
+            let started = Instant::now();
+            let claim = db
+                .write_relaxed_async(move |conn| {
+                    let now = now_ms();
+                    queries::claim(conn, &owner, now, now + lease_ms, limit)
+                })
+                .await;
+            claim_seconds.observe(started.elapsed().as_secs_f64());
+            // The ids are handed over only as fast as the limit allows:
+            // at most a second's wait, while their leases run for
+            // `lease_secs`.
+            if let (Ok(Claim::Batch(batch)), Some((limiter, _))) = (&claim, &limiter) {
+                if let Some(n) = NonZeroU32::new(batch.len() as u32) {
+                    let _ = limiter.until_n_ready(n).await;
+                }
+            }
+            claim
+        };
+        ctx.spawn(claim.into_actor(self).map(move |result, act, ctx| {
             act.claiming = false;
             match result {
-                Ok(batch) => {
+                Ok(Claim::Paused) => {
                     act.recovered(Cause::Database);
-                    if batch.len() == act.settings.batch_size {
+                    if !act.paused {
+                        log::info!("deletions paused by an operator; claiming again once resumed");
+                        act.paused = true;
+                    }
+                }
+                Ok(Claim::Batch(batch)) => {
+                    act.recovered(Cause::Database);
+                    if act.paused {
+                        log::info!("deletions resumed");
+                        act.paused = false;
+                    }
+                    if batch.len() == limit {
                         act.more = true;
                     }
                     if !batch.is_empty() {

@@ -28,6 +28,9 @@ pub struct ExecutorActor {
     owner: Arc<str>,
     retry: RetryPolicy,
     metrics: Arc<Metrics>,
+    /// Write a receipt for each completed request (`receipts.retention_days`
+    /// above 0).
+    receipts: bool,
 }
 
 impl ExecutorActor {
@@ -37,6 +40,7 @@ impl ExecutorActor {
         owner: Arc<str>,
         retry: RetryPolicy,
         metrics: Arc<Metrics>,
+        receipts: bool,
     ) -> ExecutorActor {
         ExecutorActor {
             db,
@@ -44,6 +48,7 @@ impl ExecutorActor {
             owner,
             retry,
             metrics,
+            receipts,
         }
     }
 
@@ -76,8 +81,16 @@ impl ExecutorActor {
 
     fn ack(&self, verdict: &Verdict) -> Result<AckCounts, DbError> {
         self.with_retries("ack", || {
+            let _timer = self.metrics.ack_seconds.start_timer();
             self.db.write_relaxed(|conn| {
-                queries::ack(conn, &self.owner, &verdict.done, &verdict.failures)
+                let receipts_at = self.receipts.then(now_ms);
+                queries::ack(
+                    conn,
+                    &self.owner,
+                    &verdict.done,
+                    &verdict.failures,
+                    receipts_at,
+                )
             })
         })
     }
@@ -93,6 +106,30 @@ impl ExecutorActor {
                 queries::release(conn, &self.owner, &ids, retry_at, Some(reason))
             })
         })
+    }
+}
+
+/// Request ids shown in one batch line; the rest are counted.
+const REQUEST_IDS_SHOWN: usize = 8;
+
+/// `; requests a, b (+3 more)`: the `X-Request-Id`s the batch's ids were
+/// recorded with, so that a request can be followed into its batch's log
+/// line (every id's is in its receipt). Empty when none has one.
+fn request_ids(batch: &[Claimed]) -> String {
+    let mut seen = std::collections::HashSet::new();
+    let distinct: Vec<&str> = batch
+        .iter()
+        .filter_map(|c| c.request_id.as_deref())
+        .filter(|id| seen.insert(*id))
+        .collect();
+    match distinct.len() {
+        0 => String::new(),
+        n if n <= REQUEST_IDS_SHOWN => format!("; requests {}", distinct.join(", ")),
+        n => format!(
+            "; requests {} (+{} more)",
+            distinct[..REQUEST_IDS_SHOWN].join(", "),
+            n - REQUEST_IDS_SHOWN
+        ),
     }
 }
 
@@ -131,14 +168,15 @@ impl Handler<DeleteBatch> for ExecutorActor {
     ) -> Self::Result {
         let started = Instant::now();
         let size = batch.len();
+        let requests = request_ids(&batch);
         let verdict = match batch::execute(&*self.storage, &batch, &self.retry, now_ms()) {
             Ok(verdict) => verdict,
             Err(unavailable) => {
                 let reason = unavailable.to_string();
                 match self.give_back(&batch, &reason) {
-                    Ok(n) => log::debug!("batch of {size} given back ({n} rows): {reason}"),
+                    Ok(n) => log::debug!("batch of {size} given back ({n} rows): {reason}{requests}"),
                     Err(e) => log::error!(
-                        "batch of {size} not run ({reason}) and not given back; the rows return when the lease expires: {e}"
+                        "batch of {size} not run ({reason}) and not given back; the rows return when the lease expires: {e}{requests}"
                     ),
                 }
                 return MessageResult(BatchReport {
@@ -173,7 +211,7 @@ impl Handler<DeleteBatch> for ExecutorActor {
             Ok(counts) => {
                 report.ack = Some(counts);
                 log::info!(
-                    "batch of {size}: {} deleted, {} missing, {} failed ({} to retry, {} failed for good), {} lost lease, in {:?}",
+                    "batch of {size}: {} deleted, {} missing, {} failed ({} to retry, {} failed for good), {} lost lease, in {:?}{requests}",
                     report.deleted,
                     report.missing,
                     report.failed,
@@ -184,7 +222,7 @@ impl Handler<DeleteBatch> for ExecutorActor {
                 );
             }
             Err(e) => log::error!(
-                "batch of {size}: files handled but the ack failed; the rows return when the lease expires: {e}"
+                "batch of {size}: files handled but the ack failed; the rows return when the lease expires: {e}{requests}"
             ),
         }
         MessageResult(report)

@@ -5,12 +5,14 @@
 //!                       \--Nudge--.
 //! TimerActor --Tick--> DispatcherActor --claim (lease)--> video_del_rec
 //! DispatcherActor --DeleteBatch--> ExecutorActor x N --delete--> storage
-//! ExecutorActor --ack (delete done / reschedule failed)--> video_del_rec
+//! ExecutorActor --ack (delete done, write receipt / reschedule failed)--> video_del_rec
+//! PrunerActor --prune expired receipts (one instance at a time)--> video_del_receipt
 //! ```
 
 pub mod batch;
 pub mod dispatcher;
 pub mod executor;
+pub mod pruner;
 pub mod record;
 pub mod retry;
 pub mod timer;
@@ -26,6 +28,7 @@ use crate::metrics::Metrics;
 use crate::storage::Storage;
 use dispatcher::{DispatcherActor, ReleaseInFlight, Shutdown};
 use executor::ExecutorActor;
+use pruner::{PrunerActor, StopPruner};
 use record::RecordActor;
 use retry::RetryPolicy;
 use timer::{StopTimer, TimerActor};
@@ -35,6 +38,9 @@ pub struct Pipeline {
     pub record: Addr<RecordActor>,
     pub dispatcher: Addr<DispatcherActor>,
     timer: Addr<TimerActor>,
+    pruner: Addr<PrunerActor>,
+    /// `locked_by` of this process's claims (and `acked_by` of receipts).
+    pub owner: Arc<str>,
 }
 
 impl Pipeline {
@@ -47,6 +53,7 @@ impl Pipeline {
     ) -> Pipeline {
         let owner: Arc<str> = instance_id().into();
         let retry = RetryPolicy::from_config(config);
+        let receipts = config.receipts.retention_days > 0;
         let executors = {
             let (db, owner, metrics) = (db.clone(), owner.clone(), metrics.clone());
             SyncArbiter::start(config.executors, move || {
@@ -56,6 +63,7 @@ impl Pipeline {
                     owner.clone(),
                     retry,
                     metrics.clone(),
+                    receipts,
                 )
             })
         };
@@ -64,6 +72,7 @@ impl Pipeline {
             lease: Duration::from_secs(config.lease_secs),
             capacity: config.executors,
             tick: Duration::from_millis(config.tick_ms),
+            max_per_sec: config.max_deletions_per_sec,
         };
         let dispatcher = DispatcherActor::new(
             db.clone(),
@@ -75,6 +84,13 @@ impl Pipeline {
         .start();
         let timer =
             TimerActor::new(dispatcher.clone(), Duration::from_millis(config.tick_ms)).start();
+        let pruner = PrunerActor::new(
+            db.clone(),
+            owner.clone(),
+            config.receipts.retention_days,
+            Duration::from_secs(config.receipts.prune_every_secs),
+        )
+        .start();
         let record = RecordActor::new(db, dispatcher.clone(), metrics).start();
         log::info!(
             "pipeline started as {owner}: {} executors",
@@ -84,6 +100,8 @@ impl Pipeline {
             record,
             dispatcher,
             timer,
+            pruner,
+            owner,
         }
     }
 
@@ -92,6 +110,7 @@ impl Pipeline {
     /// running after that.
     pub async fn shutdown(&self, timeout: Duration) {
         let _ = self.timer.send(StopTimer).await;
+        let _ = self.pruner.send(StopPruner).await;
         let drained = actix_web::rt::time::timeout(timeout, self.dispatcher.send(Shutdown)).await;
         if drained.is_err() {
             let released = self.dispatcher.send(ReleaseInFlight).await.unwrap_or(0);

@@ -11,6 +11,7 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 
 use super::dispatcher::{DispatcherActor, Nudge};
+use crate::db::models::Source;
 use crate::db::queries::{self, RecordRequest};
 use crate::db::{now_ms, Db, DbError};
 use crate::metrics::Metrics;
@@ -95,6 +96,8 @@ pub struct Record {
     ids: Vec<VideoId>,
     not_before: i64,
     counted: bool,
+    source: Source,
+    request_id: Option<String>,
 }
 
 impl Record {
@@ -108,6 +111,18 @@ impl Record {
             ids,
             not_before,
             counted: true,
+            source: Source::V1,
+            request_id: None,
+        }
+    }
+
+    /// Where the request came from, and its `X-Request-Id`: kept with its
+    /// rows and in their receipts.
+    pub fn from(self, source: Source, request_id: Option<String>) -> Record {
+        Record {
+            source,
+            request_id,
+            ..self
         }
     }
 
@@ -141,6 +156,8 @@ impl Handler<Record> for RecordActor {
                 ids: msg.ids,
                 not_before: msg.not_before,
                 counted: msg.counted,
+                source: msg.source,
+                request_id: msg.request_id,
             },
             tx,
         ));

@@ -91,6 +91,7 @@ mod tests {
         let claimed = |attempts| Claimed {
             id: "v".into(),
             attempts,
+            ..Claimed::default()
         };
         let first = p.failure(&claimed(0), "e".into(), 10_000);
         assert_eq!(first.attempts, 1);

@@ -649,8 +649,25 @@ pub fn two_hours_ahead() -> i64 {
 /// Leases up to `limit` due rows to `owner`, as another instance would.
 pub fn claim_as(db: &Db, owner: &str, limit: usize) -> Vec<video_scheduler::db::models::Claimed> {
     let later = two_hours_ahead();
-    db.write(|c| video_scheduler::db::queries::claim(c, owner, later, later + 60_000, limit))
+    claim_at(db, owner, later, later + 60_000, limit)
+}
+
+/// Leases up to `limit` rows due at `now` to `owner` until `until` (none
+/// while paused).
+pub fn claim_at(
+    db: &Db,
+    owner: &str,
+    now: i64,
+    until: i64,
+    limit: usize,
+) -> Vec<video_scheduler::db::models::Claimed> {
+    match db
+        .write(|c| video_scheduler::db::queries::claim(c, owner, now, until, limit))
         .unwrap()
+    {
+        video_scheduler::db::models::Claim::Batch(batch) => batch,
+        video_scheduler::db::models::Claim::Paused => Vec::new(),
+    }
 }
 
 /// A mount made by a test (tests run as root), unmounted on drop even if
@@ -722,14 +739,22 @@ pub fn done(
 
 /// Acks `claimed` as a failure that used its last attempt: state `failed`.
 pub fn fail_for_good(db: &Db, owner: &str, claimed: &video_scheduler::db::models::Claimed) {
+    fail_all_for_good(db, owner, std::slice::from_ref(claimed));
+}
+
+/// Acks all of `claimed` as failures that used their last attempt.
+pub fn fail_all_for_good(db: &Db, owner: &str, claimed: &[video_scheduler::db::models::Claimed]) {
     let policy = video_scheduler::pipeline::retry::RetryPolicy {
         max_attempts: 1,
         base_ms: 1,
         max_ms: 1,
     };
-    let failures = [policy.failure(claimed, "boom".into(), now_ms())];
+    let failures: Vec<_> = claimed
+        .iter()
+        .map(|c| policy.failure(c, "boom".into(), now_ms()))
+        .collect();
     let counts = db
-        .write(|c| video_scheduler::db::queries::ack(c, owner, &[], &failures))
+        .write(|c| video_scheduler::db::queries::ack(c, owner, &[], &failures, None))
         .unwrap();
-    assert_eq!(counts.failed, 1);
+    assert_eq!(counts.failed, claimed.len());
 }

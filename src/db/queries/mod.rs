@@ -23,14 +23,21 @@
 //! each arm says why.
 
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Text};
+use diesel::sql_types::{Array, BigInt, Nullable, Text};
 
-use super::models::{AckCounts, Claimed, Deletion, Done, Failure, NewDeletion, State, Stats};
+use super::models::{
+    AckCounts, Claim, Claimed, CountDelta, Deletion, Done, Failure, NewDeletion, Source, State,
+    Stats,
+};
 use super::schema::video_del_rec::dsl as t;
 use super::{AnyConnection, Conn};
 use crate::video_id::VideoId;
 
-/// Rows per multi-row INSERT: 3 binds each stays below SQLite's 32766 and
+pub mod controls;
+pub mod counts;
+pub mod receipts;
+
+/// Rows per multi-row INSERT: 5 binds each stays below SQLite's 32766 and
 /// MySQL's 65535 placeholders.
 const INSERT_CHUNK: usize = 5000;
 
@@ -44,6 +51,9 @@ pub struct RecordRequest {
     /// Whether the caller needs to know how many of its ids were new (the
     /// v1 batch route does; the seed route answers 200 either way).
     pub counted: bool,
+    /// Where it came from, and its `X-Request-Id`, kept with each row.
+    pub source: Source,
+    pub request_id: Option<String>,
 }
 
 /// What a group commit did.
@@ -55,60 +65,79 @@ pub struct Inserted {
     pub total: usize,
 }
 
-/// Inserts the ids that are not queued yet, in the order given (sorted ids
-/// keep lock order consistent between instances). Ids already present, in
-/// any state, are left untouched (recording is idempotent). `state` and
-/// `attempts` take their column defaults (`pending`, 0). Returns how many
-/// rows were new.
-pub fn insert_new<I: AsRef<str>>(
-    conn: &mut Conn,
-    ids: &[I],
-    now: i64,
-    not_before: i64,
-) -> QueryResult<usize> {
-    if ids.is_empty() {
+/// One row to insert.
+#[derive(Debug, Clone, Copy)]
+pub struct NewRow<'a> {
+    pub id: &'a str,
+    pub not_before: i64,
+    pub source: Source,
+    pub request_id: Option<&'a str>,
+}
+
+/// Inserts the rows whose id is not queued yet, in the order given (sorted
+/// ids keep lock order consistent between instances), and adds them to the
+/// kept count of queued rows. Ids already present, in any state, are left
+/// untouched (recording is idempotent). `state` and `attempts` take their
+/// column defaults (`pending`, 0). Returns how many rows were new.
+fn insert_new(conn: &mut Conn, rows: &[NewRow<'_>], now: i64) -> QueryResult<usize> {
+    if rows.is_empty() {
         return Ok(0);
     }
     // "Skip ids that exist" is spelled differently per backend; diesel's
     // MultiBackend has no common form, so each arm uses its own.
     #[cfg(feature = "postgres")]
     if let AnyConnection::Pg(c) = conn {
-        // One array parameter instead of three per row: far less to encode
-        // and parse than a multi-row VALUES list.
-        let ids: Vec<&str> = ids.iter().map(AsRef::as_ref).collect();
-        return diesel::sql_query(
-            "INSERT INTO video_del_rec (id, created_at, not_before) \
-             SELECT id, $1, $2 FROM unnest($3::varchar[]) AS new(id) \
-             ON CONFLICT DO NOTHING",
+        // One array parameter per column instead of five binds per row,
+        // and the count kept in the same statement: one round trip.
+        #[derive(QueryableByName)]
+        struct New {
+            #[diesel(sql_type = BigInt)]
+            new: i64,
+        }
+        let inserted: New = diesel::sql_query(
+            "WITH new AS (                INSERT INTO video_del_rec (id, created_at, not_before, source, request_id)                SELECT id, $1, not_before, source, request_id                FROM unnest($2::varchar[], $3::bigint[], $4::varchar[], $5::varchar[])                  AS row(id, not_before, source, request_id)                ON CONFLICT DO NOTHING RETURNING 1)              UPDATE video_del_counts SET queued = queued + (SELECT count(*) FROM new)              WHERE shard = $6 RETURNING (SELECT count(*) FROM new) AS new",
         )
         .bind::<BigInt, _>(now)
-        .bind::<BigInt, _>(not_before)
-        .bind::<diesel::sql_types::Array<Text>, _>(ids)
-        .execute(c);
+        .bind::<Array<Text>, _>(rows.iter().map(|r| r.id).collect::<Vec<_>>())
+        .bind::<Array<BigInt>, _>(rows.iter().map(|r| r.not_before).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(rows.iter().map(|r| r.source.as_str()).collect::<Vec<_>>())
+        .bind::<Array<Nullable<Text>>, _>(rows.iter().map(|r| r.request_id).collect::<Vec<_>>())
+        .bind::<diesel::sql_types::Integer, _>(counts::shard())
+        .get_result(c)?;
+        return Ok(inserted.new as usize);
     }
     let mut inserted = 0;
-    for chunk in ids.chunks(INSERT_CHUNK) {
-        let rows: Vec<NewDeletion<'_>> = chunk
+    for chunk in rows.chunks(INSERT_CHUNK) {
+        let values: Vec<NewDeletion<'_>> = chunk
             .iter()
-            .map(|id| NewDeletion {
-                id: id.as_ref(),
+            .map(|row| NewDeletion {
+                id: row.id,
                 created_at: now,
-                not_before,
+                not_before: row.not_before,
+                source: row.source.as_str(),
+                request_id: row.request_id,
             })
             .collect();
         inserted += match conn {
             #[cfg(feature = "sqlite")]
             AnyConnection::Sqlite(c) => diesel::insert_or_ignore_into(t::video_del_rec)
-                .values(&rows)
+                .values(&values)
                 .execute(c)?,
             #[cfg(feature = "mysql")]
             AnyConnection::Mysql(c) => diesel::insert_or_ignore_into(t::video_del_rec)
-                .values(&rows)
+                .values(&values)
                 .execute(c)?,
             #[cfg(feature = "postgres")]
             AnyConnection::Pg(_) => unreachable!("handled above"),
         };
     }
+    counts::add(
+        conn,
+        CountDelta {
+            queued: inserted as i64,
+            ..CountDelta::default()
+        },
+    )?;
     Ok(inserted)
 }
 
@@ -118,73 +147,100 @@ pub fn insert_new<I: AsRef<str>>(
 /// trip; counted requests get a statement each, for their own count.
 pub fn record_many(conn: &mut Conn, requests: &[RecordRequest], now: i64) -> QueryResult<Inserted> {
     let mergeable = |r: &RecordRequest| !r.counted && r.not_before <= now;
-    let mut merged: Vec<&VideoId> = requests
+    let rows = |r| new_rows(r, now);
+    let mut merged: Vec<NewRow<'_>> = requests
         .iter()
         .filter(|r| mergeable(r))
-        .flat_map(|r| &r.ids)
+        .flat_map(rows)
         .collect();
-    merged.sort_unstable();
-    merged.dedup();
+    // Sorted, one row per id (the first request's wins).
+    merged.sort_by(|a, b| a.id.cmp(b.id));
+    merged.dedup_by(|a, b| a.id == b.id);
     let run = |conn: &mut Conn| {
-        let mut total = insert_new(conn, &merged, now, now)?;
+        let mut total = insert_new(conn, &merged, now)?;
         let mut new_rows = Vec::with_capacity(requests.len());
         for request in requests {
             if mergeable(request) {
                 new_rows.push(None);
             } else {
-                let n = insert_new(conn, &request.ids, now, request.not_before)?;
+                let n = insert_new(conn, &rows(request), now)?;
                 total += n;
                 new_rows.push(Some(n));
             }
         }
         Ok(Inserted { new_rows, total })
     };
-    // INSERT statements `insert_new` will issue (at most: PostgreSQL needs one
-    // per call whatever the size).
-    let statements = merged.len().div_ceil(INSERT_CHUNK)
+    // PostgreSQL keeps the count in the INSERT itself: one statement
+    // commits atomically by itself, without BEGIN/COMMIT round trips.
+    let statements = usize::from(!merged.is_empty())
         + requests
             .iter()
-            .filter(|r| !mergeable(r))
-            .map(|r| r.ids.len().div_ceil(INSERT_CHUNK))
-            .sum::<usize>();
-    if statements <= 1 {
-        // One statement commits atomically by itself: no BEGIN/COMMIT
-        // round trips.
+            .filter(|r| !mergeable(r) && !r.ids.is_empty())
+            .count();
+    if is_postgres(conn) && statements <= 1 {
         run(conn)
     } else {
         conn.transaction(run)
     }
 }
 
+/// The rows of one request.
+fn new_rows(request: &RecordRequest, now: i64) -> Vec<NewRow<'_>> {
+    request
+        .ids
+        .iter()
+        .map(|id| NewRow {
+            id: id.as_str(),
+            not_before: request.not_before.max(now),
+            source: request.source,
+            request_id: request.request_id.as_deref(),
+        })
+        .collect()
+}
+
+fn is_postgres(conn: &Conn) -> bool {
+    #[cfg(feature = "postgres")]
+    if let AnyConnection::Pg(_) = conn {
+        return true;
+    }
+    let _ = conn;
+    false
+}
+
 /// Claims up to `limit` due rows, oldest due first, leasing them to `owner`
 /// until `lease_until`. Rows whose lease expired are due again and are
-/// claimed like pending ones.
+/// claimed like pending ones. Nothing is claimed while an operator has
+/// paused deletions: the pause is checked inside the claim statement, so
+/// that every instance stops at its next claim; an empty claim then says
+/// whether it was the pause.
 pub fn claim(
     conn: &mut Conn,
     owner: &str,
     now: i64,
     lease_until: i64,
     limit: usize,
-) -> QueryResult<Vec<Claimed>> {
+) -> QueryResult<Claim> {
     let limit = limit as i64;
     // Raw SQL: diesel's DSL does not take an ordered, limited subselect as
     // an update target. The subselect walks the `not_before` index.
-    match conn {
+    let claimed: Vec<Claimed> = match conn {
         // One writer per process and an atomic statement: no locking clause.
         #[cfg(feature = "sqlite")]
         AnyConnection::Sqlite(c) => diesel::sql_query(
             "UPDATE video_del_rec \
              SET state = 'running', locked_by = ?, locked_until = ?, not_before = ? \
              WHERE id IN (SELECT id FROM video_del_rec WHERE not_before <= ? \
+                          AND NOT EXISTS (SELECT 1 FROM video_del_control \
+                                          WHERE name = 'paused' AND value <> 0) \
                           ORDER BY not_before LIMIT ?) \
-             RETURNING id, attempts",
+             RETURNING id, attempts, created_at, source, request_id",
         )
         .bind::<Text, _>(owner)
         .bind::<BigInt, _>(lease_until)
         .bind::<BigInt, _>(lease_until)
         .bind::<BigInt, _>(now)
         .bind::<BigInt, _>(limit)
-        .load(c),
+        .load(c)?,
         // The same statement, with SKIP LOCKED: rows another instance is
         // claiming right now are skipped, not waited for.
         #[cfg(feature = "postgres")]
@@ -192,20 +248,25 @@ pub fn claim(
             "UPDATE video_del_rec \
              SET state = 'running', locked_by = $1, locked_until = $2, not_before = $2 \
              WHERE id IN (SELECT id FROM video_del_rec WHERE not_before <= $3 \
+                          AND NOT EXISTS (SELECT 1 FROM video_del_control \
+                                          WHERE name = 'paused' AND value <> 0) \
                           ORDER BY not_before LIMIT $4 FOR UPDATE SKIP LOCKED) \
-             RETURNING id, attempts",
+             RETURNING id, attempts, created_at, source, request_id",
         )
         .bind::<Text, _>(owner)
         .bind::<BigInt, _>(lease_until)
         .bind::<BigInt, _>(now)
         .bind::<BigInt, _>(limit)
-        .load(c),
+        .load(c)?,
         // No UPDATE ... RETURNING: lock the due rows, then lease them, in
         // one transaction (READ COMMITTED, see connection.rs).
         #[cfg(feature = "mysql")]
         AnyConnection::Mysql(c) => c.transaction(|c| {
             let due: Vec<Claimed> = diesel::sql_query(
-                "SELECT id, attempts FROM video_del_rec WHERE not_before <= ? \
+                "SELECT id, attempts, created_at, source, request_id FROM video_del_rec \
+                 WHERE not_before <= ? \
+                 AND NOT EXISTS (SELECT 1 FROM video_del_control \
+                                 WHERE name = 'paused' AND value <> 0) \
                  ORDER BY not_before LIMIT ? FOR UPDATE SKIP LOCKED",
             )
             .bind::<BigInt, _>(now)
@@ -222,41 +283,51 @@ pub fn claim(
                     ))
                     .execute(c)?;
             }
-            Ok(due)
-        }),
+            Ok::<_, diesel::result::Error>(due)
+        })?,
+    };
+    if claimed.is_empty() && controls::paused(conn)? {
+        return Ok(Claim::Paused);
     }
+    Ok(Claim::Batch(claimed))
 }
 
 /// Acks one executed batch in one transaction: removes the rows whose files
-/// are gone and reschedules (or fails) the others, all only while `owner`
-/// still holds them.
+/// are gone, writes their receipts (completed at `receipts_at`; `None`
+/// when receipts are off), reschedules (or fails) the others, all only
+/// while `owner` still holds them, and keeps the counts.
 pub fn ack(
     conn: &mut Conn,
     owner: &str,
     done: &[Done],
     failures: &[Failure],
+    receipts_at: Option<i64>,
 ) -> QueryResult<AckCounts> {
-    let done: Vec<&str> = done.iter().map(|d| d.claimed.id.as_str()).collect();
-    let remove_done = |conn: &mut Conn, counts: &mut AckCounts| -> QueryResult<()> {
-        if !done.is_empty() {
-            counts.removed = diesel::delete(
-                t::video_del_rec
-                    .filter(t::id.eq_any(&done))
-                    .filter(t::locked_by.eq(owner)),
-            )
-            .execute(conn)?;
-            counts.lost_lease += done.len() - counts.removed;
-        }
-        Ok(())
-    };
-    let mut counts = AckCounts::default();
-    if failures.is_empty() {
-        // The usual batch: one DELETE, atomic by itself.
-        remove_done(conn, &mut counts)?;
-        return Ok(counts);
-    }
     conn.transaction(|conn| {
-        remove_done(conn, &mut counts)?;
+        let mut counts = AckCounts::default();
+        let mut delta = CountDelta::default();
+        if !done.is_empty() {
+            let ids: Vec<&str> = done.iter().map(|d| d.claimed.id.as_str()).collect();
+            let removed = match receipts_at {
+                // Which rows went matters: only they get a receipt.
+                Some(completed_at) => {
+                    let removed = remove_leased(conn, owner, &ids)?;
+                    let kept = receipts::write(conn, owner, done, &removed, completed_at)?;
+                    counts.receipts = removed.len();
+                    delta.done += kept;
+                    removed.len()
+                }
+                None => diesel::delete(
+                    t::video_del_rec
+                        .filter(t::id.eq_any(&ids))
+                        .filter(t::locked_by.eq(owner)),
+                )
+                .execute(conn)?,
+            };
+            counts.removed = removed;
+            counts.lost_lease += done.len() - removed;
+            delta.queued -= removed as i64;
+        }
         for failure in failures {
             let state = match failure.retry_at {
                 Some(_) => State::Pending,
@@ -278,12 +349,39 @@ pub fn ack(
             .execute(conn)?;
             match (updated, state) {
                 (0, _) => counts.lost_lease += 1,
-                (_, State::Failed) => counts.failed += 1,
+                (_, State::Failed) => {
+                    counts.failed += 1;
+                    delta.queued -= 1;
+                    delta.failed += 1;
+                }
                 _ => counts.retried += 1,
             }
         }
+        counts::add(conn, delta)?;
         Ok(counts)
     })
+}
+
+/// Deletes the rows of `ids` still leased to `owner`; returns their ids.
+fn remove_leased(conn: &mut Conn, owner: &str, ids: &[&str]) -> QueryResult<Vec<String>> {
+    let leased = t::video_del_rec
+        .filter(t::id.eq_any(ids))
+        .filter(t::locked_by.eq(owner));
+    match conn {
+        #[cfg(feature = "sqlite")]
+        AnyConnection::Sqlite(c) => diesel::delete(leased).returning(t::id).load(c),
+        #[cfg(feature = "postgres")]
+        AnyConnection::Pg(c) => diesel::delete(leased).returning(t::id).load(c),
+        // MySQL has no DELETE ... RETURNING: lock them, then delete them.
+        #[cfg(feature = "mysql")]
+        AnyConnection::Mysql(c) => {
+            let ours: Vec<String> = leased.select(t::id).for_update().load(c)?;
+            if !ours.is_empty() {
+                diesel::delete(t::video_del_rec.filter(t::id.eq_any(&ours))).execute(c)?;
+            }
+            Ok(ours)
+        }
+    }
 }
 
 /// Gives claimed rows back, pending and due at `due_at`, for the next claim
@@ -356,18 +454,30 @@ pub enum Change {
 }
 
 /// Cancels a request unless an instance holds a live lease on it. `id` is
-/// the row's exact text (it may not be a valid video id).
+/// the row's exact text (it may not be a valid video id). Each DELETE
+/// names the state it removes, so the kept counts follow exactly.
 pub fn cancel(conn: &mut Conn, id: &str, now: i64) -> QueryResult<Change> {
     conn.transaction(|conn| {
-        let removed = diesel::delete(
-            t::video_del_rec.find(id).filter(
+        let row = t::video_del_rec.find(id);
+        let failed =
+            diesel::delete(row.filter(t::state.eq(State::Failed.as_str()))).execute(conn)? as i64;
+        let queued = diesel::delete(
+            row.filter(t::state.ne(State::Failed.as_str())).filter(
                 t::state
                     .ne(State::Running.as_str())
                     .or(t::locked_until.le(now)),
             ),
         )
-        .execute(conn)?;
-        if removed > 0 {
+        .execute(conn)? as i64;
+        if failed + queued > 0 {
+            counts::add(
+                conn,
+                CountDelta {
+                    queued: -queued,
+                    failed: -failed,
+                    done: 0,
+                },
+            )?;
             return Ok(Change::Done);
         }
         Ok(match get(conn, id)? {
@@ -380,14 +490,7 @@ pub fn cancel(conn: &mut Conn, id: &str, now: i64) -> QueryResult<Change> {
 /// Moves a failed request back to pending, due now, with its attempts reset.
 pub fn retry(conn: &mut Conn, id: &VideoId, now: i64) -> QueryResult<Change> {
     conn.transaction(|conn| {
-        let updated = diesel::update(
-            t::video_del_rec
-                .find(id.as_str())
-                .filter(t::state.eq(State::Failed.as_str())),
-        )
-        .set(retry_columns(now))
-        .execute(conn)?;
-        if updated > 0 {
+        if retry_ids(conn, &[id.as_str()], now)? > 0 {
             return Ok(Change::Done);
         }
         Ok(match get(conn, id.as_str())? {
@@ -410,12 +513,17 @@ pub fn ids_after(conn: &mut Conn, after: Option<&str>, limit: usize) -> QueryRes
     query.load(conn)
 }
 
-/// Ids of failed requests after `after`, in id order: a page for the bulk
-/// actions (walks the `(state, id)` index).
-pub fn failed_ids(conn: &mut Conn, after: Option<&str>, limit: usize) -> QueryResult<Vec<String>> {
+/// Ids of requests in `state` after `after`, in id order: a page for the
+/// bulk actions (walks the `(state, id)` index).
+pub fn ids_in_state(
+    conn: &mut Conn,
+    state: State,
+    after: Option<&str>,
+    limit: usize,
+) -> QueryResult<Vec<String>> {
     let mut query = t::video_del_rec
         .select(t::id)
-        .filter(t::state.eq(State::Failed.as_str()))
+        .filter(t::state.eq(state.as_str()))
         .order(t::id.asc())
         .limit(limit as i64)
         .into_boxed();
@@ -431,13 +539,49 @@ pub fn retry_ids(conn: &mut Conn, ids: &[&str], now: i64) -> QueryResult<usize> 
     if ids.is_empty() {
         return Ok(0);
     }
-    diesel::update(
+    let moved = diesel::update(
         t::video_del_rec
             .filter(t::id.eq_any(ids))
             .filter(t::state.eq(State::Failed.as_str())),
     )
     .set(retry_columns(now))
-    .execute(conn)
+    .execute(conn)?;
+    counts::add(
+        conn,
+        CountDelta {
+            queued: moved as i64,
+            failed: -(moved as i64),
+            done: 0,
+        },
+    )?;
+    Ok(moved)
+}
+
+/// Cancels these requests, those of them still in `state` (a pending one
+/// being claimed right now is running, and left alone). Returns how many.
+pub fn cancel_ids(conn: &mut Conn, ids: &[&str], state: State) -> QueryResult<usize> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let cancelled = diesel::delete(
+        t::video_del_rec
+            .filter(t::id.eq_any(ids))
+            .filter(t::state.eq(state.as_str())),
+    )
+    .execute(conn)?;
+    let n = cancelled as i64;
+    let delta = match state {
+        State::Failed => CountDelta {
+            failed: -n,
+            ..CountDelta::default()
+        },
+        _ => CountDelta {
+            queued: -n,
+            ..CountDelta::default()
+        },
+    };
+    counts::add(conn, delta)?;
+    Ok(cancelled)
 }
 
 #[allow(clippy::type_complexity)]
@@ -455,34 +599,33 @@ fn retry_columns(
     )
 }
 
-/// Counts by state (an index-only scan of `(state, id)`) and the oldest due
-/// `not_before` (one probe of the `not_before` index).
+/// Counts by state from the kept counts (a sum over 16 rows), the running
+/// rows from the `(state, id)` index (at most the rows leased now), the
+/// oldest due `not_before` (one probe of the `not_before` index) and the
+/// pause switch. A few index probes whatever the size of the table.
 pub fn stats(conn: &mut Conn, now: i64) -> QueryResult<Stats> {
-    let counts: Vec<(String, i64)> = t::video_del_rec
-        .group_by(t::state)
-        .select((t::state, diesel::dsl::count_star()))
-        .load(conn)?;
+    let kept = counts::totals(conn)?;
+    let running: i64 = t::video_del_rec
+        .filter(t::state.eq(State::Running.as_str()))
+        .count()
+        .get_result(conn)?;
     let oldest_due: Option<i64> = t::video_del_rec
         .select(diesel::dsl::min(t::not_before))
         .filter(t::not_before.le(now))
         .first(conn)?;
-    let mut stats = Stats {
+    Ok(Stats {
+        pending: kept.queued - running,
+        running,
+        failed: kept.failed,
+        done: kept.done,
         oldest_due_age_ms: oldest_due.map(|due| (now - due).max(0)),
-        ..Stats::default()
-    };
-    for (state, count) in counts {
-        match State::parse(&state) {
-            Some(State::Pending) => stats.pending += count,
-            Some(State::Running) => stats.running += count,
-            Some(State::Failed) => stats.failed += count,
-            None => {}
-        }
-    }
-    Ok(stats)
+        paused: controls::paused(conn)?,
+    })
 }
 
-/// Deletes rows by id, whoever holds them: the benchmark's raw limit (no
-/// lease, no fence) measures the cost of the bare statement.
+/// Deletes rows by id, whoever holds them, without keeping counts: the
+/// benchmark's raw limit (no lease, no fence) measures the cost of the bare
+/// statement.
 pub fn delete_ids(conn: &mut Conn, ids: &[String]) -> QueryResult<usize> {
     diesel::delete(t::video_del_rec.filter(t::id.eq_any(ids))).execute(conn)
 }

@@ -1,0 +1,3 @@
+DROP TABLE video_del_control;
+DROP TABLE video_del_receipt;
+ALTER TABLE video_del_rec DROP COLUMN request_id, DROP COLUMN source;

@@ -1,0 +1,4 @@
+DROP TABLE video_del_control;
+DROP TABLE video_del_receipt;
+ALTER TABLE video_del_rec DROP COLUMN request_id;
+ALTER TABLE video_del_rec DROP COLUMN source;

@@ -1,0 +1,98 @@
+//! The kept counts (`video_del_counts`): queued (pending and running) and
+//! failed requests, and receipts. Every transaction that changes them adds
+//! its changes to one of 16 rows, chosen at random, in the same
+//! transaction: a count is always exact, and concurrent instances rarely
+//! wait for each other on the same row. The row is the last thing such a
+//! transaction locks, so it cannot take part in a lock cycle.
+
+use diesel::prelude::*;
+
+use super::super::models::CountDelta;
+use super::super::schema::video_del_counts::dsl as c;
+use super::super::schema::{video_del_rec, video_del_receipt};
+use super::super::{AnyConnection, Conn};
+
+/// Rows of `video_del_counts` (as the migration creates them).
+pub const SHARDS: i32 = 16;
+
+/// The row a transaction adds its changes to.
+pub fn shard() -> i32 {
+    fastrand::i32(0..SHARDS)
+}
+
+/// Adds `delta` to the kept counts (nothing when there is nothing to add).
+pub fn add(conn: &mut Conn, delta: CountDelta) -> QueryResult<()> {
+    if delta == CountDelta::default() {
+        return Ok(());
+    }
+    diesel::update(c::video_del_counts.find(shard()))
+        .set((
+            c::queued.eq(c::queued + delta.queued),
+            c::failed.eq(c::failed + delta.failed),
+            c::done.eq(c::done + delta.done),
+        ))
+        .execute(conn)
+        .map(drop)
+}
+
+/// The counts: the sum of the 16 rows.
+pub fn totals(conn: &mut Conn) -> QueryResult<CountDelta> {
+    let rows: Vec<(i64, i64, i64)> = c::video_del_counts
+        .select((c::queued, c::failed, c::done))
+        .load(conn)?;
+    Ok(rows
+        .into_iter()
+        .fold(CountDelta::default(), |sum, row| CountDelta {
+            queued: sum.queued + row.0,
+            failed: sum.failed + row.1,
+            done: sum.done + row.2,
+        }))
+}
+
+/// Counts the tables again and sets the kept counts to the result, for
+/// rows written by hand (outside the scheduler). The count rows are locked
+/// first: a transaction changing the tables meanwhile waits to add its
+/// changes until the new counts are in place, so none is lost or counted
+/// twice. Scans the tables: meant for an operator, now and then.
+pub fn recount(conn: &mut Conn) -> QueryResult<CountDelta> {
+    conn.transaction(|conn| {
+        match conn {
+            #[cfg(feature = "sqlite")]
+            // The single writer: starting with a write takes the lock.
+            AnyConnection::Sqlite(_) => {}
+            #[cfg(feature = "postgres")]
+            AnyConnection::Pg(pg) => {
+                diesel::sql_query("LOCK TABLE video_del_counts IN EXCLUSIVE MODE").execute(pg)?;
+            }
+            #[cfg(feature = "mysql")]
+            AnyConnection::Mysql(my) => {
+                c::video_del_counts
+                    .select(c::shard)
+                    .for_update()
+                    .load::<i32>(my)?;
+            }
+        }
+        diesel::update(c::video_del_counts)
+            .set((c::queued.eq(0), c::failed.eq(0), c::done.eq(0)))
+            .execute(conn)?;
+        let failed: i64 = video_del_rec::table
+            .filter(video_del_rec::state.eq("failed"))
+            .count()
+            .get_result(conn)?;
+        let all: i64 = video_del_rec::table.count().get_result(conn)?;
+        let done: i64 = video_del_receipt::table.count().get_result(conn)?;
+        let counted = CountDelta {
+            queued: all - failed,
+            failed,
+            done,
+        };
+        diesel::update(c::video_del_counts.find(0))
+            .set((
+                c::queued.eq(counted.queued),
+                c::failed.eq(counted.failed),
+                c::done.eq(counted.done),
+            ))
+            .execute(conn)?;
+        Ok(counted)
+    })
+}
