@@ -27,10 +27,12 @@
 //!   disk (templated paths under a root, never escaping it).
 //! - [`schedule`]: a schedule (delay, RFC 3339 time) into epoch ms and back.
 //! - [`http`]: routes, auth, limits; [`error`] maps errors to HTTP once.
-//! - [`metrics`]: Prometheus counters, served at `/metrics`.
+//! - [`metrics`]: Prometheus counters, served at `/metrics`; [`activity`]:
+//!   deletions per 10 s for the dashboard's chart.
 //! - [`logging`]: env_logger, with client-caused protocol errors demoted.
 //! - [`cli`]: `serve`, `migrate`, `enqueue`, `stats`, `retry --failed`.
 
+pub mod activity;
 pub mod cli;
 pub mod config;
 pub mod db;
@@ -110,6 +112,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         tokens: config.api_tokens.clone().into(),
         request_timeout: Duration::from_millis(config.client_request_timeout_ms),
         access_log: config.access_log,
+        instance: pipeline.owner.clone(),
     });
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
     let server = HttpServer::new(move || {

@@ -41,6 +41,8 @@ pub struct Metrics {
     pub http_requests: IntCounterVec,
     /// HTTP latency by route template.
     pub http_seconds: HistogramVec,
+    /// Deletions per 10 s over the last 15 minutes, for the dashboard.
+    pub activity: crate::activity::Activity,
 }
 
 /// Buckets from 0.5 ms to about 33 s, four times apart.
@@ -112,6 +114,7 @@ impl Metrics {
                 &["route"],
             )
             .expect("valid metric"),
+            activity: crate::activity::Activity::default(),
             registry,
         };
         for outcome in ["deleted", "missing", "failed"] {

@@ -109,6 +109,7 @@ enum Which {
 struct Figures {
     drain_secs: f64,
     drain_rate: f64,
+    drain_rate_no_receipts: f64,
     raw_rate: f64,
     seed_rps: f64,
     seed_p50: f64,
@@ -164,8 +165,12 @@ fn main() -> anyhow::Result<()> {
         let mut f = Figures::default();
         let run = |m: Measure| args.only.is_empty() || args.only.contains(&m);
         if run(Measure::Drain) {
-            (f.drain_secs, f.drain_rate) = measure::drain(&setup, args.n)?;
-            eprintln!("drain: {:.0}/s", f.drain_rate);
+            (f.drain_secs, f.drain_rate) = measure::drain(&setup, args.n, true)?;
+            f.drain_rate_no_receipts = measure::drain(&setup, args.n, false)?.1;
+            eprintln!(
+                "drain: {:.0}/s ({:.0}/s without receipts)",
+                f.drain_rate, f.drain_rate_no_receipts
+            );
         }
         if run(Measure::Raw) {
             f.raw_rate = measure::raw_limit(&setup, args.n)?;
@@ -250,9 +255,15 @@ fn table(args: &Args, results: &[(Backend, Figures)]) -> String {
     }
     out.push('\n');
     type Row = (&'static str, &'static str, fn(&Figures) -> String);
-    let rows: [Row; 15] = [
+    let rows: [Row; 17] = [
         ("drain, deletions/s", "50k SQLite, 20k others", |f| {
             format!("{:.0}", f.drain_rate)
+        }),
+        ("drain without receipts, deletions/s", "", |f| {
+            format!("{:.0}", f.drain_rate_no_receipts)
+        }),
+        ("drain with / without receipts", ">= 0.9", |f| {
+            format!("{:.2}", f.drain_rate / f.drain_rate_no_receipts)
         }),
         ("drain, seconds", "", |f| format!("{:.2}", f.drain_secs)),
         ("raw limit (unlink + batched DELETE), /s", "", |f| {

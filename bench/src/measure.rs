@@ -127,9 +127,13 @@ pub fn ids(prefix: &str, n: usize) -> Vec<String> {
 }
 
 /// Drain: `n` due ids with real empty files; from the server's start until
-/// every row and file is gone. Returns (seconds, deletions/s).
-pub fn drain(setup: &Setup, n: usize) -> anyhow::Result<(f64, f64)> {
-    let fx = Fixture::new(setup)?;
+/// every row and file is gone, with receipts written (the default) or not
+/// (`receipts.retention_days = 0`). Returns (seconds, deletions/s).
+pub fn drain(setup: &Setup, n: usize, receipts: bool) -> anyhow::Result<(f64, f64)> {
+    let mut fx = Fixture::new(setup)?;
+    if !receipts {
+        fx.config.receipts.retention_days = 0;
+    }
     let ids = ids("drain", n);
     fx.create_files(&ids)?;
     fx.queue(&ids, now_ms())?;

@@ -1,6 +1,7 @@
 //! The HTTP API: routes, shared state, authentication, request limits.
 
 pub mod controls;
+pub mod dashboard;
 pub mod deletions;
 pub mod health;
 pub mod metrics;
@@ -45,6 +46,8 @@ pub struct AppState {
     pub request_timeout: Duration,
     /// Log one line per request (`access_log`).
     pub access_log: bool,
+    /// This process's `locked_by`, shown by the dashboard.
+    pub instance: Arc<str>,
 }
 
 /// A route answering GET, and HEAD the same way without the body (the
@@ -64,6 +67,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .configure(seed::routes)
     .configure(deletions::routes)
     .configure(controls::routes)
+    .configure(dashboard::routes)
     .configure(health::routes)
     .configure(metrics::routes)
     .configure(openapi::routes);
@@ -90,15 +94,18 @@ fn query_error(e: QueryPayloadError) -> ApiError {
     ApiError::BadRequest(format!("invalid query string: {e}"))
 }
 
-/// Middleware: when tokens are configured, every route but the probes needs
-/// `Authorization: Bearer <token>` (the scheme in any case, RFC 7235).
+/// Middleware: when tokens are configured, every route but the probes and
+/// the dashboard's page needs `Authorization: Bearer <token>` (the scheme
+/// in any case, RFC 7235).
 pub async fn authenticate(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
     let allowed = match req.app_data::<web::Data<AppState>>() {
         Some(state) if !state.tokens.is_empty() => {
-            matches!(req.path(), "/healthz" | "/readyz")
+            // The probes, and the dashboard's page (it holds no data; its
+            // calls carry the token).
+            matches!(req.path(), "/healthz" | "/readyz" | "/")
                 || req
                     .headers()
                     .get(header::AUTHORIZATION)

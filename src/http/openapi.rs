@@ -5,7 +5,7 @@ use actix_web::{web, HttpResponse};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{controls, deletions, health, metrics, seed};
+use super::{controls, dashboard, deletions, health, metrics, seed};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -26,6 +26,8 @@ use super::{controls, deletions, health, metrics, seed};
         deletions::stats,
         controls::pause,
         controls::resume,
+        dashboard::page,
+        dashboard::activity,
         health::healthz,
         health::readyz,
         metrics::metrics,

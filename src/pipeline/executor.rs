@@ -203,6 +203,10 @@ impl Handler<DeleteBatch> for ExecutorActor {
                 .inc_by(n as u64);
         }
         self.metrics.batches.inc();
+        self.metrics.activity.add(
+            (report.deleted + report.missing) as u64,
+            report.failed as u64,
+        );
         let ack = self.ack(&verdict);
         self.metrics
             .batch_seconds
