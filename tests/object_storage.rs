@@ -203,6 +203,7 @@ fn throttling_longer_than_the_retry_budget_goes_through_the_failure_path() {
     wait_until("the row is removed", || app.row_count() == 0);
 }
 
+#[cfg(any(feature = "mysql", feature = "postgres"))]
 mod shared_bucket {
     use super::*;
 
@@ -223,7 +224,7 @@ mod shared_bucket {
 /// deletion of a key from the first): the sum over both instances is the
 /// number of ids only if each was handled once. (Keys rather than prefixes:
 /// s3s-fs lists by walking the whole bucket.)
-#[allow(dead_code)]
+#[cfg(any(feature = "mysql", feature = "postgres"))]
 fn two_instances_drain_one_bucket_and_each_id_is_acked_once(backend: Backend) {
     let settings = |c: &mut Config| {
         c.batch_size = 100;

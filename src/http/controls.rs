@@ -7,14 +7,15 @@ use actix_web::{web, HttpResponse};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use super::router::Routes;
 use super::AppState;
 use crate::db::now_ms;
 use crate::db::queries::controls;
 use crate::error::{ApiError, ErrorBody};
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/v1/pause", web::post().to(pause))
-        .route("/v1/resume", web::post().to(resume));
+pub fn routes(routes: &mut Routes) {
+    routes.resource("/v1/pause").post(pause);
+    routes.resource("/v1/resume").post(resume);
 }
 
 /// Whether deletions are paused.

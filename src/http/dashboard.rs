@@ -10,15 +10,16 @@ use actix_web::{web, HttpResponse};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use super::router::Routes;
 use super::AppState;
 use crate::activity::{Bucket, BUCKET_MS};
 
 /// The page, embedded at compile time.
 const PAGE: &str = include_str!("dashboard/index.html");
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/", super::get().to(page))
-        .route("/v1/activity", super::get().to(activity));
+pub fn routes(routes: &mut Routes) {
+    routes.resource("/").get(page);
+    routes.resource("/v1/activity").get(activity);
 }
 
 /// The dashboard page.

@@ -13,6 +13,7 @@ use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 
 use super::request_id::RequestId;
+use super::router::Routes;
 use super::AppState;
 use crate::db::models::{Deletion, Receipt, Source, State, Stats};
 use crate::db::queries::{self, receipts, Change};
@@ -33,33 +34,26 @@ pub const MAX_LIMIT: usize = 1000;
 /// characters, up to 4 bytes each.
 pub const MAX_RAW_ID: usize = 256;
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/v1/deletions")
-            .route(web::post().to(create))
-            .route(super::get().to(list)),
-    )
+pub fn routes(routes: &mut Routes) {
+    routes.resource("/v1/deletions").post(create).get(list);
     // The bulk actions. `retry` and `cancel` are also valid video ids: GET
     // and DELETE of these paths still mean the request of that id.
-    .service(
-        web::resource("/v1/deletions/{id:retry}")
-            .route(web::post().to(bulk_retry))
-            .route(super::get().to(show))
-            .route(web::delete().to(cancel)),
-    )
-    .service(
-        web::resource("/v1/deletions/{id:cancel}")
-            .route(web::post().to(bulk_cancel))
-            .route(super::get().to(show))
-            .route(web::delete().to(cancel)),
-    )
-    .service(
-        web::resource("/v1/deletions/{id}")
-            .route(super::get().to(show))
-            .route(web::delete().to(cancel)),
-    )
-    .service(web::resource("/v1/deletions/{id}/retry").route(web::post().to(retry)))
-    .service(web::resource("/v1/stats").route(super::get().to(stats)));
+    routes
+        .resource("/v1/deletions/{id:retry}")
+        .post(bulk_retry)
+        .get(show)
+        .delete(cancel);
+    routes
+        .resource("/v1/deletions/{id:cancel}")
+        .post(bulk_cancel)
+        .get(show)
+        .delete(cancel);
+    routes
+        .resource("/v1/deletions/{id}")
+        .get(show)
+        .delete(cancel);
+    routes.resource("/v1/deletions/{id}/retry").post(retry);
+    routes.resource("/v1/stats").get(stats);
 }
 
 /// Body of `POST /v1/deletions`. At most one of `delay_secs` and

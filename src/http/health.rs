@@ -3,12 +3,13 @@
 
 use actix_web::{web, HttpResponse};
 
+use super::router::Routes;
 use super::AppState;
 use crate::error::ApiError;
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", super::get().to(healthz))
-        .route("/readyz", super::get().to(readyz));
+pub fn routes(routes: &mut Routes) {
+    routes.resource("/healthz").get(healthz);
+    routes.resource("/readyz").get(readyz);
 }
 
 /// The process answers.

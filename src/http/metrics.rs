@@ -2,11 +2,12 @@
 
 use actix_web::{web, HttpResponse};
 
+use super::router::Routes;
 use super::AppState;
 use crate::db::{now_ms, queries};
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/metrics", super::get().to(metrics));
+pub fn routes(routes: &mut Routes) {
+    routes.resource("/metrics").get(metrics);
 }
 
 /// Prometheus text format.

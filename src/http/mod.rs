@@ -7,6 +7,7 @@ pub mod health;
 pub mod metrics;
 pub mod openapi;
 pub mod request_id;
+pub mod router;
 pub mod seed;
 
 use std::future::Future;
@@ -63,14 +64,27 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .limit(MAX_BODY_BYTES)
             .error_handler(|e, _| json_error(e).into()),
     )
-    .app_data(web::QueryConfig::default().error_handler(|e, _| query_error(e).into()))
-    .configure(seed::routes)
-    .configure(deletions::routes)
-    .configure(controls::routes)
-    .configure(dashboard::routes)
-    .configure(health::routes)
-    .configure(metrics::routes)
-    .configure(openapi::routes);
+    .app_data(web::QueryConfig::default().error_handler(|e, _| query_error(e).into()));
+    declare(&mut router::Routes::new(Some(cfg)));
+}
+
+/// `(method, path pattern)` of every route the server answers, as the same
+/// declarations register them.
+pub fn route_table() -> Vec<(actix_web::http::Method, String)> {
+    let mut routes = router::Routes::new(None);
+    declare(&mut routes);
+    routes.into_table()
+}
+
+/// Every resource, in matching order.
+fn declare(routes: &mut router::Routes) {
+    seed::routes(routes);
+    deletions::routes(routes);
+    controls::routes(routes);
+    dashboard::routes(routes);
+    health::routes(routes);
+    metrics::routes(routes);
+    openapi::routes(routes);
 }
 
 fn json_error(e: JsonPayloadError) -> ApiError {

@@ -2,10 +2,11 @@
 //! `GET|POST|DELETE /video-delete-record/{vid}` -> 200 with an empty body,
 //! 400 with a plain-text reason.
 
-use actix_web::http::header;
+use actix_web::http::{header, Method};
 use actix_web::{web, HttpResponse};
 
 use super::request_id::RequestId;
+use super::router::Routes;
 use super::AppState;
 use crate::db::models::Source;
 use crate::db::now_ms;
@@ -13,22 +14,23 @@ use crate::error::RETRY_AFTER_SECS;
 use crate::pipeline::record::Record;
 use crate::video_id::{InvalidId, VideoId};
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        // `{vid:.*}`: an id with a `/` in it is still this route, and a 400.
-        web::resource("/video-delete-record/{vid:.*}")
-            .route(web::get().to(record))
-            .route(web::post().to(record))
-            .route(web::delete().to(record))
-            .default_service(web::to(not_allowed)),
-    )
-    .service(
-        web::resource(["/video-delete-record", "/video-delete-record/"])
-            .route(web::get().to(empty))
-            .route(web::post().to(empty))
-            .route(web::delete().to(empty))
-            .default_service(web::to(not_allowed)),
-    );
+pub fn routes(routes: &mut Routes) {
+    // `{vid:.*}`: an id with a `/` in it is still this route, and a 400.
+    // GET is registered as a method of its own: a HEAD must not record.
+    routes
+        .resource("/video-delete-record/{vid:.*}")
+        .route(Method::GET, record)
+        .post(record)
+        .delete(record)
+        .otherwise(not_allowed);
+    for path in ["/video-delete-record", "/video-delete-record/"] {
+        routes
+            .resource(path)
+            .route(Method::GET, empty)
+            .post(empty)
+            .delete(empty)
+            .otherwise(not_allowed);
+    }
 }
 
 /// Any other method, HEAD included: a HEAD must not record a deletion.
@@ -72,6 +74,9 @@ pub(crate) async fn record(
     }
 }
 
-async fn empty() -> HttpResponse {
+/// The seed's answer to an empty id.
+#[utoipa::path(method(get, post, delete), path = "/video-delete-record", tag = "seed",
+    responses((status = 400, description = "`video id should not be empty` (text)")))]
+pub(crate) async fn empty() -> HttpResponse {
     HttpResponse::BadRequest().body("video id should not be empty")
 }

@@ -23,7 +23,9 @@
 //! each arm says why.
 
 use diesel::prelude::*;
-use diesel::sql_types::{Array, BigInt, Nullable, Text};
+#[cfg(feature = "postgres")]
+use diesel::sql_types::{Array, Integer, Nullable};
+use diesel::sql_types::{BigInt, Text};
 
 use super::models::{
     AckCounts, Claim, Claimed, CountDelta, Deletion, Done, Failure, NewDeletion, Source, State,
@@ -102,7 +104,7 @@ fn insert_new(conn: &mut Conn, rows: &[NewRow<'_>], now: i64) -> QueryResult<usi
         .bind::<Array<BigInt>, _>(rows.iter().map(|r| r.not_before).collect::<Vec<_>>())
         .bind::<Array<Text>, _>(rows.iter().map(|r| r.source.as_str()).collect::<Vec<_>>())
         .bind::<Array<Nullable<Text>>, _>(rows.iter().map(|r| r.request_id).collect::<Vec<_>>())
-        .bind::<diesel::sql_types::Integer, _>(counts::shard())
+        .bind::<Integer, _>(counts::shard())
         .get_result(c)?;
         return Ok(inserted.new as usize);
     }
@@ -307,26 +309,14 @@ pub fn ack(
         let mut counts = AckCounts::default();
         let mut delta = CountDelta::default();
         if !done.is_empty() {
-            let ids: Vec<&str> = done.iter().map(|d| d.claimed.id.as_str()).collect();
-            let removed = match receipts_at {
-                // Which rows went matters: only they get a receipt.
-                Some(completed_at) => {
-                    let removed = remove_leased(conn, owner, &ids)?;
-                    let kept = receipts::write(conn, owner, done, &removed, completed_at)?;
-                    counts.receipts = removed.len();
-                    delta.done += kept;
-                    removed.len()
-                }
-                None => diesel::delete(
-                    t::video_del_rec
-                        .filter(t::id.eq_any(&ids))
-                        .filter(t::locked_by.eq(owner)),
-                )
-                .execute(conn)?,
-            };
+            let (removed, new_receipts) = remove_done(conn, owner, done, receipts_at)?;
+            if receipts_at.is_some() {
+                counts.receipts = removed;
+            }
             counts.removed = removed;
             counts.lost_lease += done.len() - removed;
             delta.queued -= removed as i64;
+            delta.done += new_receipts;
         }
         for failure in failures {
             let state = match failure.retry_at {
@@ -362,26 +352,189 @@ pub fn ack(
     })
 }
 
-/// Deletes the rows of `ids` still leased to `owner`; returns their ids.
-fn remove_leased(conn: &mut Conn, owner: &str, ids: &[&str]) -> QueryResult<Vec<String>> {
-    let leased = t::video_del_rec
-        .filter(t::id.eq_any(ids))
-        .filter(t::locked_by.eq(owner));
+/// Removes the rows of `done` still leased to `owner` and, when
+/// `receipts_at` is set, writes their receipts (replacing older receipts of
+/// the same ids). Returns how many rows went and how many more receipts
+/// there are now.
+///
+/// The batch travels as one parameter (a JSON array on SQLite, arrays on
+/// PostgreSQL), so each statement is short and its plan the same whatever
+/// the batch size: no statement with thousands of placeholders to parse
+/// per ack.
+fn remove_done(
+    conn: &mut Conn,
+    owner: &str,
+    done: &[Done],
+    receipts_at: Option<i64>,
+) -> QueryResult<(usize, i64)> {
+    #[cfg(feature = "postgres")]
+    #[derive(QueryableByName)]
+    struct Counted {
+        #[diesel(sql_type = BigInt)]
+        removed: i64,
+        #[diesel(sql_type = BigInt)]
+        fresh: i64,
+    }
     match conn {
+        // One writer, no concurrent change: receipts are made from the rows
+        // still leased to us, then the rows go.
         #[cfg(feature = "sqlite")]
-        AnyConnection::Sqlite(c) => diesel::delete(leased).returning(t::id).load(c),
+        AnyConnection::Sqlite(c) => {
+            let batch = batch_json(done)?;
+            let ours = "SELECT r.id FROM json_each(?1) AS j \
+                        JOIN video_del_rec AS r ON r.id = j.value ->> 0 WHERE r.locked_by = ?2";
+            let mut fresh = 0;
+            if let Some(completed_at) = receipts_at {
+                let replaced = diesel::sql_query(format!(
+                    "DELETE FROM video_del_receipt WHERE id IN ({ours})"
+                ))
+                .bind::<Text, _>(&batch)
+                .bind::<Text, _>(owner)
+                .execute(c)?;
+                let written = diesel::sql_query(
+                    "INSERT INTO video_del_receipt (id, requested_at, completed_at, attempts, \
+                       deleted, missing, acked_by, source, request_id) \
+                     SELECT r.id, r.created_at, ?3, r.attempts + 1, j.value ->> 1, j.value ->> 2, \
+                       ?2, r.source, r.request_id \
+                     FROM json_each(?1) AS j JOIN video_del_rec AS r ON r.id = j.value ->> 0 \
+                     WHERE r.locked_by = ?2",
+                )
+                .bind::<Text, _>(&batch)
+                .bind::<Text, _>(owner)
+                .bind::<BigInt, _>(completed_at)
+                .execute(c)?;
+                fresh = written as i64 - replaced as i64;
+            }
+            let removed = diesel::sql_query(
+                "DELETE FROM video_del_rec \
+                 WHERE id IN (SELECT j.value ->> 0 FROM json_each(?1) AS j) AND locked_by = ?2",
+            )
+            .bind::<Text, _>(&batch)
+            .bind::<Text, _>(owner)
+            .execute(c)?;
+            Ok((removed, fresh))
+        }
+        // One statement: the rows go, and their receipts are made from what
+        // the DELETE returns (so a row re-leased meanwhile by another
+        // instance gets none); `xmax = 0` tells a new receipt from one that
+        // replaced an older receipt.
         #[cfg(feature = "postgres")]
-        AnyConnection::Pg(c) => diesel::delete(leased).returning(t::id).load(c),
-        // MySQL has no DELETE ... RETURNING: lock them, then delete them.
+        AnyConnection::Pg(c) => {
+            let ids: Vec<&str> = done.iter().map(|d| d.claimed.id.as_str()).collect();
+            let counted: Counted = match receipts_at {
+                Some(completed_at) => diesel::sql_query(
+                    "WITH batch AS ( \
+                       SELECT * FROM unnest($1::varchar[], $2::int[], $3::int[]) \
+                         AS b(id, deleted, missing)), \
+                     gone AS ( \
+                       DELETE FROM video_del_rec AS r USING batch AS b \
+                       WHERE r.id = b.id AND r.locked_by = $4 \
+                       RETURNING r.id, r.created_at, r.attempts, r.source, r.request_id, \
+                                 b.deleted, b.missing), \
+                     kept AS ( \
+                       INSERT INTO video_del_receipt (id, requested_at, completed_at, attempts, \
+                         deleted, missing, acked_by, source, request_id) \
+                       SELECT id, created_at, $5, attempts + 1, deleted, missing, $4, source, \
+                         request_id FROM gone \
+                       ON CONFLICT (id) DO UPDATE SET requested_at = EXCLUDED.requested_at, \
+                         completed_at = EXCLUDED.completed_at, attempts = EXCLUDED.attempts, \
+                         deleted = EXCLUDED.deleted, missing = EXCLUDED.missing, \
+                         acked_by = EXCLUDED.acked_by, source = EXCLUDED.source, \
+                         request_id = EXCLUDED.request_id \
+                       RETURNING (xmax = 0) AS fresh) \
+                     SELECT (SELECT count(*) FROM gone) AS removed, \
+                            (SELECT count(*) FROM kept WHERE fresh) AS fresh",
+                )
+                .bind::<Array<Text>, _>(&ids)
+                .bind::<Array<Integer>, _>(
+                    done.iter()
+                        .map(|d| d.removed.deleted as i32)
+                        .collect::<Vec<_>>(),
+                )
+                .bind::<Array<Integer>, _>(
+                    done.iter()
+                        .map(|d| d.removed.missing as i32)
+                        .collect::<Vec<_>>(),
+                )
+                .bind::<Text, _>(owner)
+                .bind::<BigInt, _>(completed_at)
+                .get_result(c)?,
+                None => diesel::sql_query(
+                    "WITH gone AS (DELETE FROM video_del_rec \
+                       WHERE id = ANY($1) AND locked_by = $2 RETURNING 1) \
+                     SELECT count(*) AS removed, 0::bigint AS fresh FROM gone",
+                )
+                .bind::<Array<Text>, _>(&ids)
+                .bind::<Text, _>(owner)
+                .get_result(c)?,
+            };
+            Ok((counted.removed as usize, counted.fresh))
+        }
+        // No DELETE ... RETURNING: lock the rows still ours, write their
+        // receipts from them, then delete them; the batch is a JSON_TABLE
+        // (MySQL 8, MariaDB 10.6), joined by primary key.
         #[cfg(feature = "mysql")]
         AnyConnection::Mysql(c) => {
-            let ours: Vec<String> = leased.select(t::id).for_update().load(c)?;
-            if !ours.is_empty() {
-                diesel::delete(t::video_del_rec.filter(t::id.eq_any(&ours))).execute(c)?;
+            let batch = batch_json(done)?;
+            let ours = "FROM JSON_TABLE(?, '$[*]' COLUMNS (id VARCHAR(64) PATH '$[0]', \
+                          deleted INT PATH '$[1]', missing INT PATH '$[2]')) AS j \
+                        JOIN video_del_rec AS r ON r.id = j.id COLLATE utf8mb4_bin";
+            #[derive(QueryableByName)]
+            struct Locked {
+                #[diesel(sql_type = Text)]
+                #[allow(dead_code)]
+                id: String,
             }
-            Ok(ours)
+            let locked: Vec<Locked> = diesel::sql_query(format!(
+                "SELECT r.id {ours} WHERE r.locked_by = ? FOR UPDATE"
+            ))
+            .bind::<Text, _>(&batch)
+            .bind::<Text, _>(owner)
+            .load(c)?;
+            if locked.is_empty() {
+                return Ok((0, 0));
+            }
+            let mut fresh = 0;
+            if let Some(completed_at) = receipts_at {
+                let replaced = diesel::sql_query(format!(
+                    "DELETE FROM video_del_receipt WHERE id IN \
+                       (SELECT r.id {ours} WHERE r.locked_by = ?)"
+                ))
+                .bind::<Text, _>(&batch)
+                .bind::<Text, _>(owner)
+                .execute(c)?;
+                let written = diesel::sql_query(format!(
+                    "INSERT INTO video_del_receipt (id, requested_at, completed_at, attempts, \
+                       deleted, missing, acked_by, source, request_id) \
+                     SELECT r.id, r.created_at, ?, r.attempts + 1, j.deleted, j.missing, ?, \
+                       r.source, r.request_id {ours} WHERE r.locked_by = ?"
+                ))
+                .bind::<BigInt, _>(completed_at)
+                .bind::<Text, _>(owner)
+                .bind::<Text, _>(&batch)
+                .bind::<Text, _>(owner)
+                .execute(c)?;
+                fresh = written as i64 - replaced as i64;
+            }
+            let removed = diesel::sql_query(format!("DELETE r {ours} WHERE r.locked_by = ?"))
+                .bind::<Text, _>(&batch)
+                .bind::<Text, _>(owner)
+                .execute(c)?;
+            Ok((removed, fresh))
         }
     }
+}
+
+/// A batch as one JSON parameter: `[[id, deleted, missing], ...]`.
+#[cfg(any(feature = "sqlite", feature = "mysql"))]
+fn batch_json(done: &[Done]) -> QueryResult<String> {
+    serde_json::to_string(
+        &done
+            .iter()
+            .map(|d| (d.claimed.id.as_str(), d.removed.deleted, d.removed.missing))
+            .collect::<Vec<_>>(),
+    )
+    .map_err(|e| diesel::result::Error::SerializationError(Box::new(e)))
 }
 
 /// Gives claimed rows back, pending and due at `due_at`, for the next claim

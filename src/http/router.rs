@@ -1,0 +1,128 @@
+//! Route registration that keeps a list of what it registers: every module
+//! declares its resources once, through [`Routes`], and the same code
+//! either builds the actix router or, without one, only lists `(method,
+//! path)` ([`super::route_table`]). A test compares that list with the
+//! OpenAPI document, so an undocumented route cannot slip in.
+
+use actix_web::dev::HttpServiceFactory;
+use actix_web::http::Method;
+use actix_web::{web, FromRequest, Handler, Responder};
+
+/// Collects resources into an actix `ServiceConfig`, or only their list.
+pub struct Routes<'a> {
+    cfg: Option<&'a mut web::ServiceConfig>,
+    table: Vec<(Method, String)>,
+}
+
+impl<'a> Routes<'a> {
+    /// Registers into `cfg`; `None` only lists.
+    pub fn new(cfg: Option<&'a mut web::ServiceConfig>) -> Routes<'a> {
+        Routes {
+            cfg,
+            table: Vec::new(),
+        }
+    }
+
+    /// A resource at `path` (an actix pattern); its routes are added with
+    /// the builder's methods, and it is registered when the builder drops.
+    pub fn resource(&mut self, path: &'static str) -> Resource<'_, 'a> {
+        let inner = self.cfg.is_some().then(|| web::resource(path));
+        Resource {
+            routes: self,
+            path,
+            inner,
+        }
+    }
+
+    /// `(method, path)` of every route, in registration order.
+    pub fn into_table(self) -> Vec<(Method, String)> {
+        self.table
+    }
+
+    fn register(&mut self, service: impl HttpServiceFactory + 'static) {
+        if let Some(cfg) = self.cfg.as_mut() {
+            cfg.service(service);
+        }
+    }
+}
+
+/// One resource being declared.
+pub struct Resource<'r, 'a> {
+    routes: &'r mut Routes<'a>,
+    path: &'static str,
+    inner: Option<actix_web::Resource>,
+}
+
+impl Resource<'_, '_> {
+    /// `method` is answered by `handler`.
+    pub fn route<F, Args>(mut self, method: Method, handler: F) -> Self
+    where
+        F: Handler<Args>,
+        Args: FromRequest + 'static,
+        F::Output: Responder + 'static,
+    {
+        self.routes
+            .table
+            .push((method.clone(), self.path.to_owned()));
+        self.inner = self
+            .inner
+            .take()
+            .map(|r| r.route(web::method(method).to(handler)));
+        self
+    }
+
+    /// GET, and HEAD the same way without the body (the HTTP/1 encoder
+    /// drops it): every GET route answers HEAD.
+    pub fn get<F, Args>(mut self, handler: F) -> Self
+    where
+        F: Handler<Args>,
+        Args: FromRequest + 'static,
+        F::Output: Responder + 'static,
+    {
+        for method in [Method::GET, Method::HEAD] {
+            self.routes.table.push((method, self.path.to_owned()));
+        }
+        self.inner = self.inner.take().map(|r| r.route(super::get().to(handler)));
+        self
+    }
+
+    pub fn post<F, Args>(self, handler: F) -> Self
+    where
+        F: Handler<Args>,
+        Args: FromRequest + 'static,
+        F::Output: Responder + 'static,
+    {
+        self.route(Method::POST, handler)
+    }
+
+    pub fn delete<F, Args>(self, handler: F) -> Self
+    where
+        F: Handler<Args>,
+        Args: FromRequest + 'static,
+        F::Output: Responder + 'static,
+    {
+        self.route(Method::DELETE, handler)
+    }
+
+    /// What any other method gets (instead of actix's empty 405).
+    pub fn otherwise<F, Args>(mut self, handler: F) -> Self
+    where
+        F: Handler<Args>,
+        Args: FromRequest + 'static,
+        F::Output: Responder + 'static,
+    {
+        self.inner = self
+            .inner
+            .take()
+            .map(|r| r.default_service(web::to(handler)));
+        self
+    }
+}
+
+impl Drop for Resource<'_, '_> {
+    fn drop(&mut self) {
+        if let Some(resource) = self.inner.take() {
+            self.routes.register(resource);
+        }
+    }
+}
