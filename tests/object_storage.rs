@@ -9,9 +9,7 @@
 mod common;
 
 use common::s3::{DELETE_OBJECTS, LIST};
-use common::{
-    files_under, spawn_app_on, start_in, start_more, wait_until, Backend, Storage, TestApp,
-};
+use common::{files_under, spawn_app_on, start_in, wait_until, Backend, Storage, TestApp};
 use serde_json::json;
 use video_scheduler::config::{Config, Secret};
 
@@ -233,7 +231,7 @@ fn two_instances_drain_one_bucket_and_each_id_is_acked_once(backend: Backend) {
         c.storage.paths = vec!["videos/{id}.mp4".into()];
     };
     let a = spawn_app_on(backend, Storage::S3, settings);
-    let b = start_more(&a, settings);
+    let b = common::start_more(&a, settings);
     let ids: Vec<String> = (0..2000).map(|i| format!("shared-{i:04}")).collect();
     for id in &ids {
         a.create_file(&format!("videos/{id}.mp4"));
