@@ -30,9 +30,14 @@ pub const MAX_IDS: usize = 10_000;
 /// Default and largest page of `GET /v1/deletions`.
 pub const DEFAULT_LIMIT: usize = 100;
 pub const MAX_LIMIT: usize = 1000;
-/// Longest raw id or `after` cursor accepted: the seed's column holds 64
-/// characters, up to 4 bytes each.
-pub const MAX_RAW_ID: usize = 256;
+/// Longest raw id or `after` cursor accepted, in characters: what the
+/// `id` column holds.
+pub const MAX_RAW_ID: usize = 64;
+
+/// Whether `text` could be an id stored in the table (1 to 64 characters).
+fn storable(text: &str) -> bool {
+    !text.is_empty() && text.chars().count() <= MAX_RAW_ID
+}
 
 pub fn routes(routes: &mut Routes) {
     routes.resource("/v1/deletions").post(create).get(list);
@@ -63,11 +68,30 @@ pub fn routes(routes: &mut Routes) {
 pub struct CreateBody {
     pub ids: Vec<String>,
     /// Seconds from now; the result must not pass 9999-12-31T23:59:59Z.
-    #[serde(default)]
+    /// A whole number (`60` or `60.0`).
+    #[serde(default, deserialize_with = "whole_seconds")]
     pub delay_secs: Option<u64>,
     /// RFC 3339, e.g. `2026-12-01T00:00:00Z`; a time in the past means now.
     #[serde(default)]
     pub not_before: Option<String>,
+}
+
+/// `delay_secs`: a whole number of seconds, 0 or more. JSON does not tell
+/// `60` from `60.0` (both are the integer 60 for JSON Schema), so both are
+/// accepted.
+fn whole_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let Some(number) = Option::<serde_json::Number>::deserialize(d)? else {
+        return Ok(None);
+    };
+    if let Some(secs) = number.as_u64() {
+        return Ok(Some(secs));
+    }
+    match number.as_f64() {
+        Some(f) if f.fract() == 0.0 && (0.0..=1e18).contains(&f) => Ok(Some(f as u64)),
+        _ => Err(serde::de::Error::custom(format!(
+            "delay_secs: {number} is not a whole number of seconds, 0 or more"
+        ))),
+    }
 }
 
 /// A request as the API shows it. Times are RFC 3339 UTC.
@@ -174,8 +198,8 @@ impl PathId {
     fn parse(raw: &str) -> Result<PathId, ApiError> {
         match VideoId::parse(raw) {
             Ok(id) => Ok(PathId::Valid(id)),
-            Err(_) if raw.len() > MAX_RAW_ID => Err(ApiError::InvalidId(format!(
-                "invalid video id: longer than {MAX_RAW_ID} bytes"
+            Err(_) if !storable(raw) => Err(ApiError::InvalidId(format!(
+                "invalid video id: longer than {MAX_RAW_ID} characters"
             ))),
             Err(e) => Ok(PathId::Raw(
                 raw.to_owned(),
@@ -306,9 +330,13 @@ pub(crate) async fn list(
             ))
         })?),
     };
-    if query.after.as_ref().is_some_and(|a| a.len() > MAX_RAW_ID) {
+    if query
+        .after
+        .as_ref()
+        .is_some_and(|a| a.chars().count() > MAX_RAW_ID)
+    {
         return Err(ApiError::BadRequest(format!(
-            "after: at most {MAX_RAW_ID} bytes"
+            "after: at most {MAX_RAW_ID} characters"
         )));
     }
     let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
@@ -380,12 +408,9 @@ impl BulkBody {
                     ids.len()
                 )));
             }
-            if let Some(i) = ids
-                .iter()
-                .position(|id| id.is_empty() || id.len() > MAX_RAW_ID)
-            {
+            if let Some(i) = ids.iter().position(|id| !storable(id)) {
                 return Err(ApiError::InvalidId(format!(
-                    "ids[{i}]: between 1 and {MAX_RAW_ID} bytes"
+                    "ids[{i}]: between 1 and {MAX_RAW_ID} characters"
                 )));
             }
         }
@@ -469,28 +494,18 @@ pub(crate) async fn retry(
             });
         }
     };
-    let lookup = id.clone();
     match state
         .db
         .write_async(move |c| queries::retry(c, &id, now_ms()))
         .await?
     {
-        Change::Done => {}
-        Change::NotFound => return Err(ApiError::no_request()),
-        Change::Conflict(s) => {
-            return Err(ApiError::Conflict(format!(
-                "only failed requests can be retried; this one is {}",
-                s.as_str()
-            )))
-        }
+        (Change::Done, Some(row)) => Ok(HttpResponse::Ok().json(DeletionView::from(row))),
+        (Change::NotFound | Change::Done, _) => Err(ApiError::no_request()),
+        (Change::Conflict(s), _) => Err(ApiError::Conflict(format!(
+            "only failed requests can be retried; this one is {}",
+            s.as_str()
+        ))),
     }
-    let text = lookup.as_str().to_owned();
-    let row = state.db.read_async(move |c| queries::get(c, &text)).await?;
-    // The row may already be claimed and even gone: report what is there.
-    Ok(match row {
-        Some(row) => HttpResponse::Ok().json(DeletionView::from(row)),
-        None => HttpResponse::Ok().json(serde_json::json!({ "id": lookup, "state": "done" })),
-    })
 }
 
 /// `GET /v1/stats`.

@@ -108,18 +108,18 @@ fn query_error(e: QueryPayloadError) -> ApiError {
     ApiError::BadRequest(format!("invalid query string: {e}"))
 }
 
-/// Middleware: when tokens are configured, every route but the probes and
-/// the dashboard's page needs `Authorization: Bearer <token>` (the scheme
-/// in any case, RFC 7235).
+/// Middleware: when tokens are configured, every route but the probes, the
+/// dashboard's page and `/openapi.json` needs `Authorization: Bearer
+/// <token>` (the scheme in any case, RFC 7235).
 pub async fn authenticate(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
     let allowed = match req.app_data::<web::Data<AppState>>() {
         Some(state) if !state.tokens.is_empty() => {
-            // The probes, and the dashboard's page (it holds no data; its
-            // calls carry the token).
-            matches!(req.path(), "/healthz" | "/readyz" | "/")
+            // The probes, the dashboard's page (it holds no data; its calls
+            // carry the token) and the API's description.
+            matches!(req.path(), "/healthz" | "/readyz" | "/" | "/openapi.json")
                 || req
                     .headers()
                     .get(header::AUTHORIZATION)

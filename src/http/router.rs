@@ -5,8 +5,11 @@
 //! OpenAPI document, so an undocumented route cannot slip in.
 
 use actix_web::dev::HttpServiceFactory;
+use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::Method;
-use actix_web::{web, FromRequest, Handler, Responder};
+use actix_web::{web, FromRequest, Handler, HttpRequest, HttpResponse, Responder, ResponseError};
+
+use crate::error::ApiError;
 
 /// Collects resources into an actix `ServiceConfig`, or only their list.
 pub struct Routes<'a> {
@@ -31,6 +34,8 @@ impl<'a> Routes<'a> {
             routes: self,
             path,
             inner,
+            methods: Vec::new(),
+            otherwise: false,
         }
     }
 
@@ -51,6 +56,10 @@ pub struct Resource<'r, 'a> {
     routes: &'r mut Routes<'a>,
     path: &'static str,
     inner: Option<actix_web::Resource>,
+    /// Methods answered, for the `Allow` header of a 405.
+    methods: Vec<Method>,
+    /// A handler of its own answers other methods.
+    otherwise: bool,
 }
 
 impl Resource<'_, '_> {
@@ -64,6 +73,7 @@ impl Resource<'_, '_> {
         self.routes
             .table
             .push((method.clone(), self.path.to_owned()));
+        self.methods.push(method.clone());
         self.inner = self
             .inner
             .take()
@@ -80,7 +90,10 @@ impl Resource<'_, '_> {
         F::Output: Responder + 'static,
     {
         for method in [Method::GET, Method::HEAD] {
-            self.routes.table.push((method, self.path.to_owned()));
+            self.routes
+                .table
+                .push((method.clone(), self.path.to_owned()));
+            self.methods.push(method);
         }
         self.inner = self.inner.take().map(|r| r.route(super::get().to(handler)));
         self
@@ -111,6 +124,7 @@ impl Resource<'_, '_> {
         Args: FromRequest + 'static,
         F::Output: Responder + 'static,
     {
+        self.otherwise = true;
         self.inner = self
             .inner
             .take()
@@ -121,8 +135,34 @@ impl Resource<'_, '_> {
 
 impl Drop for Resource<'_, '_> {
     fn drop(&mut self) {
-        if let Some(resource) = self.inner.take() {
-            self.routes.register(resource);
+        let Some(mut resource) = self.inner.take() else {
+            return;
+        };
+        if !self.otherwise {
+            // A method not answered here: 405 with the `Allow` header RFC
+            // 9110 asks for (actix's own 405 has none), JSON under /v1.
+            let allow: Vec<&str> = self.methods.iter().map(Method::as_str).collect();
+            let allow = allow.join(", ");
+            let v1 = self.path.starts_with("/v1/");
+            resource = resource.default_service(web::to(move |req: HttpRequest| {
+                let allow = allow.clone();
+                async move {
+                    let mut response = if v1 {
+                        ApiError::MethodNotAllowed(format!(
+                            "{} is not allowed on this route",
+                            req.method()
+                        ))
+                        .error_response()
+                    } else {
+                        HttpResponse::MethodNotAllowed().finish()
+                    };
+                    if let Ok(value) = HeaderValue::from_str(&allow) {
+                        response.headers_mut().insert(header::ALLOW, value);
+                    }
+                    response
+                }
+            }));
         }
+        self.routes.register(resource);
     }
 }

@@ -56,7 +56,7 @@ pub(crate) async fn record(
     let id = match VideoId::parse(&vid) {
         Ok(id) => id,
         Err(InvalidId::Empty) => return empty().await,
-        Err(_) => return HttpResponse::BadRequest().body("invalid video id"),
+        Err(_) => return text(HttpResponse::BadRequest(), "invalid video id"),
     };
     match state
         .record
@@ -66,11 +66,14 @@ pub(crate) async fn record(
         Ok(Ok(_)) => HttpResponse::Ok().finish(),
         Ok(Err(e)) if !e.is_unavailable() => {
             log::error!("answered 500: {e}");
-            HttpResponse::InternalServerError().body("internal error")
+            text(HttpResponse::InternalServerError(), "internal error")
         }
-        Ok(Err(_)) | Err(_) => HttpResponse::ServiceUnavailable()
-            .insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS))
-            .body("database unavailable"),
+        Ok(Err(_)) | Err(_) => text(
+            HttpResponse::ServiceUnavailable()
+                .insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS))
+                .take(),
+            "database unavailable",
+        ),
     }
 }
 
@@ -78,5 +81,12 @@ pub(crate) async fn record(
 #[utoipa::path(method(get, post, delete), path = "/video-delete-record", tag = "seed",
     responses((status = 400, description = "`video id should not be empty` (text)")))]
 pub(crate) async fn empty() -> HttpResponse {
-    HttpResponse::BadRequest().body("video id should not be empty")
+    text(HttpResponse::BadRequest(), "video id should not be empty")
+}
+
+/// A plain-text answer, as the Go scheduler's `http.Error` gave.
+fn text(mut response: actix_web::HttpResponseBuilder, body: &'static str) -> HttpResponse {
+    response
+        .content_type("text/plain; charset=utf-8")
+        .body(body)
 }

@@ -640,15 +640,19 @@ pub fn cancel(conn: &mut Conn, id: &str, now: i64) -> QueryResult<Change> {
     })
 }
 
-/// Moves a failed request back to pending, due now, with its attempts reset.
-pub fn retry(conn: &mut Conn, id: &VideoId, now: i64) -> QueryResult<Change> {
+/// Moves a failed request back to pending, due now, with its attempts
+/// reset. On success, the row as the same transaction left it.
+pub fn retry(conn: &mut Conn, id: &VideoId, now: i64) -> QueryResult<(Change, Option<Deletion>)> {
     conn.transaction(|conn| {
-        if retry_ids(conn, &[id.as_str()], now)? > 0 {
-            return Ok(Change::Done);
-        }
-        Ok(match get(conn, id.as_str())? {
-            None => Change::NotFound,
-            Some(row) => Change::Conflict(State::parse(&row.state).unwrap_or(State::Pending)),
+        let moved = retry_ids(conn, &[id.as_str()], now)? > 0;
+        let row = get(conn, id.as_str())?;
+        Ok(match (moved, row) {
+            (true, row) => (Change::Done, row),
+            (false, None) => (Change::NotFound, None),
+            (false, Some(row)) => (
+                Change::Conflict(State::parse(&row.state).unwrap_or(State::Pending)),
+                None,
+            ),
         })
     })
 }
