@@ -11,8 +11,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
 
-pkg=video-scheduler
-user=video-scheduler
+pkg="video-scheduler"
+user="video-scheduler"
 state=/var/lib/video-scheduler
 conf=/etc/video-scheduler/conf.json
 
@@ -84,10 +84,10 @@ command -v setpriv >/dev/null || missing+=(util-linux)
 command -v runuser >/dev/null || missing+=(util-linux)
 command -v curl >/dev/null || missing+=(curl)
 if ((${#missing[@]})); then
+    mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
     echo "installing: ${missing[*]}"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-        $(printf '%s\n' "${missing[@]}" | sort -u)
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 if ! cargo deb --version >/dev/null 2>&1; then
     start=$SECONDS
