@@ -44,11 +44,15 @@ purge() {
 tmp="$(mktemp -d)"
 log="$tmp/server.log"
 server_pid=
+video=
 cleanup() {
     local rc=$?
     if [[ -n "$server_pid" ]] && kill -0 "$server_pid" 2>/dev/null; then
         kill -KILL "$server_pid" 2>/dev/null || true
         wait "$server_pid" 2>/dev/null || true
+    fi
+    if [[ -n "$video" ]]; then
+        rm -f "$video"
     fi
     if ((rc)); then
         if [[ -s "$log" ]]; then
@@ -63,11 +67,22 @@ cleanup() {
 trap cleanup EXIT
 
 step "leftovers of an earlier run"
+# This script's test files only: a purge keeps a video root with files in it.
+rm -fv "$state"/videos/deb-ci-*
 if installed; then
     echo "$pkg is installed: purging it"
     purge
-else
-    echo "none"
+fi
+# What a purge kept because of a test file (a run killed before its cleanup).
+if [[ -d "$state" ]] && rmdir "$state/videos" "$state" 2>/dev/null; then
+    echo "removed the empty $state"
+fi
+if [[ ! -e "$state" ]] && getent passwd "$user" >/dev/null; then
+    echo "removing the user $user left by a purge"
+    deluser --system --quiet "$user"
+fi
+if getent group "$user" >/dev/null && ! getent passwd "$user" >/dev/null; then
+    delgroup --system --quiet "$user"
 fi
 
 step "tools"
