@@ -57,6 +57,9 @@ struct Args {
     /// Pending rows for the memory measurement.
     #[arg(long, default_value_t = 1_000_000)]
     rss_rows: usize,
+    /// Pending rows beside `/v1/stats` for its latency.
+    #[arg(long, default_value_t = 10_000_000)]
+    stats_rows: usize,
     /// Ids drained from object storage (3 paths, 12 objects each).
     #[arg(long, default_value_t = 20_000)]
     s3_n: usize,
@@ -93,6 +96,7 @@ enum Measure {
     Batch,
     Latency,
     Rss,
+    Stats,
     S3,
 }
 
@@ -120,6 +124,8 @@ struct Figures {
     latency_p99: f64,
     idle_cpu: f64,
     rss_mib: f64,
+    stats_p50: f64,
+    stats_p99: f64,
     s3_drain_rate: f64,
     s3_raw_rate: f64,
 }
@@ -135,6 +141,7 @@ fn main() -> anyhow::Result<()> {
         args.idle_secs = 1;
         args.rss_rows = 10_000;
         args.s3_n = 500;
+        args.stats_rows = 20_000;
     }
     let backends: Vec<Backend> = if args.backend.contains(&Which::All) {
         vec![Backend::Sqlite, Backend::Mysql, Backend::Postgres]
@@ -200,6 +207,13 @@ fn main() -> anyhow::Result<()> {
             f.rss_mib = measure::peak_rss(&setup, args.rss_rows)?;
             eprintln!("peak RSS: {:.1} MiB", f.rss_mib);
         }
+        if run(Measure::Stats) {
+            (f.stats_p50, f.stats_p99) = measure::stats_latency(&setup, args.stats_rows, 200)?;
+            eprintln!(
+                "stats with {} rows: p50 {:.2} ms, p99 {:.2} ms",
+                args.stats_rows, f.stats_p50, f.stats_p99
+            );
+        }
         if run(Measure::S3) {
             f.s3_drain_rate = s3::drain(&setup, args.s3_n)?.1;
             f.s3_raw_rate = s3::raw_limit(args.s3_n)?;
@@ -232,7 +246,7 @@ fn table(args: &Args, results: &[(Backend, Figures)]) -> String {
         .unwrap_or_default();
     let _ = writeln!(
         out,
-        "Machine: {} cores, {cpu}. Date: {}. n = {}, batch_size = {}, executors = {}, wrk {} connections for {} s, {} batch-route ids, {} latency samples, {} pending rows for RSS, {} ids from object storage.\n",
+        "Machine: {} cores, {cpu}. Date: {}. n = {}, batch_size = {}, executors = {}, wrk {} connections for {} s, {} batch-route ids, {} latency samples, {} pending rows for RSS, {} pending rows for stats, {} ids from object storage.\n",
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         chrono_date(),
         args.n,
@@ -243,6 +257,7 @@ fn table(args: &Args, results: &[(Backend, Figures)]) -> String {
         args.batch_ids,
         args.samples,
         args.rss_rows,
+        args.stats_rows,
         args.s3_n,
     );
     let _ = write!(out, "| measure | target |");
@@ -255,7 +270,7 @@ fn table(args: &Args, results: &[(Backend, Figures)]) -> String {
     }
     out.push('\n');
     type Row = (&'static str, &'static str, fn(&Figures) -> String);
-    let rows: [Row; 17] = [
+    let rows: [Row; 18] = [
         ("drain, deletions/s", "50k SQLite, 20k others", |f| {
             format!("{:.0}", f.drain_rate)
         }),
@@ -290,6 +305,9 @@ fn table(args: &Args, results: &[(Backend, Figures)]) -> String {
         }),
         ("peak RSS with pending rows, MiB", "< 64", |f| {
             format!("{:.1}", f.rss_mib)
+        }),
+        ("GET /v1/stats beside the pending rows, p50 / p99 ms", "< 10", |f| {
+            format!("{:.2} / {:.2}", f.stats_p50, f.stats_p99)
         }),
         ("object storage drain, ids/s", "", |f| {
             format!("{:.0}", f.s3_drain_rate)
