@@ -29,6 +29,7 @@ diesel::table! {
         acked_by -> Varchar,
         source -> Varchar,
         request_id -> Nullable<Varchar>,
+        completions -> Integer,
     }
 }
 

@@ -16,6 +16,9 @@ CREATE TABLE video_del_receipt (
     acked_by VARCHAR(128) NOT NULL,
     source VARCHAR(8) NOT NULL,
     request_id VARCHAR(64) NULL,
+    -- How many times this id's deletion completed (a receipt replaced by a
+    -- later one counts up): lets an ack tell new receipts from replaced ones.
+    completions INTEGER NOT NULL DEFAULT 1,
     -- Pruning and export walk receipts by completion time.
     INDEX video_del_receipt_completed (completed_at, id)
 ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin;

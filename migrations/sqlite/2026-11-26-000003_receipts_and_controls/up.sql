@@ -14,7 +14,10 @@ CREATE TABLE video_del_receipt (
     missing INTEGER NOT NULL,
     acked_by VARCHAR(128) NOT NULL,
     source VARCHAR(8) NOT NULL,
-    request_id VARCHAR(64)
+    request_id VARCHAR(64),
+    -- How many times this id's deletion completed (a receipt replaced by a
+    -- later one counts up): lets an ack tell new receipts from replaced ones.
+    completions INTEGER NOT NULL DEFAULT 1
 ) WITHOUT ROWID;
 -- Pruning and export walk receipts by completion time.
 CREATE INDEX video_del_receipt_completed ON video_del_receipt (completed_at, id);

@@ -2,22 +2,29 @@
 //! request's row, read by the API and the export, pruned after the
 //! retention. One per id: a later deletion of the same id replaces it.
 
-use std::collections::HashSet;
-
 use diesel::prelude::*;
 
-use super::super::models::{CountDelta, Done, Receipt};
+#[cfg(feature = "mysql")]
+use super::super::models::Done;
+use super::super::models::{CountDelta, Receipt};
 use super::super::schema::video_del_receipt::dsl as r;
-use super::super::{AnyConnection, Conn};
+#[cfg(feature = "mysql")]
+use super::super::AnyConnection;
+use super::super::Conn;
 use super::counts;
 
-/// Receipts per multi-row INSERT: 9 binds each stays below SQLite's and
-/// MySQL's placeholder limits.
+/// Receipts per multi-row INSERT: 9 binds each stays below MySQL's
+/// placeholder limit.
+#[cfg(feature = "mysql")]
 const INSERT_CHUNK: usize = 3000;
 
 /// Writes the receipts of the `removed` ids among `done`, acked by `owner`
 /// at `completed_at`, replacing earlier receipts of the same ids. Returns
-/// how many more receipts there are now (for the kept count).
+/// how many more receipts there are now (for the kept count). Used where
+/// the ack cannot make them in SQL from the deleted rows (MySQL): one
+/// INSERT ... ON DUPLICATE KEY UPDATE whose affected-row count tells new
+/// receipts (1) from replaced ones (2, `completions` always changes).
+#[cfg(feature = "mysql")]
 pub fn write(
     conn: &mut Conn,
     owner: &str,
@@ -25,41 +32,45 @@ pub fn write(
     removed: &[String],
     completed_at: i64,
 ) -> QueryResult<i64> {
+    use diesel::sql_types::{BigInt, Integer, Nullable, Text};
+    use std::collections::HashSet;
     if removed.is_empty() {
         return Ok(0);
     }
     let removed: HashSet<&str> = removed.iter().map(String::as_str).collect();
-    let receipts: Vec<Receipt> = done
+    let receipts: Vec<&Done> = done
         .iter()
         .filter(|d| removed.contains(d.claimed.id.as_str()))
-        .map(|d| Receipt {
-            id: d.claimed.id.clone(),
-            requested_at: d.claimed.created_at,
-            completed_at,
-            attempts: d.claimed.attempts.saturating_add(1),
-            deleted: d.removed.deleted as i32,
-            missing: d.removed.missing as i32,
-            acked_by: owner.to_owned(),
-            source: d.claimed.source.clone(),
-            request_id: d.claimed.request_id.clone(),
-        })
         .collect();
-    let ids: Vec<&str> = receipts.iter().map(|r| r.id.as_str()).collect();
-    let replaced = diesel::delete(r::video_del_receipt.filter(r::id.eq_any(&ids))).execute(conn)?;
+    let mut fresh = 0;
     for chunk in receipts.chunks(INSERT_CHUNK) {
-        // A multi-row INSERT is a different statement per backend in
-        // diesel: each arm builds its own.
-        let insert = diesel::insert_into(r::video_del_receipt).values(chunk);
-        match conn {
-            #[cfg(feature = "sqlite")]
-            AnyConnection::Sqlite(c) => insert.execute(c)?,
-            #[cfg(feature = "mysql")]
-            AnyConnection::Mysql(c) => insert.execute(c)?,
-            #[cfg(feature = "postgres")]
-            AnyConnection::Pg(c) => insert.execute(c)?,
-        };
+        let rows = vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
+        let mut insert = diesel::sql_query(format!(
+            "INSERT INTO video_del_receipt (id, requested_at, completed_at, attempts, deleted, \
+               missing, acked_by, source, request_id) VALUES {rows} \
+             ON DUPLICATE KEY UPDATE requested_at = VALUES(requested_at), \
+               completed_at = VALUES(completed_at), attempts = VALUES(attempts), \
+               deleted = VALUES(deleted), missing = VALUES(missing), \
+               acked_by = VALUES(acked_by), source = VALUES(source), \
+               request_id = VALUES(request_id), completions = completions + 1"
+        ))
+        .into_boxed();
+        for d in chunk {
+            insert = insert
+                .bind::<Text, _>(d.claimed.id.clone())
+                .bind::<BigInt, _>(d.claimed.created_at)
+                .bind::<BigInt, _>(completed_at)
+                .bind::<Integer, _>(d.claimed.attempts.saturating_add(1))
+                .bind::<Integer, _>(d.removed.deleted as i32)
+                .bind::<Integer, _>(d.removed.missing as i32)
+                .bind::<Text, _>(owner.to_owned())
+                .bind::<Text, _>(d.claimed.source.clone())
+                .bind::<Nullable<Text>, _>(d.claimed.request_id.clone());
+        }
+        let affected = insert.execute(conn)? as i64;
+        fresh += 2 * chunk.len() as i64 - affected;
     }
-    Ok(receipts.len() as i64 - replaced as i64)
+    Ok(fresh)
 }
 
 /// The receipt of `id`, if kept.
