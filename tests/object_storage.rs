@@ -321,3 +321,56 @@ fn sparse_prefixes_fall_back_to_one_listing_each_and_others_objects_stay() {
         "the other video's keys stay"
     );
 }
+
+#[test]
+fn credentials_come_from_the_aws_variables_when_the_config_has_none() {
+    let (ws, mut config) = common::workspace_on(Backend::Sqlite, Storage::S3);
+    config.storage.access_key_id = None;
+    config.storage.secret_access_key = None;
+    let config_file = common::process::write_config(&config, ws.dir.path(), "conf.json");
+    let server = common::process::ServerProcess::start_in(
+        &ws,
+        &config,
+        &config_file,
+        &[
+            ("AWS_ACCESS_KEY_ID", common::s3::ACCESS_KEY),
+            ("AWS_SECRET_ACCESS_KEY", common::s3::SECRET_KEY),
+        ],
+    );
+    server.create_file("from-env");
+    assert_eq!(server.get("/video-delete-record/from-env").status, 200);
+    wait_until("deleted with the variables' keys", || {
+        !server.exists("from-env")
+    });
+    wait_until("done", || {
+        server.get("/v1/deletions/from-env").json()["state"] == "done"
+    });
+    assert!(
+        !server.log().contains(common::s3::SECRET_KEY),
+        "the secret is never logged"
+    );
+}
+
+#[test]
+fn a_delete_that_times_out_is_tried_again_and_nothing_is_acked_early() {
+    let app = app(|c| {
+        c.max_attempts = 1000;
+        c.lease_secs = 6; // a retry budget of 2 s: requests time out after 2 s
+    });
+    let ids: Vec<String> = (0..20).map(|i| format!("slow-answer-{i:02}")).collect();
+    for id in &ids {
+        app.create_file(id);
+    }
+    let faults = s3(&app).faults();
+    faults.delay_deletes(Some(std::time::Duration::from_secs(3)));
+    record(&app, &ids);
+    wait_until("timed-out deletes are tried again", || {
+        faults.calls(DELETE_OBJECTS) >= 3
+    });
+    assert_eq!(app.row_count(), 20, "nothing acked while no answer came");
+    assert_eq!(files_under(&app.root()), 20);
+
+    faults.clear();
+    wait_until("every row is removed", || app.row_count() == 0);
+    assert_eq!(files_under(&app.root()), 0);
+}

@@ -25,14 +25,20 @@ fn echoed(app: &common::Client, path: &str, id: Option<&str>) -> String {
 #[test]
 fn request_ids_are_taken_when_sane_else_generated_and_echoed() {
     let app = spawn_app(Backend::Sqlite, |_| {});
-    assert_eq!(echoed(&app, "/v1/stats", Some("lb-4711:a.b_c-d")), "lb-4711:a.b_c-d");
+    assert_eq!(
+        echoed(&app, "/v1/stats", Some("lb-4711:a.b_c-d")),
+        "lb-4711:a.b_c-d"
+    );
     let long = "x".repeat(65);
     for refused in [long.as_str(), "has space", "semi;colon", "<script>", ""] {
         let given = echoed(&app, "/v1/stats", Some(refused));
         assert_ne!(given, refused);
         assert!(uuid_like(&given), "a generated id, not {given:?}");
     }
-    let (a, b) = (echoed(&app, "/healthz", None), echoed(&app, "/healthz", None));
+    let (a, b) = (
+        echoed(&app, "/healthz", None),
+        echoed(&app, "/healthz", None),
+    );
     assert!(uuid_like(&a) && uuid_like(&b) && a != b);
     // Errors carry it too.
     assert!(uuid_like(&echoed(&app, "/v1/deletions/a%20b", None)));
@@ -61,13 +67,18 @@ fn a_request_id_follows_the_request_into_the_access_log_its_batch_line_and_its_r
     let receipt = server.get("/v1/deletions/traced").json();
     assert_eq!(receipt["request_id"], "trace-0001");
     assert_eq!(receipt["source"], "seed");
-    wait_until("the lines are logged", || server.log().contains("requests trace-0001"));
+    wait_until("the lines are logged", || {
+        server.log().contains("requests trace-0001")
+    });
     let log = server.log();
     let access = log
         .lines()
         .find(|l| l.contains("access]") && l.contains("/video-delete-record/traced"))
         .unwrap_or_else(|| panic!("no access line:\n{log}"));
-    assert!(access.contains("\"GET /video-delete-record/traced\" 200"), "{access}");
+    assert!(
+        access.contains("\"GET /video-delete-record/traced\" 200"),
+        "{access}"
+    );
     assert!(access.contains("request_id=trace-0001"), "{access}");
     let batch = log
         .lines()

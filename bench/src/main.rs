@@ -322,9 +322,11 @@ fn table(args: &Args, results: &[(Backend, Figures)]) -> String {
         ("peak RSS with pending rows, MiB", "< 64", |f| {
             format!("{:.1}", f.rss_mib)
         }),
-        ("GET /v1/stats beside the pending rows, p50 / p99 ms", "< 10", |f| {
-            format!("{:.2} / {:.2}", f.stats_p50, f.stats_p99)
-        }),
+        (
+            "GET /v1/stats beside the pending rows, p50 / p99 ms",
+            "< 10",
+            |f| format!("{:.2} / {:.2}", f.stats_p50, f.stats_p99),
+        ),
         ("object storage drain, ids/s", "", |f| {
             format!("{:.0}", f.s3_drain_rate)
         }),

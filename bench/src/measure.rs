@@ -395,9 +395,14 @@ pub fn stats_latency(setup: &Setup, rows: usize, calls: usize) -> anyhow::Result
         ),
     };
     let started = Instant::now();
-    fx.db.write(|c| diesel::RunQueryDsl::execute(diesel::sql_query(&insert), c))?;
+    fx.db
+        .write(|c| diesel::RunQueryDsl::execute(diesel::sql_query(&insert), c))?;
     let counted = fx.db.write(queries::counts::recount)?;
-    ensure!(counted.queued == rows as i64, "{} rows, not {rows}", counted.queued);
+    ensure!(
+        counted.queued == rows as i64,
+        "{} rows, not {rows}",
+        counted.queued
+    );
     eprintln!(
         "stats: {rows} rows in {:.1} s",
         started.elapsed().as_secs_f64()

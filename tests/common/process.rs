@@ -40,7 +40,7 @@ impl ServerProcess {
     /// Starts the binary with `config` (its `listen` should be port 0) and
     /// waits until it logs the address it listens on.
     pub fn start(config: &Config, config_file: &Path) -> ServerProcess {
-        Self::start_client(config_file, |addr| Client {
+        Self::start_client(config_file, &[], |addr| Client {
             addr,
             config: config.clone(),
             #[cfg(feature = "s3")]
@@ -48,17 +48,33 @@ impl ServerProcess {
         })
     }
 
-    /// [`ServerProcess::start`] on a workspace: its S3 server too.
-    pub fn start_in(ws: &super::Workspace, config: &Config, config_file: &Path) -> ServerProcess {
-        Self::start_client(config_file, |addr| ws.client(addr, config.clone()))
+    /// [`ServerProcess::start`] on a workspace (its S3 server too), with
+    /// `env` added to the process's environment.
+    pub fn start_in(
+        ws: &super::Workspace,
+        config: &Config,
+        config_file: &Path,
+        env: &[(&str, &str)],
+    ) -> ServerProcess {
+        Self::start_client(config_file, env, |addr| ws.client(addr, config.clone()))
     }
 
     fn start_client(
         config_file: &Path,
+        env: &[(&str, &str)],
         client: impl FnOnce(SocketAddr) -> Client,
     ) -> ServerProcess {
         let mut command = super::binary();
+        // Only what a test gives: never credentials from the caller's shell.
+        for var in [
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_SESSION_TOKEN",
+        ] {
+            command.env_remove(var);
+        }
         let mut child = command
+            .envs(env.iter().copied())
             .arg("--config")
             .arg(config_file)
             .arg("serve")

@@ -46,6 +46,8 @@ struct FaultState {
     calls: HashMap<&'static str, u64>,
     /// Keys per DeleteObjects request received.
     delete_batches: Vec<usize>,
+    /// DeleteObjects answers only after this long (nothing deleted before).
+    delete_delay: Option<std::time::Duration>,
 }
 
 impl Faults {
@@ -59,12 +61,18 @@ impl Faults {
         let mut state = self.state.lock().unwrap();
         state.slow_down.clear();
         state.failing_keys.clear();
+        state.delete_delay = None;
     }
 
     /// `key` fails inside DeleteObjects answers with `code` (not deleted).
     pub fn fail_key(&self, key: &str, code: &str) {
         let mut state = self.state.lock().unwrap();
         state.failing_keys.insert(key.to_owned(), code.to_owned());
+    }
+
+    /// DeleteObjects waits `delay` before doing anything (`None`: at once).
+    pub fn delay_deletes(&self, delay: Option<Duration>) {
+        self.state.lock().unwrap().delete_delay = delay;
     }
 
     pub fn unfail_key(&self, key: &str) {
@@ -130,6 +138,12 @@ impl S3 for Faulty {
         mut req: S3Request<DeleteObjectsInput>,
     ) -> S3Result<S3Response<DeleteObjectsOutput>> {
         self.faults.before(DELETE_OBJECTS)?;
+        let delay = self.faults.state.lock().unwrap().delete_delay;
+        if let Some(delay) = delay {
+            // A client that gives up meanwhile drops this request: nothing
+            // is deleted, as when a real server never got to it.
+            tokio::time::sleep(delay).await;
+        }
         let objects = std::mem::take(&mut req.input.delete.objects);
         let (mut errors, mut keep) = (Vec::new(), Vec::new());
         {
