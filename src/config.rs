@@ -414,17 +414,6 @@ impl StorageConfig {
                     .into(),
             );
         }
-        if self.paths.is_empty() {
-            return invalid("storage.paths", "needs at least one template".into());
-        }
-        for template in &self.paths {
-            crate::storage::template::Template::parse(template).map_err(|reason| {
-                ConfigError::Invalid {
-                    key: "storage.paths",
-                    reason: format!("{template:?}: {reason}"),
-                }
-            })?;
-        }
         if let Some(marker) = &self.marker {
             let plain = !marker.is_empty()
                 && !matches!(marker.as_str(), "." | "..")

@@ -14,14 +14,17 @@ use chrono::{DateTime, SecondsFormat, Utc};
 /// 9999-12-31T23:59:59.999Z: the latest instant RFC 3339 can write.
 pub const MAX_MS: i64 = 253_402_300_799_999;
 
+/// The longest `delay_secs`: 10^11 seconds, about 3,169 years. A fixed
+/// bound (not "until year 9999", which moves with the clock), so the API's
+/// description can state it and a client meets the same limit every day.
+pub const MAX_DELAY_SECS: u64 = 100_000_000_000;
+
 /// Why a schedule is refused; the message names the field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ScheduleError {
     #[error("give delay_secs or not_before, not both")]
     Both,
-    #[error(
-        "delay_secs: at most {max} seconds from now (until 9999-12-31T23:59:59Z), not {given}"
-    )]
+    #[error("delay_secs: at most {max} seconds (about 3,000 years), not {given}")]
     DelayTooLong { given: u64, max: u64 },
     #[error("not_before: {0} (expected RFC 3339, e.g. 2026-12-01T00:00:00Z, year at most 9999)")]
     Unparsable(String),
@@ -36,7 +39,8 @@ pub fn not_before_ms(
     match (delay_secs, not_before) {
         (Some(_), Some(_)) => Err(ScheduleError::Both),
         (Some(secs), None) => {
-            let max = (MAX_MS - now.clamp(0, MAX_MS)) as u64 / 1000;
+            let until_9999 = (MAX_MS - now.clamp(0, MAX_MS)) as u64 / 1000;
+            let max = MAX_DELAY_SECS.min(until_9999);
             if secs > max {
                 return Err(ScheduleError::DelayTooLong { given: secs, max });
             }
@@ -89,11 +93,15 @@ mod tests {
                 Err(ScheduleError::DelayTooLong { .. })
             ));
         }
-        let max = (MAX_MS - NOW) as u64 / 1000;
-        let latest = not_before_ms(NOW, Some(max), None).unwrap();
-        assert!(latest <= MAX_MS);
+        let longest = not_before_ms(NOW, Some(MAX_DELAY_SECS), None).unwrap();
+        assert_eq!(longest, NOW + MAX_DELAY_SECS as i64 * 1000);
+        assert!(not_before_ms(NOW, Some(MAX_DELAY_SECS + 1), None).is_err());
+        // Late enough, year 9999 comes first: the bound is the nearer one.
+        let late = MAX_MS - 3_600_000;
+        let max = (MAX_MS - late) as u64 / 1000;
+        let latest = not_before_ms(late, Some(max), None).unwrap();
         assert!(rfc3339(latest).starts_with("9999-12-31T23:59:"));
-        assert!(not_before_ms(NOW, Some(max + 1), None).is_err());
+        assert!(not_before_ms(late, Some(max + 1), None).is_err());
     }
 
     #[test]

@@ -9,8 +9,6 @@ use std::process::Stdio;
 
 use common::process::write_config;
 use common::{workspace, Backend};
-use diesel::RunQueryDsl;
-use video_scheduler::db::queries::counts;
 use video_scheduler::db::Db;
 
 backend_tests!(the_export_of_100000_receipts_streams_in_completion_order);
@@ -24,25 +22,15 @@ fn the_export_of_100000_receipts_streams_in_completion_order(backend: Backend) {
     let db = Db::connect(&config.database_url, 1).unwrap();
     db.migrate().unwrap();
     // Inserted in an order unlike the completion order.
-    for chunk in (0..RECEIPTS).collect::<Vec<_>>().chunks(2000) {
-        let values: Vec<String> = chunk
-            .iter()
-            .map(|i| {
-                let completed = FIRST + (RECEIPTS - 1 - i) * 1000;
-                format!(
-                    "('video-{i:06}', {completed}, {completed}, 1, 3, 0, 'instance', 'v1', 'req-{i}')"
-                )
-            })
-            .collect();
-        let sql = format!(
-            "INSERT INTO video_del_receipt \
-             (id, requested_at, completed_at, attempts, deleted, missing, acked_by, source, request_id) \
-             VALUES {}",
-            values.join(", ")
-        );
-        db.write(|c| diesel::sql_query(&sql).execute(c)).unwrap();
-    }
-    db.write(counts::recount).unwrap();
+    common::insert_receipts(
+        &db,
+        (0..RECEIPTS).map(|i| {
+            let completed = FIRST + (RECEIPTS - 1 - i) * 1000;
+            format!(
+                "('video-{i:06}', {completed}, {completed}, 1, 3, 0, 'instance', 'v1', 'req-{i}')"
+            )
+        }),
+    );
     let config_file = write_config(&config, ws.dir.path(), "conf.json");
 
     // (lines, first id, last id, peak RSS in KiB)

@@ -32,6 +32,8 @@ fn huge_delays_and_far_schedules_are_refused_the_same_way_on_every_route(backend
     for body in [
         json!({ "ids": ["far"], "delay_secs": 10_000_000_000_000_000u64 }),
         json!({ "ids": ["far"], "delay_secs": u64::MAX }),
+        // One above the documented bound (found by schemathesis).
+        json!({ "ids": ["far"], "delay_secs": video_scheduler::schedule::MAX_DELAY_SECS + 1 }),
         json!({ "ids": ["far"], "not_before": "10000-01-01T00:00:00Z" }),
         json!({ "ids": ["far"], "not_before": "9999-12-31T23:59:59-23:59" }),
     ] {
@@ -57,6 +59,11 @@ fn huge_delays_and_far_schedules_are_refused_the_same_way_on_every_route(backend
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("--delay-secs: at most"), "{stderr}");
     assert_eq!(app.row_count(), 0, "nothing was recorded");
+    let longest = app.record(
+        &["longest"],
+        json!({ "delay_secs": video_scheduler::schedule::MAX_DELAY_SECS }),
+    );
+    assert_eq!(longest.status, 202, "the bound itself: {}", longest.body);
 
     // The latest time accepted reads back as a valid time, and a past one
     // is stored as now: a pending request never shows `not_before: null`.

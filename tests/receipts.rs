@@ -123,21 +123,10 @@ fn an_id_recorded_again_after_done_is_deleted_again_and_gets_a_new_receipt(backe
 /// would have left them, and recounts.
 fn old_receipts(db: &Db, n: usize, days_ago: i64) {
     let at = common::now_ms() - days_ago * 86_400_000;
-    let ids: Vec<usize> = (0..n).collect();
-    for chunk in ids.chunks(1000) {
-        let values: Vec<String> = chunk
-            .iter()
-            .map(|i| format!("('old-{i:06}', {at}, {at}, 1, 1, 0, 'old-instance', 'v1', NULL)"))
-            .collect();
-        let sql = format!(
-            "INSERT INTO video_del_receipt \
-             (id, requested_at, completed_at, attempts, deleted, missing, acked_by, source, request_id) \
-             VALUES {}",
-            values.join(", ")
-        );
-        db.write(|c| diesel::sql_query(&sql).execute(c)).unwrap();
-    }
-    db.write(counts::recount).unwrap();
+    common::insert_receipts(
+        db,
+        (0..n).map(|i| format!("('old-{i:06}', {at}, {at}, 1, 1, 0, 'old-instance', 'v1', NULL)")),
+    );
 }
 
 fn expired_receipts_are_pruned_while_a_drain_of_20000_ids_runs(backend: Backend) {

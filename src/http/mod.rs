@@ -108,18 +108,22 @@ fn query_error(e: QueryPayloadError) -> ApiError {
     ApiError::BadRequest(format!("invalid query string: {e}"))
 }
 
-/// Middleware: when tokens are configured, every route but the probes, the
-/// dashboard's page and `/openapi.json` needs `Authorization: Bearer
-/// <token>` (the scheme in any case, RFC 7235).
+/// The routes that need no token when `api_tokens` is set: the probes, and
+/// the dashboard's page, which holds no data (it asks for the token and
+/// sends it with each of its calls; a browser cannot send a bearer token
+/// with the page's own request). Everything else, `/openapi.json` too,
+/// needs one, as the contract says.
+pub const OPEN_ROUTES: [&str; 3] = ["/healthz", "/readyz", "/"];
+
+/// Middleware: when tokens are configured, every route but [`OPEN_ROUTES`]
+/// needs `Authorization: Bearer <token>` (the scheme in any case, RFC 7235).
 pub async fn authenticate(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
     let allowed = match req.app_data::<web::Data<AppState>>() {
         Some(state) if !state.tokens.is_empty() => {
-            // The probes, the dashboard's page (it holds no data; its calls
-            // carry the token) and the API's description.
-            matches!(req.path(), "/healthz" | "/readyz" | "/" | "/openapi.json")
+            OPEN_ROUTES.contains(&req.path())
                 || req
                     .headers()
                     .get(header::AUTHORIZATION)

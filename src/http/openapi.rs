@@ -26,7 +26,7 @@ use super::{controls, dashboard, deletions, health, metrics, seed};
     info(
         title = "video-scheduler",
         description = "Durable deletion scheduler for video files. When `api_tokens` is set, \
-                       every route but /healthz, /readyz, / and /openapi.json needs \
+                       every route but /healthz, /readyz and / (the dashboard's page) needs \
                        `Authorization: Bearer <token>`."
     ),
     paths(
@@ -94,9 +94,6 @@ pub fn spec(secured: bool) -> Value {
 pub const VIDEO_ID_PATTERN: &str = "^([A-Za-z0-9_-]|[A-Za-z0-9._-][A-Za-z0-9_-]|\
     [A-Za-z0-9_-][A-Za-z0-9._-]|[A-Za-z0-9._-]{3,64})$";
 
-/// Routes that need no token (the probes, the dashboard's page, this).
-const OPEN_ROUTES: [&str; 4] = ["/healthz", "/readyz", "/", "/openapi.json"];
-
 /// Adds to `doc` what the annotations cannot express (see the module doc).
 fn constrain(doc: &mut Value, secured: bool) {
     let error = json!({ "$ref": "#/components/schemas/ErrorBody" });
@@ -116,8 +113,7 @@ fn constrain(doc: &mut Value, secured: bool) {
     });
     let create = &mut schemas["CreateBody"];
     create["properties"]["ids"] = json!({ "type": "array", "maxItems": 10000, "items": video_id });
-    create["properties"]["delay_secs"] =
-        json!({ "type": ["integer", "null"], "minimum": 0, "maximum": 100_000_000_000u64 });
+    create["properties"]["delay_secs"] = json!({ "type": ["integer", "null"], "minimum": 0, "maximum": crate::schedule::MAX_DELAY_SECS });
     create["properties"]["not_before"] =
         json!({ "type": ["string", "null"], "format": "date-time" });
     create["not"] = json!({
@@ -167,7 +163,7 @@ fn constrain(doc: &mut Value, secured: bool) {
         }
     }
     for (path, item) in paths.iter_mut() {
-        let open = OPEN_ROUTES.contains(&path.as_str());
+        let open = super::OPEN_ROUTES.contains(&path.as_str());
         for (method, operation) in item.as_object_mut().expect("a path item").iter_mut() {
             let Some(operation) = operation.as_object_mut() else {
                 continue;

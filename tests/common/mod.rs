@@ -620,6 +620,26 @@ pub fn now_ms() -> i64 {
     video_scheduler::db::now_ms()
 }
 
+/// Inserts receipts given as SQL value tuples (`('id', requested_at,
+/// completed_at, attempts, deleted, missing, 'acked_by', 'source',
+/// request_id)`), 1,000 a statement, as instances would have left them,
+/// then recounts the kept counts.
+pub fn insert_receipts(db: &Db, rows: impl IntoIterator<Item = String>) {
+    use diesel::RunQueryDsl;
+    let rows: Vec<String> = rows.into_iter().collect();
+    for chunk in rows.chunks(1000) {
+        let sql = format!(
+            "INSERT INTO video_del_receipt \
+             (id, requested_at, completed_at, attempts, deleted, missing, acked_by, source, request_id) \
+             VALUES {}",
+            chunk.join(", ")
+        );
+        db.write(|c| diesel::sql_query(&sql).execute(c)).unwrap();
+    }
+    db.write(video_scheduler::db::queries::counts::recount)
+        .unwrap();
+}
+
 /// Requests left in the table, in any state.
 pub fn row_count(db: &Db) -> i64 {
     let s = db
