@@ -166,16 +166,7 @@ fn throttling_is_retried_and_no_id_is_acked_before_its_objects_are_gone() {
     }
     let faults = s3(&app).faults();
     faults.slow_down(DELETE_OBJECTS, None);
-    record(&app, &ids);
-    wait_until("DeleteObjects is retried", || {
-        faults.calls(DELETE_OBJECTS) >= 5
-    });
-    assert_eq!(app.row_count(), 500, "no id acked while its objects stay");
-    assert_eq!(files_under(&app.root()), 500);
-
-    faults.clear();
-    wait_until("every row is removed", || app.row_count() == 0);
-    assert_eq!(files_under(&app.root()), 0);
+    nothing_acked_while_held_then_all_deleted(&app, &ids, 5);
     assert_eq!(metric(&app, "deleted"), 500.0);
 }
 
@@ -361,14 +352,27 @@ fn a_delete_that_times_out_is_tried_again_and_nothing_is_acked_early() {
     for id in &ids {
         app.create_file(id);
     }
-    let faults = s3(&app).faults();
-    faults.delay_deletes(Some(std::time::Duration::from_secs(3)));
-    record(&app, &ids);
-    wait_until("timed-out deletes are tried again", || {
-        faults.calls(DELETE_OBJECTS) >= 3
+    s3(&app)
+        .faults()
+        .delay_deletes(Some(std::time::Duration::from_secs(3)));
+    nothing_acked_while_held_then_all_deleted(&app, &ids, 3);
+}
+
+/// Records `ids` (their files made) while a fault holds DeleteObjects back:
+/// once it has been tried `tries` times, no id is acked and every object
+/// stays; after the fault clears, every row and object is gone.
+fn nothing_acked_while_held_then_all_deleted(app: &TestApp, ids: &[String], tries: u64) {
+    let faults = s3(app).faults();
+    record(app, ids);
+    wait_until("DeleteObjects is tried again", || {
+        faults.calls(DELETE_OBJECTS) >= tries
     });
-    assert_eq!(app.row_count(), 20, "nothing acked while no answer came");
-    assert_eq!(files_under(&app.root()), 20);
+    assert_eq!(
+        app.row_count(),
+        ids.len() as i64,
+        "no id acked while its objects stay"
+    );
+    assert_eq!(files_under(&app.root()), ids.len());
 
     faults.clear();
     wait_until("every row is removed", || app.row_count() == 0);
