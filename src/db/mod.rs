@@ -16,7 +16,7 @@ pub mod schema;
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use diesel::r2d2::{ManageConnection, Pool, PooledConnection};
 use diesel::QueryResult;
@@ -208,9 +208,10 @@ impl Db {
 
     /// Runs `f` on a read connection (blocking).
     pub fn read<T>(&self, f: impl FnOnce(&mut Conn) -> QueryResult<T>) -> Result<T, DbError> {
+        let started = Instant::now();
         let mut conn = self.get(&self.read)?;
         let result = f(&mut conn);
-        self.settle(&mut conn, result)
+        self.settle(&mut conn, started, result)
     }
 
     /// Runs `f`, a whole transaction, on a writer connection (blocking).
@@ -242,9 +243,10 @@ impl Db {
         relaxed: bool,
         mut f: impl FnMut(&mut Conn) -> QueryResult<T>,
     ) -> Result<T, DbError> {
+        let started = Instant::now();
         let mut conn = self.get(pool)?;
         if let Err(e) = conn.set_relaxed_sync(relaxed) {
-            return self.settle(&mut conn, Err(e));
+            return self.settle(&mut conn, started, Err(e));
         }
         let mut attempt = 1;
         loop {
@@ -254,7 +256,7 @@ impl Db {
                     std::thread::sleep(Duration::from_millis(fastrand::u64(1..=5 * attempt)));
                     attempt += 1;
                 }
-                result => return self.settle(&mut conn, result),
+                result => return self.settle(&mut conn, started, result),
             }
         }
     }
@@ -309,15 +311,16 @@ impl Db {
 
     /// Turns the result of work on `conn` into ours: a lost connection is
     /// marked for disposal (and every older connection for a check) and is
-    /// an outage; any success ends an outage.
+    /// an outage; a success of work `started` after an outage began ends it.
     fn settle<T>(
         &self,
         conn: &mut connection::Tracked,
+        started: Instant,
         result: QueryResult<T>,
     ) -> Result<T, DbError> {
         match result {
             Ok(value) => {
-                self.outage.succeeded();
+                self.outage.succeeded(started);
                 Ok(value)
             }
             Err(e) if is_connection_lost(&e) => {

@@ -66,12 +66,18 @@ impl Tracker {
         }
     }
 
-    /// An operation succeeded: an outage in progress is over.
-    pub fn succeeded(&self) {
+    /// An operation `started` at that time succeeded: an outage in progress
+    /// is over, unless the operation began before the outage was seen (work
+    /// already under way on another connection when the server went away
+    /// proves nothing about now, and would make one outage log twice).
+    pub fn succeeded(&self, started: Instant) {
         if !self.on.load(Ordering::Acquire) {
             return;
         }
         let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        if current.as_ref().is_some_and(|o| started < o.since) {
+            return;
+        }
         if let Some(Outage { since, .. }) = current.take() {
             self.on.store(false, Ordering::Release);
             let failures = self.failures.swap(0, Ordering::Relaxed);

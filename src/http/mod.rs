@@ -166,23 +166,32 @@ pub async fn request_deadline(
     mut req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    if let Some(timeout) = req
-        .app_data::<web::Data<AppState>>()
-        .map(|s| s.request_timeout)
-    {
+    // A request without a body (most: the seed route's GETs) has nothing
+    // to bound; the timer starts when the request arrives, and is only
+    // registered once the body keeps the handler waiting.
+    if let (Some(timeout), true) = (
+        req.app_data::<web::Data<AppState>>()
+            .map(|s| s.request_timeout),
+        has_body(&req),
+    ) {
         let mut payload = actix_web::HttpMessage::take_payload(&mut req);
-        let mut deadline = Box::pin(actix_web::rt::time::sleep(timeout));
+        let until = actix_web::rt::time::Instant::now() + timeout;
+        let mut deadline = None;
         let bounded =
             futures_util::stream::poll_fn(move |cx| match Pin::new(&mut payload).poll_next(cx) {
-                Poll::Pending => match deadline.as_mut().poll(cx) {
-                    Poll::Ready(()) => {
-                        Poll::Ready(Some(Err(PayloadError::Io(std::io::Error::new(
-                            std::io::ErrorKind::TimedOut,
-                            "the request body was not received in time",
-                        )))))
+                Poll::Pending => {
+                    let timer = deadline
+                        .get_or_insert_with(|| Box::pin(actix_web::rt::time::sleep_until(until)));
+                    match timer.as_mut().poll(cx) {
+                        Poll::Ready(()) => {
+                            Poll::Ready(Some(Err(PayloadError::Io(std::io::Error::new(
+                                std::io::ErrorKind::TimedOut,
+                                "the request body was not received in time",
+                            )))))
+                        }
+                        Poll::Pending => Poll::Pending,
                     }
-                    Poll::Pending => Poll::Pending,
-                },
+                }
                 ready => ready,
             });
         req.set_payload(Payload::from(
@@ -192,15 +201,24 @@ pub async fn request_deadline(
     next.call(req).await
 }
 
+/// Whether a request has a body to read: a length above 0, or chunks.
+fn has_body(req: &ServiceRequest) -> bool {
+    let headers = req.headers();
+    headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|length| length.as_bytes() != b"0")
+}
+
 /// Middleware: under `/v1`, actix's own empty 404 (no such route) and 405
 /// (no such method on a route) become JSON errors like every other v1 error.
 pub async fn json_errors_under_v1(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+) -> Result<ServiceResponse<EitherBody<impl MessageBody, BoxBody>>, actix_web::Error> {
     let v1 = req.path().starts_with("/v1/") || req.path() == "/v1";
     let method = req.method().clone();
-    let response = next.call(req).await?.map_into_boxed_body();
+    let response = next.call(req).await?;
     let empty = matches!(
         response.response().body().size(),
         actix_web::body::BodySize::Sized(0) | actix_web::body::BodySize::None
@@ -210,7 +228,7 @@ pub async fn json_errors_under_v1(
         StatusCode::METHOD_NOT_ALLOWED if v1 && empty => {
             ApiError::MethodNotAllowed(format!("{method} is not allowed on this route"))
         }
-        _ => return Ok(response),
+        _ => return Ok(response.map_into_left_body()),
     };
     let (req, _) = response.into_parts();
     let mut reply = error.error_response();
@@ -218,5 +236,5 @@ pub async fn json_errors_under_v1(
         // The status and headers only, as for any HEAD.
         reply = reply.map_body(|_, _| BoxBody::new(()));
     }
-    Ok(ServiceResponse::new(req, reply))
+    Ok(ServiceResponse::new(req, reply).map_into_right_body())
 }

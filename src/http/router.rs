@@ -163,6 +163,14 @@ impl Drop for Resource<'_, '_> {
                 }
             }));
         }
-        self.routes.register(resource);
+        self.routes
+            .register(resource.app_data(RoutePattern(self.path)));
     }
 }
+
+/// The pattern of the resource that answered a request, for the metrics'
+/// `route` label: set on each resource, read back from the request once it
+/// is answered (actix's own `match_pattern` matches the path against every
+/// pattern again).
+#[derive(Debug, Clone, Copy)]
+pub struct RoutePattern(pub &'static str);

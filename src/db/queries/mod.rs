@@ -37,7 +37,10 @@ use crate::video_id::VideoId;
 
 pub mod controls;
 pub mod counts;
+mod prepared;
 pub mod receipts;
+
+use prepared::prepared;
 
 /// Rows per multi-row INSERT: 5 binds each stays below SQLite's 32766 and
 /// MySQL's 65535 placeholders.
@@ -96,8 +99,8 @@ fn insert_new(conn: &mut Conn, rows: &[NewRow<'_>], now: i64) -> QueryResult<usi
             #[diesel(sql_type = BigInt)]
             new: i64,
         }
-        let inserted: New = diesel::sql_query(
-            "WITH new AS (                INSERT INTO video_del_rec (id, created_at, not_before, source, request_id)                SELECT id, $1, not_before, source, request_id                FROM unnest($2::varchar[], $3::bigint[], $4::varchar[], $5::varchar[])                  AS row(id, not_before, source, request_id)                ON CONFLICT DO NOTHING RETURNING 1)              UPDATE video_del_counts SET queued = queued + (SELECT count(*) FROM new)              WHERE shard = $6 RETURNING (SELECT count(*) FROM new) AS new",
+        let inserted: New = prepared(
+            "WITH new AS (                INSERT INTO video_del_rec (id, created_at, not_before, source, request_id)                SELECT id, ?, not_before, source, request_id                FROM unnest(?::varchar[], ?::bigint[], ?::varchar[], ?::varchar[])                  AS row(id, not_before, source, request_id)                ON CONFLICT DO NOTHING RETURNING 1)              UPDATE video_del_counts SET queued = queued + (SELECT count(*) FROM new)              WHERE shard = ? RETURNING (SELECT count(*) FROM new) AS new",
         )
         .bind::<BigInt, _>(now)
         .bind::<Array<Text>, _>(rows.iter().map(|r| r.id).collect::<Vec<_>>())
@@ -228,7 +231,7 @@ pub fn claim(
     let claimed: Vec<Claimed> = match conn {
         // One writer per process and an atomic statement: no locking clause.
         #[cfg(feature = "sqlite")]
-        AnyConnection::Sqlite(c) => diesel::sql_query(
+        AnyConnection::Sqlite(c) => prepared(
             "UPDATE video_del_rec \
              SET state = 'running', locked_by = ?, locked_until = ?, not_before = ? \
              WHERE id IN (SELECT id FROM video_del_rec WHERE not_before <= ? \
@@ -246,16 +249,17 @@ pub fn claim(
         // The same statement, with SKIP LOCKED: rows another instance is
         // claiming right now are skipped, not waited for.
         #[cfg(feature = "postgres")]
-        AnyConnection::Pg(c) => diesel::sql_query(
+        AnyConnection::Pg(c) => prepared(
             "UPDATE video_del_rec \
-             SET state = 'running', locked_by = $1, locked_until = $2, not_before = $2 \
-             WHERE id IN (SELECT id FROM video_del_rec WHERE not_before <= $3 \
+             SET state = 'running', locked_by = ?, locked_until = ?, not_before = ? \
+             WHERE id IN (SELECT id FROM video_del_rec WHERE not_before <= ? \
                           AND NOT EXISTS (SELECT 1 FROM video_del_control \
                                           WHERE name = 'paused' AND value <> 0) \
-                          ORDER BY not_before LIMIT $4 FOR UPDATE SKIP LOCKED) \
+                          ORDER BY not_before LIMIT ? FOR UPDATE SKIP LOCKED) \
              RETURNING id, attempts, created_at, source, request_id",
         )
         .bind::<Text, _>(owner)
+        .bind::<BigInt, _>(lease_until)
         .bind::<BigInt, _>(lease_until)
         .bind::<BigInt, _>(now)
         .bind::<BigInt, _>(limit)
@@ -264,7 +268,7 @@ pub fn claim(
         // one transaction (READ COMMITTED, see connection.rs).
         #[cfg(feature = "mysql")]
         AnyConnection::Mysql(c) => c.transaction(|c| {
-            let due: Vec<Claimed> = diesel::sql_query(
+            let due: Vec<Claimed> = prepared(
                 "SELECT id, attempts, created_at, source, request_id FROM video_del_rec \
                  WHERE not_before <= ? \
                  AND NOT EXISTS (SELECT 1 FROM video_del_control \
@@ -305,18 +309,20 @@ pub fn ack(
     failures: &[Failure],
     receipts_at: Option<i64>,
 ) -> QueryResult<AckCounts> {
-    conn.transaction(|conn| {
+    let run = |conn: &mut Conn| {
         let mut counts = AckCounts::default();
         let mut delta = CountDelta::default();
         if !done.is_empty() {
-            let (removed, new_receipts) = remove_done(conn, owner, done, receipts_at)?;
+            let (removed, new_receipts, counted) = remove_done(conn, owner, done, receipts_at)?;
             if receipts_at.is_some() {
                 counts.receipts = removed;
             }
             counts.removed = removed;
             counts.lost_lease += done.len() - removed;
-            delta.queued -= removed as i64;
-            delta.done += new_receipts;
+            if !counted {
+                delta.queued -= removed as i64;
+                delta.done += new_receipts;
+            }
         }
         for failure in failures {
             let state = match failure.retry_at {
@@ -349,13 +355,22 @@ pub fn ack(
         }
         counts::add(conn, delta)?;
         Ok(counts)
-    })
+    };
+    // PostgreSQL removes, writes receipts and keeps the counts in one
+    // statement, atomic by itself: the usual batch needs no BEGIN/COMMIT
+    // round trips.
+    if is_postgres(conn) && failures.is_empty() {
+        run(conn)
+    } else {
+        conn.transaction(run)
+    }
 }
 
 /// Removes the rows of `done` still leased to `owner` and, when
 /// `receipts_at` is set, writes their receipts (replacing older receipts of
-/// the same ids). Returns how many rows went and how many more receipts
-/// there are now.
+/// the same ids). Returns how many rows went, how many more receipts
+/// there are now, and whether the kept counts already say so (PostgreSQL
+/// keeps them in the same statement).
 ///
 /// On SQLite and PostgreSQL the batch travels as one parameter (a JSON
 /// array, arrays), so each statement is short and its plan the same
@@ -366,7 +381,7 @@ fn remove_done(
     owner: &str,
     done: &[Done],
     receipts_at: Option<i64>,
-) -> QueryResult<(usize, i64)> {
+) -> QueryResult<(usize, i64, bool)> {
     #[cfg(feature = "postgres")]
     #[derive(QueryableByName)]
     struct Counted {
@@ -390,13 +405,13 @@ fn remove_done(
             let batch = batch_json(done)?;
             let mut fresh = 0;
             if let Some(completed_at) = receipts_at {
-                let written: Vec<Written> = diesel::sql_query(
+                let written: Vec<Written> = prepared(
                     "INSERT INTO video_del_receipt (id, requested_at, completed_at, attempts, \
                        deleted, missing, acked_by, source, request_id) \
-                     SELECT r.id, r.created_at, ?3, r.attempts + 1, j.value ->> 1, j.value ->> 2, \
-                       ?2, r.source, r.request_id \
-                     FROM json_each(?1) AS j JOIN video_del_rec AS r ON r.id = j.value ->> 0 \
-                     WHERE r.locked_by = ?2 \
+                     SELECT r.id, r.created_at, ?, r.attempts + 1, j.value ->> 1, j.value ->> 2, \
+                       ?, r.source, r.request_id \
+                     FROM json_each(?) AS j JOIN video_del_rec AS r ON r.id = j.value ->> 0 \
+                     WHERE r.locked_by = ? \
                      ON CONFLICT (id) DO UPDATE SET requested_at = excluded.requested_at, \
                        completed_at = excluded.completed_at, attempts = excluded.attempts, \
                        deleted = excluded.deleted, missing = excluded.missing, \
@@ -404,49 +419,55 @@ fn remove_done(
                        request_id = excluded.request_id, completions = completions + 1 \
                      RETURNING completions",
                 )
+                .bind::<BigInt, _>(completed_at)
+                .bind::<Text, _>(owner)
                 .bind::<Text, _>(&batch)
                 .bind::<Text, _>(owner)
-                .bind::<BigInt, _>(completed_at)
                 .load(c)?;
                 fresh = written.iter().filter(|w| w.completions == 1).count() as i64;
             }
-            let removed = diesel::sql_query(
+            let removed = prepared(
                 "DELETE FROM video_del_rec \
-                 WHERE id IN (SELECT j.value ->> 0 FROM json_each(?1) AS j) AND locked_by = ?2",
+                 WHERE id IN (SELECT j.value ->> 0 FROM json_each(?) AS j) AND locked_by = ?",
             )
             .bind::<Text, _>(&batch)
             .bind::<Text, _>(owner)
             .execute(c)?;
-            Ok((removed, fresh))
+            Ok((removed, fresh, false))
         }
         // One statement: the rows go, and their receipts are made from what
         // the DELETE returns (so a row re-leased meanwhile by another
         // instance gets none); `xmax = 0` tells a new receipt from one that
-        // replaced an older receipt.
+        // replaced an older receipt; the kept counts change last.
         #[cfg(feature = "postgres")]
         AnyConnection::Pg(c) => {
             let ids: Vec<&str> = done.iter().map(|d| d.claimed.id.as_str()).collect();
             let counted: Counted = match receipts_at {
-                Some(completed_at) => diesel::sql_query(
+                Some(completed_at) => prepared(
                     "WITH batch AS ( \
-                       SELECT * FROM unnest($1::varchar[], $2::int[], $3::int[]) \
+                       SELECT * FROM unnest(?::varchar[], ?::int[], ?::int[]) \
                          AS b(id, deleted, missing)), \
                      gone AS ( \
                        DELETE FROM video_del_rec AS r USING batch AS b \
-                       WHERE r.id = b.id AND r.locked_by = $4 \
+                       WHERE r.id = b.id AND r.locked_by = ? \
                        RETURNING r.id, r.created_at, r.attempts, r.source, r.request_id, \
                                  b.deleted, b.missing), \
                      kept AS ( \
                        INSERT INTO video_del_receipt (id, requested_at, completed_at, attempts, \
                          deleted, missing, acked_by, source, request_id) \
-                       SELECT id, created_at, $5, attempts + 1, deleted, missing, $4, source, \
+                       SELECT id, created_at, ?, attempts + 1, deleted, missing, ?, source, \
                          request_id FROM gone \
                        ON CONFLICT (id) DO UPDATE SET requested_at = EXCLUDED.requested_at, \
                          completed_at = EXCLUDED.completed_at, attempts = EXCLUDED.attempts, \
                          deleted = EXCLUDED.deleted, missing = EXCLUDED.missing, \
                          acked_by = EXCLUDED.acked_by, source = EXCLUDED.source, \
                          request_id = EXCLUDED.request_id \
-                       RETURNING (xmax = 0) AS fresh) \
+                       RETURNING (xmax = 0) AS fresh), \
+                     counted AS ( \
+                       UPDATE video_del_counts \
+                       SET queued = queued - (SELECT count(*) FROM gone), \
+                         done = done + (SELECT count(*) FROM kept WHERE fresh) \
+                       WHERE shard = ?) \
                      SELECT (SELECT count(*) FROM gone) AS removed, \
                             (SELECT count(*) FROM kept WHERE fresh) AS fresh",
                 )
@@ -463,17 +484,22 @@ fn remove_done(
                 )
                 .bind::<Text, _>(owner)
                 .bind::<BigInt, _>(completed_at)
+                .bind::<Text, _>(owner)
+                .bind::<Integer, _>(counts::shard())
                 .get_result(c)?,
-                None => diesel::sql_query(
+                None => prepared(
                     "WITH gone AS (DELETE FROM video_del_rec \
-                       WHERE id = ANY($1) AND locked_by = $2 RETURNING 1) \
+                       WHERE id = ANY(?) AND locked_by = ? RETURNING 1), \
+                     counted AS (UPDATE video_del_counts \
+                       SET queued = queued - (SELECT count(*) FROM gone) WHERE shard = ?) \
                      SELECT count(*) AS removed, 0::bigint AS fresh FROM gone",
                 )
                 .bind::<Array<Text>, _>(&ids)
                 .bind::<Text, _>(owner)
+                .bind::<Integer, _>(counts::shard())
                 .get_result(c)?,
             };
-            Ok((counted.removed as usize, counted.fresh))
+            Ok((counted.removed as usize, counted.fresh, true))
         }
         // No DELETE ... RETURNING: lock the rows still ours, write their
         // receipts, then delete them. (A JSON_TABLE join, as SQLite does
@@ -488,7 +514,7 @@ fn remove_done(
                 .for_update()
                 .load(c)?;
             if ours.is_empty() {
-                return Ok((0, 0));
+                return Ok((0, 0, false));
             }
             let fresh = match receipts_at {
                 Some(completed_at) => receipts::write(conn, owner, done, &ours, completed_at)?,
@@ -496,7 +522,7 @@ fn remove_done(
             };
             let removed =
                 diesel::delete(t::video_del_rec.filter(t::id.eq_any(&ours))).execute(conn)?;
-            Ok((removed, fresh))
+            Ok((removed, fresh, false))
         }
     }
 }

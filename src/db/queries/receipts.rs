@@ -13,17 +13,17 @@ use super::super::AnyConnection;
 use super::super::Conn;
 use super::counts;
 
-/// Receipts per multi-row INSERT: 9 binds each stays below MySQL's
-/// placeholder limit.
-#[cfg(feature = "mysql")]
-const INSERT_CHUNK: usize = 3000;
-
-/// Writes the receipts of the `removed` ids among `done`, acked by `owner`
+/// Writes the receipts of the `removed` ids among `done` (rows still in
+/// `video_del_rec`, locked by the caller's transaction), acked by `owner`
 /// at `completed_at`, replacing earlier receipts of the same ids. Returns
 /// how many more receipts there are now (for the kept count). Used where
-/// the ack cannot make them in SQL from the deleted rows (MySQL): one
-/// INSERT ... ON DUPLICATE KEY UPDATE whose affected-row count tells new
-/// receipts (1) from replaced ones (2, `completions` always changes).
+/// the ack cannot make them in the DELETE itself (MySQL has no `DELETE ...
+/// RETURNING`): the receipts are copied from the rows by `INSERT ...
+/// SELECT`, one statement per distinct (deleted, missing) pair (a batch
+/// usually has one: every id has the same paths), so only ids are bound,
+/// not nine values a row. `ON DUPLICATE KEY UPDATE` counts 1 affected row
+/// for a new receipt and 2 for a replaced one (`completions` always
+/// changes), which tells them apart.
 #[cfg(feature = "mysql")]
 pub fn write(
     conn: &mut Conn,
@@ -32,45 +32,47 @@ pub fn write(
     removed: &[String],
     completed_at: i64,
 ) -> QueryResult<i64> {
-    use diesel::sql_types::{BigInt, Integer, Nullable, Text};
-    use std::collections::HashSet;
-    if removed.is_empty() {
-        return Ok(0);
-    }
+    use diesel::sql_types::{BigInt, Integer, Text};
+    use std::collections::{BTreeMap, HashSet};
+    let AnyConnection::Mysql(c) = conn else {
+        unreachable!("only the MySQL ack writes receipts apart")
+    };
     let removed: HashSet<&str> = removed.iter().map(String::as_str).collect();
-    let receipts: Vec<&Done> = done
+    let mut groups: BTreeMap<(u32, u32), Vec<&str>> = BTreeMap::new();
+    for d in done
         .iter()
         .filter(|d| removed.contains(d.claimed.id.as_str()))
-        .collect();
-    let mut fresh = 0;
-    for chunk in receipts.chunks(INSERT_CHUNK) {
-        let rows = vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
+    {
+        groups
+            .entry((d.removed.deleted, d.removed.missing))
+            .or_default()
+            .push(d.claimed.id.as_str());
+    }
+    let mut affected = 0;
+    for ((deleted, missing), ids) in groups {
+        let list = vec!["?"; ids.len()].join(", ");
         let mut insert = diesel::sql_query(format!(
             "INSERT INTO video_del_receipt (id, requested_at, completed_at, attempts, deleted, \
-               missing, acked_by, source, request_id) VALUES {rows} \
+               missing, acked_by, source, request_id) \
+             SELECT id, created_at, ?, attempts + 1, ?, ?, ?, source, request_id \
+             FROM video_del_rec WHERE id IN ({list}) \
              ON DUPLICATE KEY UPDATE requested_at = VALUES(requested_at), \
                completed_at = VALUES(completed_at), attempts = VALUES(attempts), \
                deleted = VALUES(deleted), missing = VALUES(missing), \
                acked_by = VALUES(acked_by), source = VALUES(source), \
                request_id = VALUES(request_id), completions = completions + 1"
         ))
-        .into_boxed();
-        for d in chunk {
-            insert = insert
-                .bind::<Text, _>(d.claimed.id.clone())
-                .bind::<BigInt, _>(d.claimed.created_at)
-                .bind::<BigInt, _>(completed_at)
-                .bind::<Integer, _>(d.claimed.attempts.saturating_add(1))
-                .bind::<Integer, _>(d.removed.deleted as i32)
-                .bind::<Integer, _>(d.removed.missing as i32)
-                .bind::<Text, _>(owner.to_owned())
-                .bind::<Text, _>(d.claimed.source.clone())
-                .bind::<Nullable<Text>, _>(d.claimed.request_id.clone());
+        .into_boxed()
+        .bind::<BigInt, _>(completed_at)
+        .bind::<Integer, _>(deleted as i32)
+        .bind::<Integer, _>(missing as i32)
+        .bind::<Text, _>(owner);
+        for id in ids {
+            insert = insert.bind::<Text, _>(id);
         }
-        let affected = insert.execute(conn)? as i64;
-        fresh += 2 * chunk.len() as i64 - affected;
+        affected += insert.execute(c)? as i64;
     }
-    Ok(fresh)
+    Ok(2 * removed.len() as i64 - affected)
 }
 
 /// The receipt of `id`, if kept.
