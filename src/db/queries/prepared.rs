@@ -121,3 +121,80 @@ impl<B> Query for Prepared<B> {
 }
 
 impl<B, Conn> RunQueryDsl<Conn> for Prepared<B> {}
+
+#[cfg(all(test, feature = "sqlite"))]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use diesel::connection::{Instrumentation, InstrumentationEvent};
+    use diesel::prelude::*;
+    use diesel::sql_types::{BigInt, Text};
+
+    use super::prepared;
+
+    #[derive(QueryableByName, Debug, PartialEq)]
+    struct Row {
+        #[diesel(sql_type = Text)]
+        a: String,
+        #[diesel(sql_type = BigInt)]
+        b: i64,
+    }
+
+    /// Counts the statements diesel prepares and puts in its cache.
+    #[derive(Clone, Default)]
+    struct Prepares(Arc<Mutex<usize>>);
+
+    impl Instrumentation for Prepares {
+        fn on_connection_event(&mut self, event: InstrumentationEvent<'_>) {
+            if let InstrumentationEvent::CacheQuery { .. } = event {
+                *self.0.lock().unwrap() += 1;
+            }
+        }
+    }
+
+    fn select(conn: &mut SqliteConnection, a: &str, b: i64) -> QueryResult<Vec<Row>> {
+        prepared("SELECT ? AS a, ? + ? AS b")
+            .bind::<Text, _>(a)
+            .bind::<BigInt, _>(b)
+            .bind::<BigInt, _>(b)
+            .load(conn)
+    }
+
+    #[test]
+    fn binds_fill_placeholders_in_order_and_the_statement_is_prepared_once() {
+        let mut conn = SqliteConnection::establish(":memory:").unwrap();
+        let prepares = Prepares::default();
+        conn.set_instrumentation(prepares.clone());
+        for b in 1..=3 {
+            let rows = select(&mut conn, "x", b).unwrap();
+            assert_eq!(
+                rows,
+                vec![Row {
+                    a: "x".into(),
+                    b: 2 * b
+                }]
+            );
+        }
+        assert_eq!(*prepares.0.lock().unwrap(), 1, "prepared once, then reused");
+    }
+
+    #[test]
+    fn a_bind_count_that_does_not_match_the_placeholders_is_an_error() {
+        let mut conn = SqliteConnection::establish(":memory:").unwrap();
+        let too_few = prepared("SELECT ? AS a, ? AS b")
+            .bind::<Text, _>("x")
+            .load::<Row>(&mut conn);
+        assert!(matches!(
+            too_few,
+            Err(diesel::result::Error::QueryBuilderError(_))
+        ));
+        let too_many = prepared("SELECT ? AS a, 1 AS b")
+            .bind::<Text, _>("x")
+            .bind::<Text, _>("y")
+            .load::<Row>(&mut conn);
+        assert!(matches!(
+            too_many,
+            Err(diesel::result::Error::QueryBuilderError(_))
+        ));
+    }
+}
