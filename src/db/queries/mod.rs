@@ -175,14 +175,25 @@ pub fn record_many(conn: &mut Conn, requests: &[RecordRequest], now: i64) -> Que
         }
         Ok(Inserted { new_rows, total })
     };
-    // PostgreSQL keeps the count in the INSERT itself: one statement
-    // commits atomically by itself, without BEGIN/COMMIT round trips.
+    // PostgreSQL keeps the count in the INSERT itself.
     let statements = usize::from(!merged.is_empty())
         + requests
             .iter()
             .filter(|r| !mergeable(r) && !r.ids.is_empty())
             .count();
-    if is_postgres(conn) && statements <= 1 {
+    atomically(conn, statements <= 1, run)
+}
+
+/// Runs `run` in a transaction, except on PostgreSQL when it is a single
+/// statement (`one_statement`), which commits atomically by itself: no
+/// BEGIN/COMMIT round trips. (On SQLite a transaction costs no round trip,
+/// and MySQL's statements here are never one.)
+fn atomically<T>(
+    conn: &mut Conn,
+    one_statement: bool,
+    run: impl FnOnce(&mut Conn) -> QueryResult<T>,
+) -> QueryResult<T> {
+    if one_statement && is_postgres(conn) {
         run(conn)
     } else {
         conn.transaction(run)
@@ -313,16 +324,12 @@ pub fn ack(
         let mut counts = AckCounts::default();
         let mut delta = CountDelta::default();
         if !done.is_empty() {
-            let (removed, new_receipts, counted) = remove_done(conn, owner, done, receipts_at)?;
+            let removed = remove_done(conn, owner, done, receipts_at, &mut delta)?;
             if receipts_at.is_some() {
                 counts.receipts = removed;
             }
             counts.removed = removed;
             counts.lost_lease += done.len() - removed;
-            if !counted {
-                delta.queued -= removed as i64;
-                delta.done += new_receipts;
-            }
         }
         for failure in failures {
             let state = match failure.retry_at {
@@ -357,20 +364,14 @@ pub fn ack(
         Ok(counts)
     };
     // PostgreSQL removes, writes receipts and keeps the counts in one
-    // statement, atomic by itself: the usual batch needs no BEGIN/COMMIT
-    // round trips.
-    if is_postgres(conn) && failures.is_empty() {
-        run(conn)
-    } else {
-        conn.transaction(run)
-    }
+    // statement: the usual batch (no failures) is that statement alone.
+    atomically(conn, failures.is_empty(), run)
 }
 
 /// Removes the rows of `done` still leased to `owner` and, when
 /// `receipts_at` is set, writes their receipts (replacing older receipts of
-/// the same ids). Returns how many rows went, how many more receipts
-/// there are now, and whether the kept counts already say so (PostgreSQL
-/// keeps them in the same statement).
+/// the same ids). Returns how many rows went; the change to the kept counts
+/// is added to `delta`, unless the statement kept it itself (PostgreSQL).
 ///
 /// On SQLite and PostgreSQL the batch travels as one parameter (a JSON
 /// array, arrays), so each statement is short and its plan the same
@@ -381,14 +382,13 @@ fn remove_done(
     owner: &str,
     done: &[Done],
     receipts_at: Option<i64>,
-) -> QueryResult<(usize, i64, bool)> {
+    delta: &mut CountDelta,
+) -> QueryResult<usize> {
     #[cfg(feature = "postgres")]
     #[derive(QueryableByName)]
-    struct Counted {
+    struct Removed {
         #[diesel(sql_type = BigInt)]
         removed: i64,
-        #[diesel(sql_type = BigInt)]
-        fresh: i64,
     }
     match conn {
         // One writer, no concurrent change: receipts are made from the rows
@@ -433,7 +433,9 @@ fn remove_done(
             .bind::<Text, _>(&batch)
             .bind::<Text, _>(owner)
             .execute(c)?;
-            Ok((removed, fresh, false))
+            delta.queued -= removed as i64;
+            delta.done += fresh;
+            Ok(removed)
         }
         // One statement: the rows go, and their receipts are made from what
         // the DELETE returns (so a row re-leased meanwhile by another
@@ -442,7 +444,7 @@ fn remove_done(
         #[cfg(feature = "postgres")]
         AnyConnection::Pg(c) => {
             let ids: Vec<&str> = done.iter().map(|d| d.claimed.id.as_str()).collect();
-            let counted: Counted = match receipts_at {
+            let gone: Removed = match receipts_at {
                 Some(completed_at) => prepared(
                     "WITH batch AS ( \
                        SELECT * FROM unnest(?::varchar[], ?::int[], ?::int[]) \
@@ -468,8 +470,7 @@ fn remove_done(
                        SET queued = queued - (SELECT count(*) FROM gone), \
                          done = done + (SELECT count(*) FROM kept WHERE fresh) \
                        WHERE shard = ?) \
-                     SELECT (SELECT count(*) FROM gone) AS removed, \
-                            (SELECT count(*) FROM kept WHERE fresh) AS fresh",
+                     SELECT count(*) AS removed FROM gone",
                 )
                 .bind::<Array<Text>, _>(&ids)
                 .bind::<Array<Integer>, _>(
@@ -492,14 +493,14 @@ fn remove_done(
                        WHERE id = ANY(?) AND locked_by = ? RETURNING 1), \
                      counted AS (UPDATE video_del_counts \
                        SET queued = queued - (SELECT count(*) FROM gone) WHERE shard = ?) \
-                     SELECT count(*) AS removed, 0::bigint AS fresh FROM gone",
+                     SELECT count(*) AS removed FROM gone",
                 )
                 .bind::<Array<Text>, _>(&ids)
                 .bind::<Text, _>(owner)
                 .bind::<Integer, _>(counts::shard())
                 .get_result(c)?,
             };
-            Ok((counted.removed as usize, counted.fresh, true))
+            Ok(gone.removed as usize)
         }
         // No DELETE ... RETURNING: lock the rows still ours, write their
         // receipts, then delete them. (A JSON_TABLE join, as SQLite does
@@ -514,15 +515,17 @@ fn remove_done(
                 .for_update()
                 .load(c)?;
             if ours.is_empty() {
-                return Ok((0, 0, false));
+                return Ok(0);
             }
             let fresh = match receipts_at {
-                Some(completed_at) => receipts::write(conn, owner, done, &ours, completed_at)?,
+                Some(completed_at) => receipts::write(c, owner, done, &ours, completed_at)?,
                 None => 0,
             };
             let removed =
-                diesel::delete(t::video_del_rec.filter(t::id.eq_any(&ours))).execute(conn)?;
-            Ok((removed, fresh, false))
+                diesel::delete(t::video_del_rec.filter(t::id.eq_any(&ours))).execute(c)?;
+            delta.queued -= removed as i64;
+            delta.done += fresh;
+            Ok(removed)
         }
     }
 }

@@ -26,7 +26,7 @@ use super::counts;
 /// changes), which tells them apart.
 #[cfg(feature = "mysql")]
 pub fn write(
-    conn: &mut Conn,
+    conn: &mut diesel::MysqlConnection,
     owner: &str,
     done: &[Done],
     removed: &[String],
@@ -34,9 +34,6 @@ pub fn write(
 ) -> QueryResult<i64> {
     use diesel::sql_types::{BigInt, Integer, Text};
     use std::collections::{BTreeMap, HashSet};
-    let AnyConnection::Mysql(c) = conn else {
-        unreachable!("only the MySQL ack writes receipts apart")
-    };
     let removed: HashSet<&str> = removed.iter().map(String::as_str).collect();
     let mut groups: BTreeMap<(u32, u32), Vec<&str>> = BTreeMap::new();
     for d in done
@@ -70,7 +67,7 @@ pub fn write(
         for id in ids {
             insert = insert.bind::<Text, _>(id);
         }
-        affected += insert.execute(c)? as i64;
+        affected += insert.execute(conn)? as i64;
     }
     Ok(2 * removed.len() as i64 - affected)
 }
