@@ -4,7 +4,8 @@
 //! claim and the ack, run many times a second, that was a measurable share
 //! of a drain. [`prepared`] is the same builder, but its statement is
 //! cached per connection, keyed by its text and bind types, like the ones
-//! diesel's DSL builds.
+//! diesel's DSL builds. Used on SQLite and PostgreSQL; MySQL's claim stays
+//! a `sql_query` (see [`super::claim`]).
 //!
 //! Placeholders are written `?` whatever the backend; each becomes the
 //! backend's own (`?` or `$n`) as its bind is pushed, in order. A value
