@@ -134,10 +134,14 @@ fn an_endpoint_that_is_down_loses_nothing_and_everything_is_deleted_when_it_is_b
     let app = app(|c| {
         c.max_attempts = 1000;
         c.lease_secs = 3; // a retry budget of one second per batch
+        c.storage.paths = vec!["{id}".into(), "hls/{id}/".into()];
     });
     let ids: Vec<String> = (0..200).map(|i| format!("down-{i:03}")).collect();
     for id in &ids {
         app.create_file(id);
+    }
+    for id in &ids[..100] {
+        app.create_file(&format!("hls/{id}/seg-0000.ts"));
     }
     s3(&app).stop();
     record(&app, &ids);
@@ -150,7 +154,7 @@ fn an_endpoint_that_is_down_loses_nothing_and_everything_is_deleted_when_it_is_b
     let error = row["last_error"].as_str().unwrap();
     assert!(error.contains("Connection refused"), "{error}");
     assert_eq!(app.row_count(), 200, "nothing acked");
-    assert_eq!(files_under(&app.root()), 200, "nothing deleted");
+    assert_eq!(files_under(&app.root()), 300, "nothing deleted");
 
     s3(&app).restart();
     wait_until("every row is removed", || app.row_count() == 0);
@@ -166,8 +170,46 @@ fn throttling_is_retried_and_no_id_is_acked_before_its_objects_are_gone() {
     }
     let faults = s3(&app).faults();
     faults.slow_down(DELETE_OBJECTS, None);
-    nothing_acked_while_held_then_all_deleted(&app, &ids, 5);
+    nothing_acked_while_held_then_all_deleted(&app, &ids, DELETE_OBJECTS, 5);
     assert_eq!(metric(&app, "deleted"), 500.0);
+}
+
+#[test]
+fn throttled_listings_are_retried_and_no_id_is_acked_before_its_objects_are_gone() {
+    let app = app(|c| {
+        c.max_attempts = 1000;
+        c.storage.paths = vec!["hls/{id}/".into()];
+    });
+    let ids: Vec<String> = (0..300).map(|i| format!("slow-list-{i:03}")).collect();
+    for id in &ids {
+        app.create_file(&format!("hls/{id}/seg-0000.ts"));
+    }
+    s3(&app).faults().slow_down(LIST, None);
+    nothing_acked_while_held_then_all_deleted(&app, &ids, LIST, 5);
+    assert_eq!(metric(&app, "deleted"), 300.0);
+}
+
+#[test]
+fn a_listing_refused_for_wrong_credentials_fails_clearly_and_keeps_the_objects() {
+    let app = app(|c| {
+        c.max_attempts = 2;
+        c.storage.paths = vec!["hls/{id}/".into()];
+        c.storage.secret_access_key = Some(Secret::new("not-the-secret"));
+    });
+    app.create_file("hls/locked/seg-0000.ts");
+    assert_eq!(app.get("/video-delete-record/locked").status, 200);
+    wait_until("the request fails for good", || {
+        app.get("/v1/deletions/locked").json()["state"] == "failed"
+    });
+    let row = app.get("/v1/deletions/locked").json();
+    assert_eq!(row["attempts"], 2, "{row}");
+    let error = row["last_error"].as_str().unwrap();
+    assert!(
+        error.starts_with("hls/locked/: ListObjectsV2: 403"),
+        "{error}"
+    );
+    assert!(error.contains("SignatureDoesNotMatch"), "{error}");
+    assert!(app.exists("hls/locked/seg-0000.ts"));
 }
 
 #[test]
@@ -355,18 +397,21 @@ fn a_delete_that_times_out_is_tried_again_and_nothing_is_acked_early() {
     s3(&app)
         .faults()
         .delay_deletes(Some(std::time::Duration::from_secs(3)));
-    nothing_acked_while_held_then_all_deleted(&app, &ids, 3);
+    nothing_acked_while_held_then_all_deleted(&app, &ids, DELETE_OBJECTS, 3);
 }
 
-/// Records `ids` (their files made) while a fault holds DeleteObjects back:
-/// once it has been tried `tries` times, no id is acked and every object
-/// stays; after the fault clears, every row and object is gone.
-fn nothing_acked_while_held_then_all_deleted(app: &TestApp, ids: &[String], tries: u64) {
+/// Records `ids` (their files made) while a fault holds the S3 operation
+/// `op` back: once it has been tried `tries` times, no id is acked and
+/// every object stays; after the fault clears, every row and object is gone.
+fn nothing_acked_while_held_then_all_deleted(
+    app: &TestApp,
+    ids: &[String],
+    op: &'static str,
+    tries: u64,
+) {
     let faults = s3(app).faults();
     record(app, ids);
-    wait_until("DeleteObjects is tried again", || {
-        faults.calls(DELETE_OBJECTS) >= tries
-    });
+    wait_until("the operation is tried again", || faults.calls(op) >= tries);
     assert_eq!(
         app.row_count(),
         ids.len() as i64,

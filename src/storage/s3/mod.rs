@@ -26,11 +26,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use backon::{ExponentialBuilder, Retryable};
-use futures_util::{StreamExt, TryStreamExt};
+use futures_util::StreamExt;
 use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::client::{HttpConnector, ReqwestConnector};
 use object_store::path::Path;
 use object_store::{BackoffConfig, ClientOptions, ObjectStore, RetryConfig};
 
+mod list;
+
+use self::list::{Begin, ListError, Lister};
 use super::template::{self, Template};
 use super::{BatchResult, DeleteError, OpenError, Removed, Storage, Unavailable};
 use crate::config::StorageConfig;
@@ -55,6 +59,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Deletes the objects of videos in one bucket.
 pub struct S3Storage {
     store: Arc<AmazonS3>,
+    /// Lists prefixes (object_store's listing reads more than keys).
+    lister: Lister,
     /// Runs the requests; see the module's doc for why it is ours.
     runtime: tokio::runtime::Runtime,
     templates: Vec<Template>,
@@ -114,6 +120,20 @@ impl S3Storage {
                     .into(),
             ));
         }
+        let options = ClientOptions::new()
+            .with_allow_http(
+                endpoint
+                    .as_deref()
+                    .is_some_and(|e| e.starts_with("http://")),
+            )
+            .with_timeout(REQUEST_TIMEOUT.min(retry_budget.max(Duration::from_secs(1))))
+            .with_connect_timeout(CONNECT_TIMEOUT);
+        let region = builder
+            .get_config_value(&AmazonS3ConfigKey::Region)
+            .unwrap_or_default();
+        let virtual_hosted = builder
+            .get_config_value(&AmazonS3ConfigKey::VirtualHostedStyleRequest)
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"));
         let store = builder
             .with_retry(RetryConfig {
                 backoff: BackoffConfig {
@@ -124,18 +144,19 @@ impl S3Storage {
                 max_retries: usize::MAX,
                 retry_timeout: retry_budget,
             })
-            .with_client_options(
-                ClientOptions::new()
-                    .with_allow_http(
-                        endpoint
-                            .as_deref()
-                            .is_some_and(|e| e.starts_with("http://")),
-                    )
-                    .with_timeout(REQUEST_TIMEOUT.min(retry_budget.max(Duration::from_secs(1))))
-                    .with_connect_timeout(CONNECT_TIMEOUT),
-            )
+            .with_client_options(options.clone())
             .build()
             .map_err(|e| failed("bucket", format!("storage.kind s3: {e}")))?;
+        let store = Arc::new(store);
+        let http = ReqwestConnector::default()
+            .connect(&options)
+            .map_err(|e| failed("endpoint", format!("storage.kind s3: {e}")))?;
+        let lister = Lister::new(
+            http,
+            store.clone(),
+            list::bucket_url(endpoint.as_deref(), virtual_hosted, &bucket, &region),
+            region,
+        );
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("s3-client")
@@ -144,7 +165,8 @@ impl S3Storage {
             .map_err(|e| failed("kind", format!("cannot start the S3 client runtime: {e}")))?;
         let at = endpoint.unwrap_or_else(|| "AWS".into());
         Ok(S3Storage {
-            store: Arc::new(store),
+            store,
+            lister,
             runtime,
             templates: template::parse_all(&config.paths),
             description: format!("s3 bucket {bucket} at {at}"),
@@ -179,7 +201,7 @@ impl S3Storage {
                 .collect();
             prefixes.sort_unstable();
             let sorted: Vec<&str> = prefixes.iter().map(|(p, _)| p.as_str()).collect();
-            let listed = self.list_prefixes(template, &sorted).await;
+            let listed = self.list_prefixes(template, &sorted, started).await;
             for ((prefix, i), listed) in prefixes.iter().zip(listed) {
                 match listed {
                     Ok(objects) if objects.is_empty() => outcomes[*i].removed.missing += 1,
@@ -229,14 +251,15 @@ impl S3Storage {
         &self,
         template: &Template,
         prefixes: &[&str],
+        started: Instant,
     ) -> Vec<Result<Vec<Path>, String>> {
         let mut listed: Vec<Result<Vec<Path>, String>> = vec![Ok(Vec::new()); prefixes.len()];
         let mut next = 0;
         if let Some(base) = template.static_dir() {
-            next = self.walk(base, prefixes, &mut listed).await;
+            next = self.walk(base, prefixes, &mut listed, started).await;
         }
         let rest: Vec<_> = futures_util::stream::iter(next..prefixes.len())
-            .map(|at| async move { (at, self.list(prefixes[at]).await) })
+            .map(|at| async move { (at, self.list(prefixes[at], started).await) })
             .buffer_unordered(LISTS_IN_FLIGHT)
             .collect()
             .await;
@@ -254,68 +277,101 @@ impl S3Storage {
         base: &str,
         prefixes: &[&str],
         listed: &mut [Result<Vec<Path>, String>],
+        started: Instant,
     ) -> usize {
         let base = match base.trim_end_matches('/') {
-            "" => None,
-            base => match Path::parse(base) {
-                Ok(path) => Some(path),
-                Err(_) => return 0,
-            },
+            "" => String::new(),
+            base => format!("{base}/"),
         };
         let mut at = 0;
         let mut gaps = 0;
         'restart: while at < prefixes.len() {
             // Keys after the prefix without its `/` include all of its own.
-            let Ok(offset) = Path::parse(prefixes[at].trim_end_matches('/')) else {
-                return at;
-            };
-            let mut keys = self.store.list_with_offset(base.as_ref(), &offset);
+            let after = prefixes[at].trim_end_matches('/');
+            let mut token: Option<String> = None;
             let mut foreign = 0;
-            while let Some(object) = keys.next().await {
-                let key = match object {
-                    Ok(meta) => meta.location,
+            loop {
+                let begin = token.as_deref().map_or(Begin::After(after), Begin::Token);
+                let Ok(page) = self.page(&base, begin, started).await else {
                     // The prefixes from `at` on are listed one by one.
-                    Err(_) => return at,
-                };
-                let text = key.as_ref();
-                // Past a prefix's range: it has all its keys.
-                while at < prefixes.len() && text > prefixes[at] && !text.starts_with(prefixes[at])
-                {
-                    at += 1;
-                }
-                if at == prefixes.len() {
                     return at;
-                }
-                if text.starts_with(prefixes[at]) {
-                    foreign = 0;
-                    if let Ok(objects) = &mut listed[at] {
-                        objects.push(key);
+                };
+                for key in page.keys {
+                    // Past a prefix's range: it has all its keys.
+                    while at < prefixes.len()
+                        && key.as_str() > prefixes[at]
+                        && !key.starts_with(prefixes[at])
+                    {
+                        at += 1;
                     }
-                    continue;
-                }
-                foreign += 1;
-                if foreign > GAP_KEYS {
-                    gaps += 1;
-                    if gaps >= GAPS_BEFORE_PER_PREFIX {
+                    if at == prefixes.len() {
                         return at;
                     }
-                    continue 'restart;
+                    if key.starts_with(prefixes[at]) {
+                        foreign = 0;
+                        collect(&mut listed[at], key);
+                        continue;
+                    }
+                    foreign += 1;
+                    if foreign > GAP_KEYS {
+                        gaps += 1;
+                        if gaps >= GAPS_BEFORE_PER_PREFIX {
+                            return at;
+                        }
+                        continue 'restart;
+                    }
+                }
+                match page.next {
+                    Some(next) => token = Some(next),
+                    None => return prefixes.len(),
                 }
             }
-            return prefixes.len();
         }
         at
     }
 
     /// Every object under `prefix` (ListObjectsV2, followed page by page).
-    async fn list(&self, prefix: &str) -> Result<Vec<Path>, String> {
-        let prefix = Path::parse(prefix).map_err(|e| e.to_string())?;
-        self.store
-            .list(Some(&prefix))
-            .map_ok(|meta| meta.location)
-            .try_collect()
+    async fn list(&self, prefix: &str, started: Instant) -> Result<Vec<Path>, String> {
+        let mut listed = Ok(Vec::new());
+        let mut token: Option<String> = None;
+        loop {
+            let begin = token.as_deref().map_or(Begin::Start, Begin::Token);
+            let page = self.page(prefix, begin, started).await?;
+            for key in page.keys {
+                collect(&mut listed, key);
+            }
+            match page.next {
+                Some(next) => token = Some(next),
+                None => return listed,
+            }
+        }
+    }
+
+    /// One page of a listing, retried (throttling, 5xx, no answer) within
+    /// what is left of the batch's retry budget.
+    async fn page(
+        &self,
+        prefix: &str,
+        begin: Begin<'_>,
+        started: Instant,
+    ) -> Result<list::Page, String> {
+        (|| self.lister.page(prefix, begin))
+            .retry(self.backoff(started))
+            .sleep(tokio::time::sleep)
+            .when(|e: &ListError| e.transient)
             .await
-            .map_err(|e| describe(&e))
+            .map_err(|e| e.reason)
+    }
+
+    /// Retries until the batch's retry budget (counted from `started`) is
+    /// spent, with the backoff object_store uses for its own.
+    fn backoff(&self, started: Instant) -> ExponentialBuilder {
+        ExponentialBuilder::default()
+            .with_jitter()
+            .with_min_delay(Duration::from_millis(100))
+            .with_max_delay(Duration::from_secs(2))
+            .with_total_delay(Some(self.retry_budget.saturating_sub(started.elapsed())))
+            .without_max_times()
     }
 
     /// Deletes up to 1,000 keys in one DeleteObjects request. `Ok` holds
@@ -336,16 +392,8 @@ impl S3Storage {
                 .await;
             per_key(chunk.len(), results)
         };
-        let remaining = self.retry_budget.saturating_sub(started.elapsed());
         attempt
-            .retry(
-                ExponentialBuilder::default()
-                    .with_jitter()
-                    .with_min_delay(Duration::from_millis(100))
-                    .with_max_delay(Duration::from_secs(2))
-                    .with_total_delay(Some(remaining))
-                    .without_max_times(),
-            )
+            .retry(self.backoff(started))
             .sleep(tokio::time::sleep)
             // object_store retried everything else already; only a timed-out
             // answer is worth another try here.
@@ -407,9 +455,9 @@ fn is_timeout(e: &object_store::Error) -> bool {
 /// The error with its causes: object_store's own text stops at "error
 /// sending request"; the reason (`Connection refused`, `operation timed
 /// out`) is in its sources.
-fn describe(e: &object_store::Error) -> String {
+fn describe(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
+    let mut source = e.source();
     while let Some(cause) = source {
         let cause_text = cause.to_string();
         if !text.contains(&cause_text) {
@@ -419,6 +467,16 @@ fn describe(e: &object_store::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+/// Adds a listed key to its prefix's objects; a key object_store cannot
+/// name (so cannot delete) fails the prefix, as its own listing would.
+fn collect(listed: &mut Result<Vec<Path>, String>, key: String) {
+    match (Path::parse(&key), &mut *listed) {
+        (Ok(path), Ok(objects)) => objects.push(path),
+        (Err(e), Ok(_)) => *listed = Err(format!("listed key {key}: {e}")),
+        (_, Err(_)) => {}
+    }
 }
 
 /// What one id's requests came to.
