@@ -102,13 +102,7 @@ fn wrong_credentials_fail_clearly_and_a_retry_works_once_fixed() {
         c.storage.secret_access_key = Some(Secret::new("not-the-secret"));
     });
     app.create_file("locked");
-    assert_eq!(app.get("/video-delete-record/locked").status, 200);
-    wait_until("the request fails for good", || {
-        app.get("/v1/deletions/locked").json()["state"] == "failed"
-    });
-    let row = app.get("/v1/deletions/locked").json();
-    assert_eq!(row["attempts"], 2, "{row}");
-    let error = row["last_error"].as_str().unwrap();
+    let error = last_error_once_failed(&app, "locked", 2);
     assert!(error.starts_with("locked: "), "{error}");
     assert!(error.contains("SignatureDoesNotMatch"), "{error}");
     assert!(app.exists("locked"));
@@ -197,13 +191,7 @@ fn a_listing_refused_for_wrong_credentials_fails_clearly_and_keeps_the_objects()
         c.storage.secret_access_key = Some(Secret::new("not-the-secret"));
     });
     app.create_file("hls/locked/seg-0000.ts");
-    assert_eq!(app.get("/video-delete-record/locked").status, 200);
-    wait_until("the request fails for good", || {
-        app.get("/v1/deletions/locked").json()["state"] == "failed"
-    });
-    let row = app.get("/v1/deletions/locked").json();
-    assert_eq!(row["attempts"], 2, "{row}");
-    let error = row["last_error"].as_str().unwrap();
+    let error = last_error_once_failed(&app, "locked", 2);
     assert!(
         error.starts_with("hls/locked/: ListObjectsV2: 403"),
         "{error}"
@@ -398,6 +386,19 @@ fn a_delete_that_times_out_is_tried_again_and_nothing_is_acked_early() {
         .faults()
         .delay_deletes(Some(std::time::Duration::from_secs(3)));
     nothing_acked_while_held_then_all_deleted(&app, &ids, DELETE_OBJECTS, 3);
+}
+
+/// Records `id` through the seed route, waits until it has failed for good
+/// after `attempts` attempts, and returns its `last_error`.
+fn last_error_once_failed(app: &TestApp, id: &str, attempts: i64) -> String {
+    assert_eq!(app.get(&format!("/video-delete-record/{id}")).status, 200);
+    let path = format!("/v1/deletions/{id}");
+    wait_until("the request fails for good", || {
+        app.get(&path).json()["state"] == "failed"
+    });
+    let row = app.get(&path).json();
+    assert_eq!(row["attempts"], attempts, "{row}");
+    row["last_error"].as_str().unwrap().to_owned()
 }
 
 /// Records `ids` (their files made) while a fault holds the S3 operation
