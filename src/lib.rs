@@ -23,8 +23,9 @@
 //! - [`config`]: typed configuration (conf.json + `VIDEO_SCHEDULER_*`).
 //! - [`db`]: pools, migrations, and all SQL in [`db::queries`].
 //! - [`pipeline`]: the actors, one per file with their messages.
-//! - [`storage`]: the [`storage::Storage`] trait, path templates, and local
-//!   disk (templated paths under a root, never escaping it).
+//! - [`storage`]: the [`storage::Storage`] trait, path templates, local
+//!   disk (templated paths under a root, never escaping it), and S3
+//!   buckets (feature `s3`: batched DeleteObjects, keys-only listings).
 //! - [`schedule`]: a schedule (delay, RFC 3339 time) into epoch ms and back.
 //! - [`http`]: routes, auth, limits; [`error`] maps errors to HTTP once.
 //! - [`metrics`]: Prometheus counters, served at `/metrics`; [`activity`]:
