@@ -169,6 +169,7 @@ fn push_query(url: &mut String, name: &str, value: &str) {
 enum Field {
     Key,
     Token,
+    Truncated,
     Code,
     Message,
 }
@@ -230,21 +231,29 @@ fn read_fields(
     }
 }
 
-/// The keys and the continuation token of a ListObjectsV2 answer.
+/// The keys and the continuation token of a ListObjectsV2 answer. A page
+/// that says it is truncated but gives no token to go on is an error: taken
+/// as the last page, it would let an id be acked with objects left.
 fn parse_page(body: &[u8]) -> Result<Page, String> {
     let mut page = Page::default();
+    let mut truncated = false;
     read_fields(
         body,
         |name, in_contents| match (name, in_contents) {
             (b"Key", true) => Some(Field::Key),
             (b"NextContinuationToken", false) => Some(Field::Token),
+            (b"IsTruncated", false) => Some(Field::Truncated),
             _ => None,
         },
         |field, text| match field {
             Field::Key => page.keys.push(text),
+            Field::Truncated => truncated = text.trim() == "true",
             _ => page.next = Some(text).filter(|t| !t.is_empty()),
         },
     )?;
+    if truncated && page.next.is_none() {
+        return Err("IsTruncated without a NextContinuationToken".into());
+    }
     Ok(page)
 }
 
@@ -316,6 +325,13 @@ mod tests {
         let body = "<ListBucketResult><Key>not-an-object</Key>\
                     <Contents><Key>object</Key></Contents></ListBucketResult>";
         assert_eq!(parse_page(body.as_bytes()).unwrap().keys, ["object"]);
+    }
+
+    #[test]
+    fn a_truncated_page_without_a_token_is_an_error_not_the_last_page() {
+        let body = "<ListBucketResult><IsTruncated>true</IsTruncated>\
+                    <Contents><Key>k</Key></Contents></ListBucketResult>";
+        assert!(parse_page(body.as_bytes()).is_err());
     }
 
     #[test]
