@@ -135,7 +135,7 @@ impl Lister {
             });
         }
         parse_page(&body).map_err(|e| ListError {
-            reason: format!("ListObjectsV2 of {prefix}: unreadable answer: {e}"),
+            reason: format!("ListObjectsV2: unreadable answer: {e}"),
             transient: false,
         })
     }
@@ -203,32 +203,36 @@ fn read_fields(
                     got(f, text);
                 }
             }
-            Event::Text(text) => {
-                if let Some((_, value)) = &mut field {
-                    value.push_str(&text.decode().map_err(|e| e.to_string())?);
-                }
-            }
-            Event::CData(text) => {
-                if let Some((_, value)) = &mut field {
-                    value.push_str(&text.decode().map_err(|e| e.to_string())?);
-                }
-            }
-            Event::GeneralRef(entity) => {
-                if let Some((_, value)) = &mut field {
-                    if let Some(c) = entity.resolve_char_ref().map_err(|e| e.to_string())? {
-                        value.push(c);
-                    } else {
-                        let name = entity.decode().map_err(|e| e.to_string())?;
-                        let resolved = quick_xml::escape::resolve_predefined_entity(&name)
-                            .ok_or_else(|| format!("unknown entity &{name};"))?;
-                        value.push_str(resolved);
-                    }
-                }
-            }
             Event::Eof => return Ok(()),
-            _ => {}
+            event => {
+                if let Some((_, value)) = &mut field {
+                    push_text(value, event)?;
+                }
+            }
         }
     }
+}
+
+/// Appends what `event` adds to an element's text: text, CDATA, or an
+/// entity (`&amp;`, `&#233;`) resolved.
+fn push_text(value: &mut String, event: Event<'_>) -> Result<(), String> {
+    let text = match event {
+        Event::Text(text) => text.decode().map_err(|e| e.to_string())?,
+        Event::CData(text) => text.decode().map_err(|e| e.to_string())?,
+        Event::GeneralRef(entity) => {
+            if let Some(c) = entity.resolve_char_ref().map_err(|e| e.to_string())? {
+                value.push(c);
+                return Ok(());
+            }
+            let name = entity.decode().map_err(|e| e.to_string())?;
+            quick_xml::escape::resolve_predefined_entity(&name)
+                .ok_or_else(|| format!("unknown entity &{name};"))?
+                .into()
+        }
+        _ => return Ok(()),
+    };
+    value.push_str(&text);
+    Ok(())
 }
 
 /// The keys and the continuation token of a ListObjectsV2 answer. A page

@@ -8,12 +8,15 @@
 //! deleted: S3 answers the same for both, so `missing` here only counts
 //! prefixes that held no object. A per-key error fails only its id.
 //!
-//! Retries: `object_store` retries throttling (503 SlowDown), other 5xx
-//! answers and refused connections with exponential backoff, for at most
-//! the batch's retry budget. A DeleteObjects whose answer timed out is not
-//! retried by it (a POST), so it is retried here, within the same budget:
-//! deleting the same keys twice is harmless. After the budget the ids go
-//! through the usual failure path (attempts, backoff, `failed`).
+//! Retries: for DeleteObjects, `object_store` retries throttling (503
+//! SlowDown), other 5xx answers and refused connections with exponential
+//! backoff, for at most the batch's retry budget. A DeleteObjects whose
+//! answer timed out is not retried by it (a POST), so it is retried here,
+//! within the same budget: deleting the same keys twice is harmless.
+//! Listings are sent by [`list`] (keys only, see there why) and retried
+//! here with the same backoff, on throttling, 5xx and no answer, within
+//! what is left of the budget. After the budget the ids go through the
+//! usual failure path (attempts, backoff, `failed`).
 //!
 //! Why the storage owns a small tokio runtime: `object_store` is async and
 //! needs tokio's I/O and timers, while the executors are plain threads (so
