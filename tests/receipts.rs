@@ -14,6 +14,7 @@ use video_scheduler::db::Db;
 backend_tests!(
     a_drained_id_shows_done_with_its_receipt_and_receipts_page_in_id_order,
     an_id_recorded_again_after_done_is_deleted_again_and_gets_a_new_receipt,
+    an_ack_mixing_new_and_replaced_receipts_and_outcomes_writes_each_once,
     expired_receipts_are_pruned_while_a_drain_of_20000_ids_runs,
     with_retention_0_no_receipt_is_written,
     a_kill_9_between_deleting_and_acking_leaves_no_receipt_and_loses_nothing,
@@ -116,6 +117,99 @@ fn an_id_recorded_again_after_done_is_deleted_again_and_gets_a_new_receipt(backe
         app.get("/v1/stats").json()["done"],
         1,
         "the new receipt replaced the old one"
+    );
+}
+
+/// The ack writes receipts with a plain INSERT and, when an id still has an
+/// earlier receipt, runs again replacing them: one batch with both kinds of
+/// id, two outcomes (so two groups of receipts) and a failure (so a
+/// transaction) leaves one receipt per id, each with its own counts, and
+/// the kept count right.
+fn an_ack_mixing_new_and_replaced_receipts_and_outcomes_writes_each_once(backend: Backend) {
+    let app = spawn_app(backend, |c| c.tick_ms = 3_600_000);
+    let ids: Vec<String> = (0..12).map(|i| format!("mix-{i:02}")).collect();
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let reply = app.record(&refs, json!({ "delay_secs": 3600 }));
+    assert_eq!(reply.json()["accepted"], 12);
+    let db = app.db();
+    // Four of them were deleted once before and their receipts are kept.
+    common::insert_receipts(
+        &db,
+        (0..4).map(|i| format!("('mix-{i:02}', 1, 2, 3, 9, 9, 'earlier', 'seed', NULL)")),
+    );
+    assert_eq!(db.read(counts::totals).unwrap().done, 4);
+
+    let mut claimed = common::claim_as(&db, "acker", 12);
+    assert_eq!(claimed.len(), 12);
+    // mix-00..09 done (00..03 with earlier receipts), mix-10 and 11 failed.
+    claimed.sort_by(|a, b| a.id.cmp(&b.id));
+    let mut done = common::done(&claimed[..10]);
+    for (i, d) in done.iter_mut().enumerate() {
+        d.removed = match i % 2 {
+            0 => video_scheduler::storage::Removed {
+                deleted: 2,
+                missing: 1,
+            },
+            _ => video_scheduler::storage::Removed {
+                deleted: 0,
+                missing: 3,
+            },
+        };
+    }
+    let failures: Vec<_> = claimed[10..]
+        .iter()
+        .map(|c| video_scheduler::db::models::Failure {
+            id: c.id.clone(),
+            attempts: 1,
+            error: "kept for later".into(),
+            retry_at: Some(common::now_ms() + 3_600_000),
+        })
+        .collect();
+    let completed_at = common::now_ms();
+    let acked = db
+        .write(|c| queries::ack(c, "acker", &done, &failures, Some(completed_at)))
+        .unwrap();
+    assert_eq!(
+        (
+            acked.removed,
+            acked.receipts,
+            acked.retried,
+            acked.lost_lease
+        ),
+        (10, 10, 2, 0)
+    );
+    for d in &done {
+        let receipt = db
+            .read(|c| receipts::get(c, &d.claimed.id))
+            .unwrap()
+            .unwrap_or_else(|| panic!("no receipt for {}", d.claimed.id));
+        assert_eq!(
+            (
+                receipt.completed_at,
+                receipt.deleted,
+                receipt.missing,
+                receipt.acked_by.as_str(),
+                receipt.source.as_str()
+            ),
+            (
+                completed_at,
+                d.removed.deleted as i32,
+                d.removed.missing as i32,
+                "acker",
+                "v1"
+            ),
+            "{receipt:?}"
+        );
+    }
+    for failed in &failures {
+        assert_eq!(db.read(|c| receipts::get(c, &failed.id)).unwrap(), None);
+    }
+    let totals = db.read(counts::totals).unwrap();
+    assert_eq!((totals.done, totals.queued), (10, 2), "4 replaced, 6 new");
+    assert_eq!(
+        totals,
+        db.write(counts::recount).unwrap(),
+        "the kept counts are what the tables hold"
     );
 }
 

@@ -24,8 +24,8 @@
 
 use diesel::prelude::*;
 #[cfg(feature = "postgres")]
-use diesel::sql_types::{Array, Integer, Nullable};
-use diesel::sql_types::{BigInt, Text};
+use diesel::sql_types::{Array, Nullable};
+use diesel::sql_types::{BigInt, Integer, Text};
 
 use super::models::{
     AckCounts, Claim, Claimed, CountDelta, Deletion, Done, Failure, NewDeletion, Source, State,
@@ -34,6 +34,15 @@ use super::models::{
 use super::schema::video_del_rec::dsl as t;
 use super::{AnyConnection, Conn};
 use crate::video_id::VideoId;
+
+/// The start of every INSERT of receipts, its columns in order (a
+/// macro, for `concat!`: prepared statements are `&'static str`).
+macro_rules! insert_receipts {
+    () => {
+        "INSERT INTO video_del_receipt (id, requested_at, completed_at, attempts, deleted, \
+           missing, acked_by, source, request_id) "
+    };
+}
 
 pub mod controls;
 pub mod counts;
@@ -320,6 +329,13 @@ pub fn claim(
 /// are gone, writes their receipts (completed at `receipts_at`; `None`
 /// when receipts are off), reschedules (or fails) the others, all only
 /// while `owner` still holds them, and keeps the counts.
+///
+/// Receipts are written by a plain INSERT: almost every receipt is new, and
+/// an upsert costs each of them a second look at the key (PostgreSQL's
+/// speculative insertion; about a third of a receipt's cost there). An id
+/// deleted again while its earlier receipt is kept makes that INSERT fail on
+/// the key; the failed ack left nothing behind (one statement, or a
+/// transaction rolled back), and it runs once more replacing receipts.
 pub fn ack(
     conn: &mut Conn,
     owner: &str,
@@ -327,12 +343,40 @@ pub fn ack(
     failures: &[Failure],
     receipts_at: Option<i64>,
 ) -> QueryResult<AckCounts> {
+    let receipts = |replace| receipts_at.map(|at| Receipts { at, replace });
+    match ack_writing(conn, owner, done, failures, receipts(false)) {
+        Err(diesel::result::Error::DatabaseError(
+            diesel::result::DatabaseErrorKind::UniqueViolation,
+            _,
+        )) if receipts_at.is_some() => ack_writing(conn, owner, done, failures, receipts(true)),
+        acked => acked,
+    }
+}
+
+/// How an ack writes receipts.
+#[derive(Debug, Clone, Copy)]
+struct Receipts {
+    /// Completion time, epoch ms.
+    at: i64,
+    /// Whether an id may still have an earlier receipt, to be replaced (an
+    /// upsert); otherwise such an id fails the INSERT.
+    replace: bool,
+}
+
+fn ack_writing(
+    conn: &mut Conn,
+    owner: &str,
+    done: &[Done],
+    failures: &[Failure],
+    receipts: Option<Receipts>,
+) -> QueryResult<AckCounts> {
+    let groups = by_outcome(done);
     let run = |conn: &mut Conn| {
         let mut counts = AckCounts::default();
         let mut delta = CountDelta::default();
         if !done.is_empty() {
-            let removed = remove_done(conn, owner, done, receipts_at, &mut delta)?;
-            if receipts_at.is_some() {
+            let removed = remove_done(conn, owner, &groups, receipts, &mut delta)?;
+            if receipts.is_some() {
                 counts.receipts = removed;
             }
             counts.removed = removed;
@@ -371,24 +415,60 @@ pub fn ack(
         Ok(counts)
     };
     // PostgreSQL removes, writes receipts and keeps the counts in one
-    // statement: the usual batch (no failures) is that statement alone.
-    atomically(conn, failures.is_empty(), run)
+    // statement per group: the usual batch (one group, no failures) is that
+    // statement alone.
+    atomically(
+        conn,
+        failures.is_empty() && (receipts.is_none() || groups.len() <= 1),
+        run,
+    )
 }
 
-/// Removes the rows of `done` still leased to `owner` and, when
-/// `receipts_at` is set, writes their receipts (replacing older receipts of
-/// the same ids). Returns how many rows went; the change to the kept counts
-/// is added to `delta`, unless the statement kept it itself (PostgreSQL).
+/// The ids of a batch by what their deletion found, `(deleted, missing)`:
+/// a receipt's counts are then bound once per group instead of travelling
+/// with each id. A batch usually has one group (every id has the same
+/// paths, and they all existed).
+type Outcomes<'a> = std::collections::BTreeMap<(u32, u32), Vec<&'a str>>;
+
+fn by_outcome(done: &[Done]) -> Outcomes<'_> {
+    let mut groups = Outcomes::new();
+    for d in done {
+        groups
+            .entry((d.removed.deleted, d.removed.missing))
+            .or_default()
+            .push(d.claimed.id.as_str());
+    }
+    groups
+}
+
+/// Replaces an earlier receipt of the same id (SQLite and PostgreSQL spell
+/// it alike). `completions` counts up, so a receipt returning 1 is new.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+macro_rules! replacing_receipts {
+    () => {
+        " ON CONFLICT (id) DO UPDATE SET requested_at = excluded.requested_at, \
+           completed_at = excluded.completed_at, attempts = excluded.attempts, \
+           deleted = excluded.deleted, missing = excluded.missing, \
+           acked_by = excluded.acked_by, source = excluded.source, \
+           request_id = excluded.request_id, completions = video_del_receipt.completions + 1"
+    };
+}
+
+/// Removes the rows of `groups` still leased to `owner` and, when
+/// `receipts` is set, writes their receipts, copied from the rows. Returns
+/// how many rows went; the change to the kept counts is added to `delta`,
+/// unless the statement kept it itself (PostgreSQL).
 ///
-/// On SQLite and PostgreSQL the batch travels as one parameter (a JSON
-/// array, arrays), so each statement is short and its plan the same
-/// whatever the batch size: no statement with thousands of placeholders to
-/// parse per ack.
+/// On SQLite and PostgreSQL the ids travel as one parameter (a JSON array,
+/// an array), so each statement is short and its plan the same whatever the
+/// batch size: no statement with thousands of placeholders to parse per ack.
+/// (A JSON array of `[id, deleted, missing]` triples made SQLite parse each
+/// triple again for every field it read: the receipts cost a third more.)
 fn remove_done(
     conn: &mut Conn,
     owner: &str,
-    done: &[Done],
-    receipts_at: Option<i64>,
+    groups: &Outcomes<'_>,
+    receipts: Option<Receipts>,
     delta: &mut CountDelta,
 ) -> QueryResult<usize> {
     #[cfg(feature = "postgres")]
@@ -398,10 +478,8 @@ fn remove_done(
         removed: i64,
     }
     match conn {
-        // One writer, no concurrent change: receipts are made from the rows
-        // still leased to us (an upsert: `completions` counts up where an
-        // older receipt is replaced, which tells new receipts apart), then
-        // the rows go.
+        // One writer, no concurrent change: receipts are copied from the
+        // rows still leased to us, then the rows go.
         #[cfg(feature = "sqlite")]
         AnyConnection::Sqlite(c) => {
             #[derive(QueryableByName)]
@@ -409,93 +487,64 @@ fn remove_done(
                 #[diesel(sql_type = diesel::sql_types::Integer)]
                 completions: i32,
             }
-            let batch = batch_json(done)?;
-            let mut fresh = 0;
-            if let Some(completed_at) = receipts_at {
-                let written: Vec<Written> = prepared(
-                    "INSERT INTO video_del_receipt (id, requested_at, completed_at, attempts, \
-                       deleted, missing, acked_by, source, request_id) \
-                     SELECT r.id, r.created_at, ?, r.attempts + 1, j.value ->> 1, j.value ->> 2, \
-                       ?, r.source, r.request_id \
-                     FROM json_each(?) AS j JOIN video_del_rec AS r ON r.id = j.value ->> 0 \
-                     WHERE r.locked_by = ? \
-                     ON CONFLICT (id) DO UPDATE SET requested_at = excluded.requested_at, \
-                       completed_at = excluded.completed_at, attempts = excluded.attempts, \
-                       deleted = excluded.deleted, missing = excluded.missing, \
-                       acked_by = excluded.acked_by, source = excluded.source, \
-                       request_id = excluded.request_id, completions = completions + 1 \
-                     RETURNING completions",
-                )
-                .bind::<BigInt, _>(completed_at)
-                .bind::<Text, _>(owner)
-                .bind::<Text, _>(&batch)
-                .bind::<Text, _>(owner)
-                .load(c)?;
-                fresh = written.iter().filter(|w| w.completions == 1).count() as i64;
+            macro_rules! copy_rows {
+                () => {
+                    concat!(
+                        insert_receipts!(),
+                        "SELECT id, created_at, ?, attempts + 1, ?, ?, ?, source, request_id \
+                         FROM video_del_rec \
+                         WHERE id IN (SELECT value FROM json_each(?)) AND locked_by = ?"
+                    )
+                };
             }
-            let removed = prepared(
-                "DELETE FROM video_del_rec \
-                 WHERE id IN (SELECT j.value ->> 0 FROM json_each(?) AS j) AND locked_by = ?",
-            )
-            .bind::<Text, _>(&batch)
-            .bind::<Text, _>(owner)
-            .execute(c)?;
+            let mut removed = 0;
+            for (&(deleted, missing), ids) in groups {
+                let ids = serde_json::to_string(ids)
+                    .map_err(|e| diesel::result::Error::SerializationError(Box::new(e)))?;
+                if let Some(Receipts { at, replace }) = receipts {
+                    let sql = match replace {
+                        false => copy_rows!(),
+                        true => concat!(
+                            copy_rows!(),
+                            replacing_receipts!(),
+                            " RETURNING completions"
+                        ),
+                    };
+                    let insert = prepared(sql)
+                        .bind::<BigInt, _>(at)
+                        .bind::<Integer, _>(deleted as i32)
+                        .bind::<Integer, _>(missing as i32)
+                        .bind::<Text, _>(owner)
+                        .bind::<Text, _>(&ids)
+                        .bind::<Text, _>(owner);
+                    delta.done += match replace {
+                        false => insert.execute(c)? as i64,
+                        true => insert
+                            .load::<Written>(c)?
+                            .iter()
+                            .filter(|w| w.completions == 1)
+                            .count() as i64,
+                    };
+                }
+                removed += prepared(
+                    "DELETE FROM video_del_rec \
+                     WHERE id IN (SELECT value FROM json_each(?)) AND locked_by = ?",
+                )
+                .bind::<Text, _>(&ids)
+                .bind::<Text, _>(owner)
+                .execute(c)?;
+            }
             delta.queued -= removed as i64;
-            delta.done += fresh;
             Ok(removed)
         }
-        // One statement: the rows go, and their receipts are made from what
-        // the DELETE returns (so a row re-leased meanwhile by another
-        // instance gets none); `xmax = 0` tells a new receipt from one that
-        // replaced an older receipt; the kept counts change last.
+        // One statement per group: the rows go, and their receipts are made
+        // from what the DELETE returns (so a row re-leased meanwhile by
+        // another instance gets none); the kept counts change last.
         #[cfg(feature = "postgres")]
         AnyConnection::Pg(c) => {
-            let ids: Vec<&str> = done.iter().map(|d| d.claimed.id.as_str()).collect();
-            let gone: Removed = match receipts_at {
-                Some(completed_at) => prepared(
-                    "WITH batch AS ( \
-                       SELECT * FROM unnest(?::varchar[], ?::int[], ?::int[]) \
-                         AS b(id, deleted, missing)), \
-                     gone AS ( \
-                       DELETE FROM video_del_rec AS r USING batch AS b \
-                       WHERE r.id = b.id AND r.locked_by = ? \
-                       RETURNING r.id, r.created_at, r.attempts, r.source, r.request_id, \
-                                 b.deleted, b.missing), \
-                     kept AS ( \
-                       INSERT INTO video_del_receipt (id, requested_at, completed_at, attempts, \
-                         deleted, missing, acked_by, source, request_id) \
-                       SELECT id, created_at, ?, attempts + 1, deleted, missing, ?, source, \
-                         request_id FROM gone \
-                       ON CONFLICT (id) DO UPDATE SET requested_at = EXCLUDED.requested_at, \
-                         completed_at = EXCLUDED.completed_at, attempts = EXCLUDED.attempts, \
-                         deleted = EXCLUDED.deleted, missing = EXCLUDED.missing, \
-                         acked_by = EXCLUDED.acked_by, source = EXCLUDED.source, \
-                         request_id = EXCLUDED.request_id \
-                       RETURNING (xmax = 0) AS fresh), \
-                     counted AS ( \
-                       UPDATE video_del_counts \
-                       SET queued = queued - (SELECT count(*) FROM gone), \
-                         done = done + (SELECT count(*) FROM kept WHERE fresh) \
-                       WHERE shard = ?) \
-                     SELECT count(*) AS removed FROM gone",
-                )
-                .bind::<Array<Text>, _>(&ids)
-                .bind::<Array<Integer>, _>(
-                    done.iter()
-                        .map(|d| d.removed.deleted as i32)
-                        .collect::<Vec<_>>(),
-                )
-                .bind::<Array<Integer>, _>(
-                    done.iter()
-                        .map(|d| d.removed.missing as i32)
-                        .collect::<Vec<_>>(),
-                )
-                .bind::<Text, _>(owner)
-                .bind::<BigInt, _>(completed_at)
-                .bind::<Text, _>(owner)
-                .bind::<Integer, _>(counts::shard())
-                .get_result(c)?,
-                None => prepared(
+            let Some(Receipts { at, replace }) = receipts else {
+                let ids: Vec<&str> = groups.values().flatten().copied().collect();
+                let gone: Removed = prepared(
                     "WITH gone AS (DELETE FROM video_del_rec \
                        WHERE id = ANY(?) AND locked_by = ? RETURNING 1), \
                      counted AS (UPDATE video_del_counts \
@@ -505,16 +554,55 @@ fn remove_done(
                 .bind::<Array<Text>, _>(&ids)
                 .bind::<Text, _>(owner)
                 .bind::<Integer, _>(counts::shard())
-                .get_result(c)?,
+                .get_result(c)?;
+                return Ok(gone.removed as usize);
             };
-            Ok(gone.removed as usize)
+            macro_rules! gone_and_kept {
+                ($($replacing:tt)*) => {
+                    concat!(
+                        "WITH gone AS ( \
+                           DELETE FROM video_del_rec WHERE id = ANY(?) AND locked_by = ? \
+                           RETURNING id, created_at, attempts, source, request_id), \
+                         kept AS (",
+                        insert_receipts!(),
+                        "SELECT id, created_at, ?, attempts + 1, ?, ?, ?, source, request_id \
+                         FROM gone",
+                        $($replacing)*
+                        " RETURNING completions), \
+                         counted AS ( \
+                           UPDATE video_del_counts \
+                           SET queued = queued - (SELECT count(*) FROM gone), \
+                             done = done + (SELECT count(*) FROM kept WHERE completions = 1) \
+                           WHERE shard = ?) \
+                         SELECT count(*) AS removed FROM gone"
+                    )
+                };
+            }
+            let mut removed = 0;
+            for (&(deleted, missing), ids) in groups {
+                let sql = match replace {
+                    false => gone_and_kept!(),
+                    true => gone_and_kept!(replacing_receipts!(),),
+                };
+                let gone: Removed = prepared(sql)
+                    .bind::<Array<Text>, _>(ids)
+                    .bind::<Text, _>(owner)
+                    .bind::<BigInt, _>(at)
+                    .bind::<Integer, _>(deleted as i32)
+                    .bind::<Integer, _>(missing as i32)
+                    .bind::<Text, _>(owner)
+                    .bind::<Integer, _>(counts::shard())
+                    .get_result(c)?;
+                removed += gone.removed as usize;
+            }
+            Ok(removed)
         }
         // No DELETE ... RETURNING: lock the rows still ours, write their
         // receipts, then delete them. (A JSON_TABLE join, as SQLite does
         // with json_each, made MariaDB scan the table: four times slower.)
         #[cfg(feature = "mysql")]
         AnyConnection::Mysql(c) => {
-            let ids: Vec<&str> = done.iter().map(|d| d.claimed.id.as_str()).collect();
+            let ids: Vec<&str> = groups.values().flatten().copied().collect();
             let ours: Vec<String> = t::video_del_rec
                 .filter(t::id.eq_any(&ids))
                 .filter(t::locked_by.eq(owner))
@@ -524,29 +612,15 @@ fn remove_done(
             if ours.is_empty() {
                 return Ok(0);
             }
-            let fresh = match receipts_at {
-                Some(completed_at) => receipts::write(c, owner, done, &ours, completed_at)?,
-                None => 0,
-            };
+            if let Some(Receipts { at, replace }) = receipts {
+                delta.done += receipts::write(c, owner, groups, &ours, at, replace)?;
+            }
             let removed =
                 diesel::delete(t::video_del_rec.filter(t::id.eq_any(&ours))).execute(c)?;
             delta.queued -= removed as i64;
-            delta.done += fresh;
             Ok(removed)
         }
     }
-}
-
-/// A batch as one JSON parameter: `[[id, deleted, missing], ...]`.
-#[cfg(feature = "sqlite")]
-fn batch_json(done: &[Done]) -> QueryResult<String> {
-    serde_json::to_string(
-        &done
-            .iter()
-            .map(|d| (d.claimed.id.as_str(), d.removed.deleted, d.removed.missing))
-            .collect::<Vec<_>>(),
-    )
-    .map_err(|e| diesel::result::Error::SerializationError(Box::new(e)))
 }
 
 /// Gives claimed rows back, pending and due at `due_at`, for the next claim

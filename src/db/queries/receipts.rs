@@ -4,8 +4,6 @@
 
 use diesel::prelude::*;
 
-#[cfg(feature = "mysql")]
-use super::super::models::Done;
 use super::super::models::{CountDelta, Receipt};
 use super::super::schema::video_del_receipt::dsl as r;
 #[cfg(feature = "mysql")]
@@ -13,51 +11,54 @@ use super::super::AnyConnection;
 use super::super::Conn;
 use super::counts;
 
-/// Writes the receipts of the `removed` ids among `done` (rows still in
+/// Writes the receipts of the `removed` ids among `groups` (rows still in
 /// `video_del_rec`, locked by the caller's transaction), acked by `owner`
-/// at `completed_at`, replacing earlier receipts of the same ids. Returns
-/// how many more receipts there are now (for the kept count). Used where
-/// the ack cannot make them in the DELETE itself (MySQL has no `DELETE ...
+/// at `completed_at`; with `replace`, replacing earlier receipts of the
+/// same ids, else failing on such an id (see [`super::ack`]). Returns how
+/// many more receipts there are now (for the kept count). Used where the
+/// ack cannot make them in the DELETE itself (MySQL has no `DELETE ...
 /// RETURNING`): the receipts are copied from the rows by `INSERT ...
-/// SELECT`, one statement per distinct (deleted, missing) pair (a batch
-/// usually has one: every id has the same paths), so only ids are bound,
-/// not nine values a row. `ON DUPLICATE KEY UPDATE` counts 1 affected row
-/// for a new receipt and 2 for a replaced one (`completions` always
-/// changes), which tells them apart.
+/// SELECT`, one statement per group, so only ids are bound, not nine values
+/// a row. `ON DUPLICATE KEY UPDATE` counts 1 affected row for a new receipt
+/// and 2 for a replaced one (`completions` always changes), which tells
+/// them apart.
 #[cfg(feature = "mysql")]
 pub fn write(
     conn: &mut diesel::MysqlConnection,
     owner: &str,
-    done: &[Done],
+    groups: &super::Outcomes<'_>,
     removed: &[String],
     completed_at: i64,
+    replace: bool,
 ) -> QueryResult<i64> {
     use diesel::sql_types::{BigInt, Integer, Text};
-    use std::collections::{BTreeMap, HashSet};
+    use std::collections::HashSet;
     let removed: HashSet<&str> = removed.iter().map(String::as_str).collect();
-    let mut groups: BTreeMap<(u32, u32), Vec<&str>> = BTreeMap::new();
-    for d in done
-        .iter()
-        .filter(|d| removed.contains(d.claimed.id.as_str()))
-    {
-        groups
-            .entry((d.removed.deleted, d.removed.missing))
-            .or_default()
-            .push(d.claimed.id.as_str());
-    }
     let mut affected = 0;
-    for ((deleted, missing), ids) in groups {
+    for (&(deleted, missing), ids) in groups {
+        let ids: Vec<&str> = ids
+            .iter()
+            .copied()
+            .filter(|id| removed.contains(id))
+            .collect();
+        if ids.is_empty() {
+            continue;
+        }
         let list = vec!["?"; ids.len()].join(", ");
+        let upsert = match replace {
+            false => "",
+            true => {
+                " ON DUPLICATE KEY UPDATE requested_at = VALUES(requested_at), \
+                   completed_at = VALUES(completed_at), attempts = VALUES(attempts), \
+                   deleted = VALUES(deleted), missing = VALUES(missing), \
+                   acked_by = VALUES(acked_by), source = VALUES(source), \
+                   request_id = VALUES(request_id), completions = completions + 1"
+            }
+        };
         let mut insert = diesel::sql_query(format!(
-            "INSERT INTO video_del_receipt (id, requested_at, completed_at, attempts, deleted, \
-               missing, acked_by, source, request_id) \
-             SELECT id, created_at, ?, attempts + 1, ?, ?, ?, source, request_id \
-             FROM video_del_rec WHERE id IN ({list}) \
-             ON DUPLICATE KEY UPDATE requested_at = VALUES(requested_at), \
-               completed_at = VALUES(completed_at), attempts = VALUES(attempts), \
-               deleted = VALUES(deleted), missing = VALUES(missing), \
-               acked_by = VALUES(acked_by), source = VALUES(source), \
-               request_id = VALUES(request_id), completions = completions + 1"
+            "{}SELECT id, created_at, ?, attempts + 1, ?, ?, ?, source, request_id \
+             FROM video_del_rec WHERE id IN ({list}){upsert}",
+            insert_receipts!()
         ))
         .into_boxed()
         .bind::<BigInt, _>(completed_at)
