@@ -95,11 +95,14 @@ impl PrunerActor {
                         );
                     }
                 }
-                Err(e) if !act.failing => {
+                Err(e) => {
+                    // Outages are logged once by `Db`, whoever meets them;
+                    // any other error is worth a line, once per streak.
+                    if !act.failing && !e.is_unavailable() {
+                        log::warn!("pruning receipts failed; trying again next round: {e}");
+                    }
                     act.failing = true;
-                    log::warn!("pruning receipts failed; trying again next round: {e}");
                 }
-                Err(_) => {}
             }
         }));
     }
