@@ -86,6 +86,10 @@ struct Args {
         default_value = "postgres://postgres@127.0.0.1:5432/test"
     )]
     postgres_url: String,
+    /// Measure this server binary instead of building one from the
+    /// workspace (to compare two commits in the same hour).
+    #[arg(long)]
+    server: Option<PathBuf>,
     /// Also write the table as Markdown to this file.
     #[arg(long)]
     markdown: Option<PathBuf>,
@@ -159,7 +163,10 @@ fn main() -> anyhow::Result<()> {
             })
             .collect()
     };
-    let bin = server::build_server()?;
+    let bin = match &args.server {
+        Some(bin) => bin.clone(),
+        None => server::build_server()?,
+    };
     let mut results = Vec::new();
     for backend in backends {
         let setup = Setup {
