@@ -95,14 +95,13 @@ impl PrunerActor {
                         );
                     }
                 }
-                Err(e) => {
-                    // Outages are logged once by `Db`, whoever meets them;
-                    // any other error is worth a line, once per streak.
-                    if !act.failing && !e.is_unavailable() {
-                        log::warn!("pruning receipts failed; trying again next round: {e}");
-                    }
+                // Outages are logged once by `Db`, whoever meets them.
+                Err(e) if e.is_unavailable() => {}
+                Err(e) if !act.failing => {
                     act.failing = true;
+                    log::warn!("pruning receipts failed; trying again next round: {e}");
                 }
+                Err(_) => {}
             }
         }));
     }
