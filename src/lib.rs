@@ -33,6 +33,21 @@
 //! - [`logging`]: env_logger, with client-caused protocol errors demoted.
 //! - [`cli`]: `serve`, `migrate`, `enqueue`, `stats`, `retry --failed`.
 
+// Builds without SQLite (`--no-default-features --features postgres`, or
+// `mysql`) leave the other backends' helpers and imports unused. They
+// compile and work; CI checks that they build, and lints the default
+// (SQLite) and all-features builds strictly.
+#![cfg_attr(
+    not(feature = "sqlite"),
+    allow(
+        unused_imports,
+        unused_variables,
+        dead_code,
+        unreachable_patterns,
+        irrefutable_let_patterns
+    )
+)]
+
 pub mod activity;
 pub mod cli;
 pub mod config;

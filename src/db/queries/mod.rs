@@ -99,27 +99,76 @@ fn insert_new(conn: &mut Conn, rows: &[NewRow<'_>], now: i64) -> QueryResult<usi
     }
     // "Skip ids that exist" is spelled differently per backend; diesel's
     // MultiBackend has no common form, so each arm uses its own.
-    #[cfg(feature = "postgres")]
-    if let AnyConnection::Pg(c) = conn {
+    // `counted`: the statement kept the count itself.
+    let (inserted, counted) = match conn {
         // One array parameter per column instead of five binds per row,
         // and the count kept in the same statement: one round trip.
-        #[derive(QueryableByName)]
-        struct New {
-            #[diesel(sql_type = BigInt)]
-            new: i64,
+        #[cfg(feature = "postgres")]
+        AnyConnection::Pg(c) => {
+            #[derive(QueryableByName)]
+            struct New {
+                #[diesel(sql_type = BigInt)]
+                new: i64,
+            }
+            let inserted: New = prepared(
+                "WITH new AS ( \
+                   INSERT INTO video_del_rec (id, created_at, not_before, source, request_id) \
+                   SELECT id, ?, not_before, source, request_id \
+                   FROM unnest(?::varchar[], ?::bigint[], ?::varchar[], ?::varchar[]) \
+                     AS row(id, not_before, source, request_id) \
+                   ON CONFLICT DO NOTHING RETURNING 1) \
+                 UPDATE video_del_counts SET queued = queued + (SELECT count(*) FROM new) \
+                 WHERE shard = ? RETURNING (SELECT count(*) FROM new) AS new",
+            )
+            .bind::<BigInt, _>(now)
+            .bind::<Array<Text>, _>(rows.iter().map(|r| r.id).collect::<Vec<_>>())
+            .bind::<Array<BigInt>, _>(rows.iter().map(|r| r.not_before).collect::<Vec<_>>())
+            .bind::<Array<Text>, _>(rows.iter().map(|r| r.source.as_str()).collect::<Vec<_>>())
+            .bind::<Array<Nullable<Text>>, _>(rows.iter().map(|r| r.request_id).collect::<Vec<_>>())
+            .bind::<Integer, _>(counts::shard())
+            .get_result(c)?;
+            (inserted.new as usize, true)
         }
-        let inserted: New = prepared(
-            "WITH new AS (                INSERT INTO video_del_rec (id, created_at, not_before, source, request_id)                SELECT id, ?, not_before, source, request_id                FROM unnest(?::varchar[], ?::bigint[], ?::varchar[], ?::varchar[])                  AS row(id, not_before, source, request_id)                ON CONFLICT DO NOTHING RETURNING 1)              UPDATE video_del_counts SET queued = queued + (SELECT count(*) FROM new)              WHERE shard = ? RETURNING (SELECT count(*) FROM new) AS new",
-        )
-        .bind::<BigInt, _>(now)
-        .bind::<Array<Text>, _>(rows.iter().map(|r| r.id).collect::<Vec<_>>())
-        .bind::<Array<BigInt>, _>(rows.iter().map(|r| r.not_before).collect::<Vec<_>>())
-        .bind::<Array<Text>, _>(rows.iter().map(|r| r.source.as_str()).collect::<Vec<_>>())
-        .bind::<Array<Nullable<Text>>, _>(rows.iter().map(|r| r.request_id).collect::<Vec<_>>())
-        .bind::<Integer, _>(counts::shard())
-        .get_result(c)?;
-        return Ok(inserted.new as usize);
+        #[cfg(feature = "sqlite")]
+        AnyConnection::Sqlite(c) => {
+            let inserted = insert_or_ignore(rows, now, |values| {
+                diesel::insert_or_ignore_into(t::video_del_rec)
+                    .values(values)
+                    .execute(c)
+            })?;
+            (inserted, false)
+        }
+        #[cfg(feature = "mysql")]
+        AnyConnection::Mysql(c) => {
+            let inserted = insert_or_ignore(rows, now, |values| {
+                diesel::insert_or_ignore_into(t::video_del_rec)
+                    .values(values)
+                    .execute(c)
+            })?;
+            (inserted, false)
+        }
+    };
+    if counted {
+        return Ok(inserted);
     }
+    counts::add(
+        conn,
+        CountDelta {
+            queued: inserted as i64,
+            ..CountDelta::default()
+        },
+    )?;
+    Ok(inserted)
+}
+
+/// `INSERT OR IGNORE` (SQLite) / `INSERT IGNORE` (MySQL) of `rows` in
+/// chunks of [`INSERT_CHUNK`]. Returns how many rows were new.
+#[cfg(any(feature = "sqlite", feature = "mysql"))]
+fn insert_or_ignore(
+    rows: &[NewRow<'_>],
+    now: i64,
+    mut insert: impl FnMut(&[NewDeletion<'_>]) -> QueryResult<usize>,
+) -> QueryResult<usize> {
     let mut inserted = 0;
     for chunk in rows.chunks(INSERT_CHUNK) {
         let values: Vec<NewDeletion<'_>> = chunk
@@ -132,26 +181,8 @@ fn insert_new(conn: &mut Conn, rows: &[NewRow<'_>], now: i64) -> QueryResult<usi
                 request_id: row.request_id,
             })
             .collect();
-        inserted += match conn {
-            #[cfg(feature = "sqlite")]
-            AnyConnection::Sqlite(c) => diesel::insert_or_ignore_into(t::video_del_rec)
-                .values(&values)
-                .execute(c)?,
-            #[cfg(feature = "mysql")]
-            AnyConnection::Mysql(c) => diesel::insert_or_ignore_into(t::video_del_rec)
-                .values(&values)
-                .execute(c)?,
-            #[cfg(feature = "postgres")]
-            AnyConnection::Pg(_) => unreachable!("handled above"),
-        };
+        inserted += insert(&values)?;
     }
-    counts::add(
-        conn,
-        CountDelta {
-            queued: inserted as i64,
-            ..CountDelta::default()
-        },
-    )?;
     Ok(inserted)
 }
 
