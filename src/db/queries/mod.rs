@@ -98,7 +98,20 @@ fn insert_new(conn: &mut Conn, rows: &[NewRow<'_>], now: i64) -> QueryResult<usi
         return Ok(0);
     }
     // "Skip ids that exist" is spelled differently per backend; diesel's
-    // MultiBackend has no common form, so each arm uses its own.
+    // MultiBackend has no common form, so each arm uses its own. (SQLite
+    // and MySQL both say `INSERT [OR] IGNORE`, on connections of different
+    // types: one macro.)
+    #[cfg(any(feature = "sqlite", feature = "mysql"))]
+    macro_rules! or_ignore {
+        ($c:expr) => {{
+            let inserted = insert_or_ignore(rows, now, |values| {
+                diesel::insert_or_ignore_into(t::video_del_rec)
+                    .values(values)
+                    .execute($c)
+            })?;
+            (inserted, false)
+        }};
+    }
     // `counted`: the statement kept the count itself.
     let (inserted, counted) = match conn {
         // One array parameter per column instead of five binds per row,
@@ -130,23 +143,9 @@ fn insert_new(conn: &mut Conn, rows: &[NewRow<'_>], now: i64) -> QueryResult<usi
             (inserted.new as usize, true)
         }
         #[cfg(feature = "sqlite")]
-        AnyConnection::Sqlite(c) => {
-            let inserted = insert_or_ignore(rows, now, |values| {
-                diesel::insert_or_ignore_into(t::video_del_rec)
-                    .values(values)
-                    .execute(c)
-            })?;
-            (inserted, false)
-        }
+        AnyConnection::Sqlite(c) => or_ignore!(c),
         #[cfg(feature = "mysql")]
-        AnyConnection::Mysql(c) => {
-            let inserted = insert_or_ignore(rows, now, |values| {
-                diesel::insert_or_ignore_into(t::video_del_rec)
-                    .values(values)
-                    .execute(c)
-            })?;
-            (inserted, false)
-        }
+        AnyConnection::Mysql(c) => or_ignore!(c),
     };
     if counted {
         return Ok(inserted);
