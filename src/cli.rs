@@ -16,6 +16,9 @@ use crate::db::models::{Source, State};
 use crate::db::queries::{self, controls, receipts, RecordRequest};
 use crate::db::{bulk, now_ms, Db};
 use crate::http::deletions::ReceiptView;
+use crate::pipeline::record::RecordWithPaths;
+use crate::storage::template::MAX_REQUEST_PATHS;
+use crate::storage::PathSpec;
 use crate::schedule;
 use crate::video_id::VideoId;
 
@@ -39,7 +42,9 @@ pub enum Command {
     Serve,
     /// Apply pending database migrations and exit.
     Migrate,
-    /// Record deletion requests: ids as arguments, or one per line on stdin.
+    /// Record deletion requests: ids as arguments, or one per line on
+    /// stdin; a line may also be `{"id": "v1", "paths": ["web/3f2a-720.mp4", "hls/3f2a/"]}`
+    /// to name files the templates cannot.
     Enqueue {
         ids: Vec<String>,
         /// Do not delete before this many seconds from now.
@@ -185,25 +190,62 @@ fn enqueue(config: &Config, args: Vec<String>, delay_secs: u64) -> anyhow::Resul
     } else {
         args
     };
-    // Validate everything first: a bad id anywhere changes nothing.
-    let mut ids = raw
+    // Validate everything first: a bad id or path anywhere changes nothing.
+    let items = raw
         .iter()
-        .map(|s| VideoId::parse(s).map_err(|e| anyhow::anyhow!("{}: {e}", quote(s))))
+        .map(|s| parse_entry(s).map_err(|e| anyhow::anyhow!("{}: {e}", quote(s))))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    ids.sort_unstable();
-    ids.dedup();
     let db = open(config)?;
-    let total = ids.len();
-    let requests = [RecordRequest {
-        ids,
-        not_before,
-        counted: true,
-        source: Source::Cli,
-        request_id: None,
-    }];
-    let accepted = db.write(|c| queries::record_many(c, &requests, now))?.total;
+    let (accepted, total) = if items.iter().any(|(_, paths)| !paths.is_empty()) {
+        let record = RecordWithPaths::new(items, not_before, Source::Cli, None).into_request();
+        let total = record.ids.len();
+        let accepted = db
+            .write(|c| queries::record_with_paths(c, &record, now))?
+            .map_err(anyhow::Error::msg)?;
+        (accepted, total)
+    } else {
+        let mut ids: Vec<VideoId> = items.into_iter().map(|(id, _)| id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let total = ids.len();
+        let requests = [RecordRequest {
+            ids,
+            not_before,
+            counted: true,
+            source: Source::Cli,
+            request_id: None,
+            paths: Vec::new(),
+        }];
+        (db.write(|c| queries::record_many(c, &requests, now))?.total, total)
+    };
     println!("accepted {accepted}, already queued {}", total - accepted);
     Ok(())
+}
+
+/// One entry of `enqueue`: a plain id, or a JSON object naming its paths.
+fn parse_entry(text: &str) -> Result<(VideoId, Vec<String>), String> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Item {
+        id: String,
+        #[serde(default)]
+        paths: Vec<String>,
+    }
+    if !text.starts_with('{') {
+        return Ok((VideoId::parse(text).map_err(|e| e.to_string())?, Vec::new()));
+    }
+    let item: Item = serde_json::from_str(text).map_err(|e| format!("not an item: {e}"))?;
+    let id = VideoId::parse(&item.id).map_err(|e| format!("id: {e}"))?;
+    if item.paths.len() > MAX_REQUEST_PATHS {
+        return Err(format!(
+            "paths: at most {MAX_REQUEST_PATHS}, got {}",
+            item.paths.len()
+        ));
+    }
+    for (j, path) in item.paths.iter().enumerate() {
+        PathSpec::parse_request(path).map_err(|e| format!("paths[{j}]: {e}"))?;
+    }
+    Ok((id, item.paths))
 }
 
 fn stats(config: &Config, recount: bool) -> anyhow::Result<()> {

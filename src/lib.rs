@@ -108,7 +108,16 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     for name in applied {
         log::info!("applied migration {name}");
     }
-    let storage = storage::open(&config)?;
+    // Opening an S3 target reads its bucket's versioning: off the reactor.
+    let opening = config.clone();
+    let storage = Arc::new(
+        actix_web::rt::task::spawn_blocking(move || storage::open(&opening))
+            .await
+            .map_err(|e| storage::OpenError {
+                key: "kind",
+                reason: format!("opening the storage failed: {e}"),
+            })??,
+    );
     let listener =
         std::net::TcpListener::bind(config.listen).map_err(|error| StartError::Bind {
             addr: config.listen,

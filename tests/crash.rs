@@ -38,6 +38,7 @@ fn queue(db: &Db, ids: &[String]) {
         counted: false,
         source: video_scheduler::db::models::Source::Cli,
         request_id: None,
+        paths: Vec::new(),
     }];
     db.write(|c| queries::record_many(c, &requests, now))
         .unwrap();
@@ -92,7 +93,7 @@ fn kill_9_at_random_moments_while_draining_loses_nothing_and_touches_nothing_out
     let (ws, mut config) = workspace(backend);
     crash_config(&mut config);
     let instances = if backend == Backend::Sqlite { 1 } else { 2 };
-    let root = config.storage.root.clone();
+    let root = config.storage[0].root.clone();
     std::fs::create_dir_all(&root).unwrap();
     let outside = ws.dir.path().join("outside");
     std::fs::create_dir_all(&outside).unwrap();
@@ -152,7 +153,7 @@ fn kill_9_at_random_moments_while_draining_loses_nothing_and_touches_nothing_out
 fn every_acknowledged_request_survives_kill_9(backend: Backend) {
     let (ws, mut config) = workspace(backend);
     crash_config(&mut config);
-    let root = config.storage.root.clone();
+    let root = config.storage[0].root.clone();
     std::fs::create_dir_all(&root).unwrap();
     let config_file = write_config(&config, ws.dir.path(), "conf.json");
     let db = Db::connect(&config.database_url, 2).unwrap();
@@ -269,7 +270,7 @@ fn stop_in_the_middle_of_a_drain(backend: Backend, signal: Signal) {
     let (ws, mut config) = workspace(backend);
     crash_config(&mut config);
     config.lease_secs = 600;
-    let root = config.storage.root.clone();
+    let root = config.storage[0].root.clone();
     std::fs::create_dir_all(&root).unwrap();
     let ids: Vec<String> = (0..20_000).map(|i| format!("term-{i:05}")).collect();
     for id in &ids {

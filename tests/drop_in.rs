@@ -45,7 +45,7 @@ fn uuid() -> String {
 
 fn a_seed_table_with_pending_rows_is_adopted_and_drained(backend: Backend) {
     let (ws, config) = workspace(backend);
-    let root = config.storage.root.clone();
+    let root = config.storage[0].root.clone();
     std::fs::create_dir_all(&root).unwrap();
 
     // The Go scheduler's database: its table and 1,000 pending ids with files,

@@ -219,7 +219,7 @@ fn url_encode(s: &str) -> String {
 fn a_query_error_is_a_500_with_its_cause_in_the_log_and_readyz_says_why(backend: Backend) {
     let (ws, mut config) = workspace(backend);
     config.tick_ms = 50;
-    std::fs::create_dir_all(&config.storage.root).unwrap();
+    std::fs::create_dir_all(&config.storage[0].root).unwrap();
     let server = ServerProcess::start(&config, &write_config(&config, ws.dir.path(), "conf.json"));
     let db = server.db();
     db.write(|c| diesel::sql_query("DROP TABLE video_del_rec").execute(c))
@@ -386,7 +386,7 @@ fn http_details_bearer_scheme_head_and_json_404_405() {
 #[test]
 fn malformed_requests_are_counted_not_logged_as_errors() {
     let (ws, config) = workspace(Backend::Sqlite);
-    std::fs::create_dir_all(&config.storage.root).unwrap();
+    std::fs::create_dir_all(&config.storage[0].root).unwrap();
     let server = ServerProcess::start(&config, &write_config(&config, ws.dir.path(), "conf.json"));
     for garbage in [
         &b"GARBAGE\r\n\r\n"[..],

@@ -42,7 +42,7 @@ fn metric(app: &TestApp, outcome: &str) -> f64 {
 
 #[test]
 fn a_prefix_of_2500_objects_is_listed_page_by_page_and_deleted_in_batches_of_1000() {
-    let app = app(|c| c.storage.paths = vec!["videos/{id}.mp4".into(), "hls/{id}/".into()]);
+    let app = app(|c| c.storage[0].paths = vec!["videos/{id}.mp4".into(), "hls/{id}/".into()]);
     for i in 0..2500 {
         app.create_file(&format!("hls/big/seg-{i:04}.ts"));
     }
@@ -69,7 +69,7 @@ fn a_prefix_of_2500_objects_is_listed_page_by_page_and_deleted_in_batches_of_100
 
 #[test]
 fn missing_keys_count_as_deleted_and_a_mix_is_all_deleted() {
-    let app = app(|c| c.storage.paths = vec!["videos/{id}.mp4".into(), "hls/{id}/".into()]);
+    let app = app(|c| c.storage[0].paths = vec!["videos/{id}.mp4".into(), "hls/{id}/".into()]);
     let ids: Vec<String> = (0..300).map(|i| format!("mix-{i:03}")).collect();
     for (i, id) in ids.iter().enumerate() {
         // A third with everything, a third with the key only, a third with nothing.
@@ -99,7 +99,7 @@ fn missing_keys_count_as_deleted_and_a_mix_is_all_deleted() {
 fn wrong_credentials_fail_clearly_and_a_retry_works_once_fixed() {
     let app = app(|c| {
         c.max_attempts = 2;
-        c.storage.secret_access_key = Some(Secret::new("not-the-secret"));
+        c.storage[0].secret_access_key = Some(Secret::new("not-the-secret"));
     });
     app.create_file("locked");
     let error = last_error_once_failed(&app, "locked", 2);
@@ -109,11 +109,11 @@ fn wrong_credentials_fail_clearly_and_a_retry_works_once_fixed() {
 
     // Fixed configuration, restarted: the retry goes through.
     let (ws, mut config) = app.stop();
-    config.storage = ws
+    config.storage[0] = ws
         .s3
         .as_ref()
         .unwrap()
-        .storage_config(config.storage.paths.clone());
+        .storage_config(config.storage[0].paths.clone());
     let app = start_in(ws, config);
     assert_eq!(
         app.post("/v1/deletions/locked/retry", json!({})).status,
@@ -128,7 +128,7 @@ fn an_endpoint_that_is_down_loses_nothing_and_everything_is_deleted_when_it_is_b
     let app = app(|c| {
         c.max_attempts = 1000;
         c.lease_secs = 3; // a retry budget of one second per batch
-        c.storage.paths = vec!["{id}".into(), "hls/{id}/".into()];
+        c.storage[0].paths = vec!["{id}".into(), "hls/{id}/".into()];
     });
     let ids: Vec<String> = (0..200).map(|i| format!("down-{i:03}")).collect();
     for id in &ids {
@@ -172,7 +172,7 @@ fn throttling_is_retried_and_no_id_is_acked_before_its_objects_are_gone() {
 fn throttled_listings_are_retried_and_no_id_is_acked_before_its_objects_are_gone() {
     let app = app(|c| {
         c.max_attempts = 1000;
-        c.storage.paths = vec!["hls/{id}/".into()];
+        c.storage[0].paths = vec!["hls/{id}/".into()];
     });
     let ids: Vec<String> = (0..300).map(|i| format!("slow-list-{i:03}")).collect();
     for id in &ids {
@@ -187,8 +187,8 @@ fn throttled_listings_are_retried_and_no_id_is_acked_before_its_objects_are_gone
 fn a_listing_refused_for_wrong_credentials_fails_clearly_and_keeps_the_objects() {
     let app = app(|c| {
         c.max_attempts = 2;
-        c.storage.paths = vec!["hls/{id}/".into()];
-        c.storage.secret_access_key = Some(Secret::new("not-the-secret"));
+        c.storage[0].paths = vec!["hls/{id}/".into()];
+        c.storage[0].secret_access_key = Some(Secret::new("not-the-secret"));
     });
     app.create_file("hls/locked/seg-0000.ts");
     let error = last_error_once_failed(&app, "locked", 2);
@@ -249,7 +249,7 @@ fn two_instances_drain_one_bucket_and_each_id_is_acked_once(backend: Backend) {
         c.batch_size = 100;
         c.executors = 2;
         c.tick_ms = 50;
-        c.storage.paths = vec!["videos/{id}.mp4".into()];
+        c.storage[0].paths = vec!["videos/{id}.mp4".into()];
     };
     let a = spawn_app_on(backend, Storage::S3, settings);
     let b = common::start_more(&a, settings);
@@ -294,7 +294,7 @@ fn lists_to_delete(app: &TestApp, ids: &[String]) -> u64 {
 fn dense_prefixes_are_listed_in_one_walk_and_others_objects_stay() {
     let app = app(|c| {
         c.tick_ms = 3_600_000; // one batch: recorded together, claimed together
-        c.storage.paths = vec!["hls/{id}/".into()];
+        c.storage[0].paths = vec!["hls/{id}/".into()];
     });
     let ids: Vec<String> = (0..50).map(|i| format!("dense-{i:02}")).collect();
     for id in &ids {
@@ -320,7 +320,7 @@ fn dense_prefixes_are_listed_in_one_walk_and_others_objects_stay() {
 fn sparse_prefixes_fall_back_to_one_listing_each_and_others_objects_stay() {
     let app = app(|c| {
         c.tick_ms = 3_600_000;
-        c.storage.paths = vec!["hls/{id}/".into()];
+        c.storage[0].paths = vec!["hls/{id}/".into()];
     });
     let ids: Vec<String> = (0..20).map(|i| format!("sparse-{i:02}")).collect();
     for id in &ids {
@@ -346,8 +346,8 @@ fn sparse_prefixes_fall_back_to_one_listing_each_and_others_objects_stay() {
 #[test]
 fn credentials_come_from_the_aws_variables_when_the_config_has_none() {
     let (ws, mut config) = common::workspace_on(Backend::Sqlite, Storage::S3);
-    config.storage.access_key_id = None;
-    config.storage.secret_access_key = None;
+    config.storage[0].access_key_id = None;
+    config.storage[0].secret_access_key = None;
     let config_file = common::process::write_config(&config, ws.dir.path(), "conf.json");
     let server = common::process::ServerProcess::start_in(
         &ws,

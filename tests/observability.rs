@@ -52,8 +52,8 @@ fn uuid_like(id: &str) -> bool {
 fn a_request_id_follows_the_request_into_the_access_log_its_batch_line_and_its_receipt() {
     let (ws, mut config) = workspace(Backend::Sqlite);
     config.access_log = true;
-    config.storage.paths = vec!["{id}".into()];
-    std::fs::create_dir_all(&config.storage.root).unwrap();
+    config.storage[0].paths = vec!["{id}".into()];
+    std::fs::create_dir_all(&config.storage[0].root).unwrap();
     let server = ServerProcess::start(&config, &write_config(&config, ws.dir.path(), "conf.json"));
     server.create_file("traced");
     let response = ureq::get(&server.url("/video-delete-record/traced"))
@@ -90,7 +90,7 @@ fn a_request_id_follows_the_request_into_the_access_log_its_batch_line_and_its_r
 #[test]
 fn the_access_log_is_off_by_default() {
     let (ws, config) = workspace(Backend::Sqlite);
-    std::fs::create_dir_all(&config.storage.root).unwrap();
+    std::fs::create_dir_all(&config.storage[0].root).unwrap();
     let server = ServerProcess::start(&config, &write_config(&config, ws.dir.path(), "conf.json"));
     for _ in 0..5 {
         assert_eq!(server.get("/v1/stats").status, 200);

@@ -49,7 +49,7 @@ fn database_outage(backend: Backend) {
     let (proxied, target) = through(&config.database_url, "127.0.0.1:1".parse().unwrap());
     let proxy = Proxy::start(target);
     config.database_url = through(&proxied, proxy.addr).0;
-    let root = config.storage.root.clone();
+    let root = config.storage[0].root.clone();
     std::fs::create_dir_all(&root).unwrap();
     let mut server =
         ServerProcess::start(&config, &write_config(&config, ws.dir.path(), "conf.json"));
@@ -155,7 +155,7 @@ fn postgres_a_dropped_database_is_logged_in_the_server_s_words() {
     let (ws, mut config) = workspace(Backend::Postgres);
     config.tick_ms = 50;
     config.receipts.prune_every_secs = 1;
-    std::fs::create_dir_all(&config.storage.root).unwrap();
+    std::fs::create_dir_all(&config.storage[0].root).unwrap();
     let server = ServerProcess::start(&config, &write_config(&config, ws.dir.path(), "conf.json"));
     assert_eq!(server.get("/readyz").status, 200);
     let name = ws.db.name().to_owned();
@@ -169,7 +169,7 @@ fn mysql_a_revoked_login_is_logged_in_the_server_s_words() {
     let (ws, mut config) = workspace(Backend::Mysql);
     config.tick_ms = 50;
     config.receipts.prune_every_secs = 1;
-    std::fs::create_dir_all(&config.storage.root).unwrap();
+    std::fs::create_dir_all(&config.storage[0].root).unwrap();
     let name = ws.db.name().to_owned();
     let user = format!("u_{name}");
     ws.db

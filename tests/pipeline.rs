@@ -36,7 +36,7 @@ fn recording_an_id_on_the_seed_route_deletes_every_templated_path_without_waitin
     let app = spawn_app_on(backend, storage, |c| {
         // An hour between ticks: only the RecordActor's nudge can start it.
         c.tick_ms = 3_600_000;
-        c.storage.paths = vec![
+        c.storage[0].paths = vec![
             "{id}".into(),
             "{id}.mp4".into(),
             "thumbs/{id}.jpg".into(),
@@ -152,7 +152,7 @@ fn not_before_as_rfc3339_schedules_the_request(backend: Backend) {
 
 fn a_symlink_inside_the_root_is_removed_as_a_link_and_its_target_survives(backend: Backend) {
     let app = spawn_app(backend, |c| {
-        c.storage.paths = vec!["{id}".into(), "thumbs/{id}.jpg".into()]
+        c.storage[0].paths = vec!["{id}".into(), "thumbs/{id}.jpg".into()]
     });
     let outside = tempfile::tempdir().unwrap();
     let target = outside.path().join("precious.mp4");
@@ -168,7 +168,7 @@ fn a_symlink_inside_the_root_is_removed_as_a_link_and_its_target_survives(backen
 
 fn a_directory_symlink_out_of_the_root_is_never_followed(backend: Backend) {
     let app = spawn_app(backend, |c| {
-        c.storage.paths = vec!["thumbs/{id}.jpg".into()];
+        c.storage[0].paths = vec!["thumbs/{id}.jpg".into()];
         c.retry_base_ms = 10;
         c.retry_max_ms = 20;
         c.max_attempts = 2;

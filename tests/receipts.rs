@@ -149,10 +149,15 @@ fn an_ack_mixing_new_and_replaced_receipts_and_outcomes_writes_each_once(backend
             0 => video_scheduler::storage::Removed {
                 deleted: 2,
                 missing: 1,
+                targets: vec![
+                    target("origin", 5, 7, 1, 0),
+                    target("cache", 1, 0, 0, 0),
+                ],
             },
             _ => video_scheduler::storage::Removed {
                 deleted: 0,
                 missing: 3,
+                targets: vec![target("origin", 0, 0, 3, 4)],
             },
         };
     }
@@ -189,14 +194,16 @@ fn an_ack_mixing_new_and_replaced_receipts_and_outcomes_writes_each_once(backend
                 receipt.deleted,
                 receipt.missing,
                 receipt.acked_by.as_str(),
-                receipt.source.as_str()
+                receipt.source.as_str(),
+                receipt.targets.clone()
             ),
             (
                 completed_at,
                 d.removed.deleted as i32,
                 d.removed.missing as i32,
                 "acker",
-                "v1"
+                "v1",
+                Some(d.removed.targets_json())
             ),
             "{receipt:?}"
         );
@@ -283,8 +290,8 @@ fn a_kill_9_between_deleting_and_acking_leaves_no_receipt_and_loses_nothing(back
     let (ws, mut config) = workspace(backend);
     config.lease_secs = 2;
     config.tick_ms = 50;
-    config.storage.paths = vec!["hls/{id}/".into()];
-    let root = config.storage.root.clone();
+    config.storage[0].paths = vec!["hls/{id}/".into()];
+    let root = config.storage[0].root.clone();
     // One id whose directory takes a while to remove.
     let dir = root.join("hls/slow");
     std::fs::create_dir_all(&dir).unwrap();
@@ -321,4 +328,21 @@ fn a_kill_9_between_deleting_and_acking_leaves_no_receipt_and_loses_nothing(back
         1,
         "exactly one receipt"
     );
+}
+
+/// One target's counts in a receipt.
+fn target(
+    name: &str,
+    objects: u32,
+    versions: u32,
+    missing: u32,
+    versions_kept: u32,
+) -> video_scheduler::storage::TargetErased {
+    video_scheduler::storage::TargetErased {
+        name: name.into(),
+        objects,
+        versions,
+        missing,
+        versions_kept,
+    }
 }

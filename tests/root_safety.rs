@@ -32,10 +32,10 @@ fn server_with_files(
     config.retry_max_ms = 100;
     config.max_attempts = 2;
     customize(&mut config);
-    std::fs::create_dir_all(&config.storage.root).unwrap();
+    std::fs::create_dir_all(&config.storage[0].root).unwrap();
     let ids: Vec<String> = (0..n).map(|i| format!("{prefix}-{i}")).collect();
     for id in &ids {
-        std::fs::write(config.storage.root.join(id), b"video").unwrap();
+        std::fs::write(config.storage[0].root.join(id), b"video").unwrap();
     }
     let server = ServerProcess::start(&config, &write_config(&config, ws.dir.path(), "conf.json"));
     (ws, server, ids)
@@ -149,7 +149,7 @@ const MARKER: &str = ".video-scheduler-root";
 #[test]
 fn with_a_marker_nothing_is_deleted_until_the_marker_is_in_the_root() {
     let (_ws, server, ids) = server_with_files(Backend::Sqlite, "marked", 10, |c| {
-        c.storage.marker = Some(MARKER.into());
+        c.storage[0].marker = Some(MARKER.into());
     });
     let root = server.root();
     record(&server, &ids);
@@ -166,7 +166,7 @@ fn with_a_marker_a_shared_mount_that_arrives_after_start_becomes_the_root() {
     // The service came up before its shared mount: the empty mount point
     // has no marker, so nothing is deleted; the mount brings the marker.
     let (_ws, server, _) = server_with_files(Backend::Sqlite, "unused", 0, |c| {
-        c.storage.marker = Some(MARKER.into());
+        c.storage[0].marker = Some(MARKER.into());
     });
     let root = server.root();
     wait_until("not ready without the marker", || {
@@ -195,7 +195,7 @@ fn with_a_marker_a_shared_mount_that_arrives_after_start_becomes_the_root() {
 #[test]
 fn recursive_removal_never_crosses_into_a_mount_inside_the_root() {
     let (ws, server, _) = server_with_files(Backend::Sqlite, "unused", 0, |c| {
-        c.storage.paths = vec!["hls/{id}/".into()];
+        c.storage[0].paths = vec!["hls/{id}/".into()];
     });
     let root = server.root();
     let outside = ws.dir.path().join("outside");

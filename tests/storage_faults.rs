@@ -13,7 +13,7 @@ use serde_json::json;
 
 fn app() -> TestApp {
     spawn_app(Backend::Sqlite, |c| {
-        c.storage.paths = vec!["{id}".into(), "ro/{id}.mp4".into(), "loop/{id}.jpg".into()];
+        c.storage[0].paths = vec!["{id}".into(), "ro/{id}.mp4".into(), "loop/{id}.jpg".into()];
         c.tick_ms = 20;
         c.retry_base_ms = 20;
         c.retry_max_ms = 40;

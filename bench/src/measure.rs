@@ -48,7 +48,8 @@ impl Fixture {
             storage: StorageConfig {
                 root,
                 ..StorageConfig::default()
-            },
+            }
+            .into(),
             batch_size: setup.batch_size,
             executors: setup.executors,
             ..Config::default()
@@ -62,7 +63,7 @@ impl Fixture {
     }
 
     pub fn root(&self) -> &Path {
-        &self.config.storage.root
+        &self.config.storage[0].root
     }
 
     /// Queues `ids`, due at `not_before`, in transactions of 10,000.
@@ -78,6 +79,7 @@ impl Fixture {
                 counted: false,
                 source: video_scheduler::db::models::Source::Cli,
                 request_id: None,
+                paths: Vec::new(),
             }];
             self.db
                 .write(|c| queries::record_many(c, &requests, now_ms()))?;

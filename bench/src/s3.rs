@@ -239,7 +239,7 @@ fn keys(id: &str) -> Vec<String> {
 pub fn drain(setup: &Setup, n: usize) -> anyhow::Result<(f64, f64)> {
     let s3 = MemS3::start()?;
     let mut fx = Fixture::new(setup)?;
-    fx.config.storage = s3.storage_config();
+    fx.config.storage[0] = s3.storage_config();
     let ids = ids("s3", n);
     s3.seed(&ids);
     fx.queue(&ids, now_ms())?;

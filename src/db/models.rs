@@ -73,6 +73,8 @@ pub struct Deletion {
     pub last_error: Option<String>,
     pub source: String,
     pub request_id: Option<String>,
+    /// Paths the request named itself, a JSON list (NULL: none).
+    pub paths: Option<String>,
 }
 
 /// A new request; `state` and `attempts` take their column defaults.
@@ -86,9 +88,22 @@ pub struct NewDeletion<'a> {
     pub request_id: Option<&'a str>,
 }
 
-/// An id handed to an executor by a claim, with what its ack needs: the
-/// attempts made so far (the backoff of a failure depends on it) and what
-/// its receipt records.
+/// A new request naming paths of its own (`items[].paths`).
+#[derive(Debug, Insertable)]
+#[diesel(table_name = video_del_rec)]
+pub struct NewDeletionWithPaths<'a> {
+    pub id: &'a str,
+    pub created_at: i64,
+    pub not_before: i64,
+    pub source: &'a str,
+    pub request_id: Option<&'a str>,
+    /// A JSON list of path strings; NULL when it named none.
+    pub paths: Option<&'a str>,
+}
+
+/// An id handed to an executor by a claim, with what its deletion and its
+/// ack need: the paths its request named, the attempts made so far (the
+/// backoff of a failure depends on it) and what its receipt records.
 #[derive(Debug, Clone, Default, PartialEq, Eq, QueryableByName)]
 #[diesel(table_name = video_del_rec)]
 pub struct Claimed {
@@ -97,6 +112,8 @@ pub struct Claimed {
     pub created_at: i64,
     pub source: String,
     pub request_id: Option<String>,
+    /// Paths the request named itself, a JSON list (NULL: none).
+    pub paths: Option<String>,
 }
 
 /// What a claim found.
@@ -139,6 +156,10 @@ pub struct Receipt {
     pub source: String,
     /// The `X-Request-Id` of the request that recorded it.
     pub request_id: Option<String>,
+    /// What was erased on each storage target, a JSON list of
+    /// [`crate::storage::TargetErased`] (NULL for receipts written before
+    /// targets were recorded).
+    pub targets: Option<String>,
 }
 
 /// Changes to the kept counts, added by the transaction making them.

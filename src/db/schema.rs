@@ -14,6 +14,7 @@ diesel::table! {
         last_error -> Nullable<Text>,
         source -> Varchar,
         request_id -> Nullable<Varchar>,
+        paths -> Nullable<Text>,
     }
 }
 
@@ -30,6 +31,7 @@ diesel::table! {
         source -> Varchar,
         request_id -> Nullable<Varchar>,
         completions -> Integer,
+        targets -> Nullable<Text>,
     }
 }
 

@@ -19,14 +19,17 @@ use crate::db::models::{Deletion, Receipt, Source, State, Stats};
 use crate::db::queries::{self, receipts, Change};
 use crate::db::{bulk, now_ms};
 use crate::error::{ApiError, ErrorBody};
-use crate::pipeline::record::Record;
-use crate::pipeline::record::Recorded;
+use crate::pipeline::record::{Record, RecordWithPaths, Recorded};
+use crate::storage::template::MAX_REQUEST_PATHS;
+use crate::storage::{PathSpec, TargetErased, TargetHealth};
 use crate::schedule;
 use crate::video_id::VideoId;
 use utoipa::{IntoParams, ToSchema};
 
-/// Most ids in one `POST /v1/deletions`.
+/// Most ids in one `POST /v1/deletions`, `ids` and `items` together.
 pub const MAX_IDS: usize = 10_000;
+/// Most `items` (ids with paths of their own) in one `POST /v1/deletions`.
+pub const MAX_ITEMS: usize = 1_000;
 /// Default and largest page of `GET /v1/deletions`.
 pub const DEFAULT_LIMIT: usize = 100;
 pub const MAX_LIMIT: usize = 1000;
@@ -62,11 +65,16 @@ pub fn routes(routes: &mut Routes) {
 }
 
 /// Body of `POST /v1/deletions`. At most one of `delay_secs` and
-/// `not_before`; neither means due now.
+/// `not_before`; neither means due now. `ids` and `items` may be mixed
+/// (at most 10,000 ids in all).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateBody {
+    #[serde(default)]
     pub ids: Vec<String>,
+    /// Ids with paths of their own: files the templates cannot name.
+    #[serde(default)]
+    pub items: Vec<ItemBody>,
     /// Seconds from now; the result must not pass 9999-12-31T23:59:59Z.
     /// A whole number (`60` or `60.0`).
     #[serde(default, deserialize_with = "whole_seconds")]
@@ -74,6 +82,19 @@ pub struct CreateBody {
     /// RFC 3339, e.g. `2026-12-01T00:00:00Z`; a time in the past means now.
     #[serde(default)]
     pub not_before: Option<String>,
+}
+
+/// An id with paths of its own (`{"id": "v1", "paths": ["web/3f2a-720.mp4", "hls/3f2a/"]}`).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ItemBody {
+    pub id: String,
+    /// Deleted on every storage target besides its templates, relative to
+    /// the root or bucket; a trailing `/` names a directory (prefix). At
+    /// most 256, each at most 1,024 bytes: relative, no `.`, `..` or empty
+    /// component, no NUL, backslash or control character.
+    #[serde(default)]
+    pub paths: Vec<String>,
 }
 
 /// `delay_secs`: a whole number of seconds, 0 or more. JSON does not tell
@@ -112,6 +133,8 @@ pub struct DeletionView {
     pub source: String,
     /// The `X-Request-Id` of the request that recorded it.
     pub request_id: Option<String>,
+    /// Paths its request named besides the templates (`items[].paths`).
+    pub paths: Vec<String>,
 }
 
 /// A completed request, while its receipt is kept (`state` is `done`).
@@ -135,6 +158,9 @@ pub struct ReceiptView {
     pub source: String,
     /// The `X-Request-Id` of the request that recorded it.
     pub request_id: Option<String>,
+    /// What was erased on each storage target (empty for receipts written
+    /// before targets were recorded).
+    pub targets: Vec<TargetErased>,
 }
 
 impl From<Receipt> for ReceiptView {
@@ -150,6 +176,11 @@ impl From<Receipt> for ReceiptView {
             acked_by: receipt.acked_by,
             source: receipt.source,
             request_id: receipt.request_id,
+            targets: receipt
+                .targets
+                .as_deref()
+                .and_then(|json| serde_json::from_str(json).ok())
+                .unwrap_or_default(),
         }
     }
 }
@@ -182,6 +213,11 @@ impl From<Deletion> for DeletionView {
             locked_until: row.locked_until.map(schedule::rfc3339),
             source: row.source,
             request_id: row.request_id,
+            paths: row
+                .paths
+                .as_deref()
+                .and_then(|json| serde_json::from_str(json).ok())
+                .unwrap_or_default(),
         }
     }
 }
@@ -225,25 +261,60 @@ impl PathId {
     }
 }
 
-/// Validates a batch body into distinct ids and a `not_before`.
-pub fn parse_create(body: CreateBody, now: i64) -> Result<Record, ApiError> {
-    if body.ids.len() > MAX_IDS {
+/// A validated `POST /v1/deletions`.
+pub struct Create {
+    /// Each id with the paths its item named (none for `ids`).
+    pub items: Vec<(VideoId, Vec<String>)>,
+    pub not_before: i64,
+    /// Some item named paths: recorded with [`RecordWithPaths`].
+    pub named_paths: bool,
+}
+
+/// Validates a batch body: every id, every path, the schedule. One bad
+/// value anywhere refuses the whole body, naming where it is
+/// (`items[2].paths[0]: ...`).
+pub fn parse_create(body: CreateBody, now: i64) -> Result<Create, ApiError> {
+    if body.items.len() > MAX_ITEMS {
         return Err(ApiError::BadRequest(format!(
-            "at most {MAX_IDS} ids per request, got {}",
-            body.ids.len()
+            "at most {MAX_ITEMS} items per request, got {}",
+            body.items.len()
+        )));
+    }
+    let total = body.ids.len() + body.items.len();
+    if total > MAX_IDS {
+        return Err(ApiError::BadRequest(format!(
+            "at most {MAX_IDS} ids per request (ids and items together), got {total}"
         )));
     }
     let not_before = schedule::not_before_ms(now, body.delay_secs, body.not_before.as_deref())
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let ids = body
-        .ids
-        .iter()
-        .enumerate()
-        .map(|(i, raw)| {
-            VideoId::parse(raw).map_err(|e| ApiError::InvalidId(format!("ids[{i}]: {e}")))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(Record::new(ids, not_before))
+    let mut items = Vec::with_capacity(total);
+    for (i, raw) in body.ids.iter().enumerate() {
+        let id = VideoId::parse(raw).map_err(|e| ApiError::InvalidId(format!("ids[{i}]: {e}")))?;
+        items.push((id, Vec::new()));
+    }
+    let mut named_paths = false;
+    for (i, item) in body.items.into_iter().enumerate() {
+        let id = VideoId::parse(&item.id)
+            .map_err(|e| ApiError::InvalidId(format!("items[{i}].id: {e}")))?;
+        if item.paths.len() > MAX_REQUEST_PATHS {
+            return Err(ApiError::BadRequest(format!(
+                "items[{i}].paths: at most {MAX_REQUEST_PATHS} paths, got {}",
+                item.paths.len()
+            )));
+        }
+        for (j, path) in item.paths.iter().enumerate() {
+            PathSpec::parse_request(path)
+                .map_err(|e| ApiError::BadRequest(format!("items[{i}].paths[{j}]: {e}")))?;
+        }
+        named_paths |= !item.paths.is_empty();
+        items.push((id, item.paths));
+    }
+    Ok(Create {
+        items,
+        not_before,
+        named_paths,
+    })
 }
 
 /// `POST /v1/deletions`: 202 once every new id is committed.
@@ -256,13 +327,27 @@ pub(crate) async fn create(
     body: web::Json<CreateBody>,
     request_id: RequestId,
 ) -> Result<HttpResponse, ApiError> {
-    let record = parse_create(body.into_inner(), now_ms())?.from(Source::V1, Some(request_id.0));
-    let recorded = state
-        .record
-        .send(record)
-        .await
-        .map_err(|_| ApiError::Unavailable("the recorder stopped".into()))??
-        .ok_or(ApiError::Internal)?;
+    let create = parse_create(body.into_inner(), now_ms())?;
+    let stopped = |_| ApiError::Unavailable("the recorder stopped".into());
+    let recorded = if create.named_paths {
+        let record =
+            RecordWithPaths::new(create.items, create.not_before, Source::V1, Some(request_id.0));
+        state
+            .record
+            .send(record)
+            .await
+            .map_err(stopped)??
+            .map_err(ApiError::BadRequest)?
+    } else {
+        let ids = create.items.into_iter().map(|(id, _)| id).collect();
+        let record = Record::new(ids, create.not_before).from(Source::V1, Some(request_id.0));
+        state
+            .record
+            .send(record)
+            .await
+            .map_err(stopped)??
+            .ok_or(ApiError::Internal)?
+    };
     Ok(HttpResponse::Accepted().json(recorded))
 }
 
@@ -508,9 +593,28 @@ pub(crate) async fn retry(
     }
 }
 
+/// `GET /v1/stats`: the counts of the whole database, and this instance's
+/// storage targets.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StatsView {
+    #[serde(flatten)]
+    pub stats: Stats,
+    /// Each storage target's state, as this instance sees it.
+    pub targets: Vec<TargetHealth>,
+}
+
 /// `GET /v1/stats`.
-#[utoipa::path(get, path = "/v1/stats", tag = "v1", responses((status = 200, body = Stats)))]
+#[utoipa::path(get, path = "/v1/stats", tag = "v1", responses((status = 200, body = StatsView)))]
 pub(crate) async fn stats(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let stats = state.db.read_async(|c| queries::stats(c, now_ms())).await?;
-    Ok(HttpResponse::Ok().json(stats))
+    let storage = state.storage.clone();
+    let view = state
+        .db
+        .read_async(move |c| {
+            Ok(StatsView {
+                stats: queries::stats(c, now_ms())?,
+                targets: storage.health(),
+            })
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(view))
 }

@@ -38,7 +38,7 @@ pub const MAX_BODY_BYTES: usize = 1 << 20;
 pub struct AppState {
     pub db: Db,
     /// For `/readyz`: whether deleting is safe now.
-    pub storage: Arc<dyn Storage>,
+    pub storage: Arc<Storage>,
     pub record: Addr<RecordActor>,
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Accepted bearer tokens; empty: no authentication.

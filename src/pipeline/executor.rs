@@ -24,7 +24,7 @@ const ACK_TRIES: u32 = 3;
 /// Deletes batches of claimed ids.
 pub struct ExecutorActor {
     db: Db,
-    storage: Arc<dyn Storage>,
+    storage: Arc<Storage>,
     owner: Arc<str>,
     retry: RetryPolicy,
     metrics: Arc<Metrics>,
@@ -36,7 +36,7 @@ pub struct ExecutorActor {
 impl ExecutorActor {
     pub fn new(
         db: Db,
-        storage: Arc<dyn Storage>,
+        storage: Arc<Storage>,
         owner: Arc<str>,
         retry: RetryPolicy,
         metrics: Arc<Metrics>,
@@ -169,7 +169,7 @@ impl Handler<DeleteBatch> for ExecutorActor {
         let started = Instant::now();
         let size = batch.len();
         let requests = request_ids(&batch);
-        let verdict = match batch::execute(&*self.storage, &batch, &self.retry, now_ms()) {
+        let verdict = match batch::execute(&self.storage, &batch, &self.retry, now_ms()) {
             Ok(verdict) => verdict,
             Err(unavailable) => {
                 let reason = unavailable.to_string();

@@ -47,7 +47,7 @@ impl Pipeline {
     /// Starts the actors on the current actix system.
     pub fn start(
         db: Db,
-        storage: Arc<dyn Storage>,
+        storage: Arc<Storage>,
         metrics: Arc<Metrics>,
         config: &Config,
     ) -> Pipeline {

@@ -158,6 +158,7 @@ impl Handler<Record> for RecordActor {
                 counted: msg.counted,
                 source: msg.source,
                 request_id: msg.request_id,
+                paths: Vec::new(),
             },
             tx,
         ));
@@ -171,6 +172,88 @@ impl Handler<Record> for RecordActor {
                 Ok(Err(e)) => Err(e),
                 Err(_) => Err(DbError::Unavailable("the recorder stopped".into())),
             }
+        })
+    }
+}
+
+/// Record deletion requests whose ids name paths of their own
+/// (`items[].paths`), in a transaction of their own (see
+/// [`queries::record_with_paths`]). Answered once committed: how many ids
+/// were new, or why the request was refused (nothing recorded then).
+#[derive(Message)]
+#[rtype(result = "Result<Result<Recorded, String>, DbError>")]
+pub struct RecordWithPaths {
+    request: RecordRequest,
+}
+
+impl RecordWithPaths {
+    /// `items`: each id with the paths its request named (maybe none). An
+    /// id given twice gets the paths of both; ids are sorted so that every
+    /// transaction touches keys in the same order.
+    pub fn new(
+        items: Vec<(VideoId, Vec<String>)>,
+        not_before: i64,
+        source: Source,
+        request_id: Option<String>,
+    ) -> RecordWithPaths {
+        let mut merged: std::collections::BTreeMap<VideoId, Vec<String>> = Default::default();
+        for (id, paths) in items {
+            let kept = merged.entry(id).or_default();
+            for path in paths {
+                if !kept.contains(&path) {
+                    kept.push(path);
+                }
+            }
+        }
+        let (ids, paths) = merged.into_iter().unzip();
+        RecordWithPaths {
+            request: RecordRequest {
+                ids,
+                not_before,
+                counted: true,
+                source,
+                request_id,
+                paths,
+            },
+        }
+    }
+}
+
+impl RecordWithPaths {
+    /// The request as [`queries::record_with_paths`] takes it (the CLI
+    /// records without the actor).
+    pub fn into_request(self) -> RecordRequest {
+        self.request
+    }
+}
+
+impl Handler<RecordWithPaths> for RecordActor {
+    type Result = ResponseFuture<Result<Result<Recorded, String>, DbError>>;
+
+    fn handle(&mut self, msg: RecordWithPaths, _: &mut Context<Self>) -> Self::Result {
+        let (db, dispatcher, metrics) = (
+            self.db.clone(),
+            self.dispatcher.clone(),
+            self.metrics.clone(),
+        );
+        let request = msg.request;
+        let total = request.ids.len();
+        Box::pin(async move {
+            let now = now_ms();
+            let due_now = request.not_before <= now;
+            let recorded = db
+                .write_async(move |conn| queries::record_with_paths(conn, &request, now))
+                .await?;
+            Ok(recorded.map(|accepted| {
+                metrics.recorded.inc_by(accepted as u64);
+                if due_now && accepted > 0 {
+                    dispatcher.do_send(Nudge);
+                }
+                Recorded {
+                    accepted,
+                    already_queued: total - accepted,
+                }
+            }))
         })
     }
 }

@@ -34,10 +34,9 @@ use cap_std::fs::Dir;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
 
-use super::template::{self, Template};
-use super::{BatchResult, DeleteError, OpenError, Removed, Storage, Unavailable};
+use super::template::{self, PathSpec, Template};
+use super::{DeleteError, Erased, OpenError, Target, TargetHealth, TargetResult, Unavailable, Video};
 use crate::config::StorageConfig;
-use crate::video_id::VideoId;
 
 /// The root directory as opened, and who it is.
 #[derive(Debug)]
@@ -68,6 +67,8 @@ pub struct LocalStorage {
     root: RwLock<OpenedRoot>,
     marker: Option<String>,
     templates: Vec<Template>,
+    /// The target's name, for its health.
+    name: String,
 }
 
 impl LocalStorage {
@@ -104,37 +105,42 @@ impl LocalStorage {
             root: RwLock::new(root),
             marker: config.marker.clone(),
             templates: template::parse_all(&config.paths),
+            name: config.name().to_owned(),
         })
     }
 
-    /// Removes every templated path of `id` under `root`. Paths that do not
-    /// exist count as missing. On error the other paths are still attempted,
-    /// and the first error is returned: the request is retried and
-    /// already-removed paths are then simply missing.
-    fn delete_one(&self, root: &Dir, id: &VideoId) -> Result<Removed, DeleteError> {
-        let mut removed = Removed::default();
+    /// Removes every path of `video` (its templates, then the paths its
+    /// request named) under `root`. Paths that do not exist count as
+    /// missing. On error the other paths are still attempted, and the first
+    /// error is returned: the request is retried and already-removed paths
+    /// are then simply missing.
+    fn delete_one(&self, root: &Dir, video: &Video<'_>) -> Result<Erased, DeleteError> {
+        let mut erased = Erased::default();
         let mut first_error = None;
-        for template in &self.templates {
-            let path = template.render(id);
-            let result = if template.dir {
+        for PathSpec { path, dir } in template::video_paths(&self.templates, video.id, video.paths)
+        {
+            let result = if dir {
                 remove_dir_path(root, &path)
             } else {
-                remove_file_path(root, &path)
+                remove_file_path(root, &path).map(|found| found.then_some(1))
             };
             match result {
-                Ok(true) => removed.deleted += 1,
-                Ok(false) => removed.missing += 1,
+                Ok(Some(files)) => {
+                    erased.deleted += 1;
+                    erased.objects += files;
+                }
+                Ok(None) => erased.missing += 1,
                 Err(e) => {
                     first_error.get_or_insert(DeleteError {
+                        reason: describe(&e, dir),
                         path,
-                        reason: describe(&e, template.dir),
                     });
                 }
             }
         }
         match first_error {
             Some(e) => Err(e),
-            None => Ok(removed),
+            None => Ok(erased),
         }
     }
 
@@ -176,7 +182,7 @@ impl LocalStorage {
     }
 }
 
-impl Storage for LocalStorage {
+impl Target for LocalStorage {
     fn check(&self) -> Result<(), Unavailable> {
         self.check_identity()?;
         if let Some(marker) = &self.marker {
@@ -191,17 +197,29 @@ impl Storage for LocalStorage {
         Ok(())
     }
 
-    fn delete_batch(&self, ids: &[VideoId]) -> Result<BatchResult, Unavailable> {
+    fn delete_batch(&self, videos: &[Video<'_>]) -> Result<TargetResult, Unavailable> {
         self.check()?;
         let root = self.root.read().unwrap_or_else(|e| e.into_inner());
-        Ok(ids
+        Ok(videos
             .iter()
-            .map(|id| self.delete_one(&root.dir, id))
+            .map(|video| self.delete_one(&root.dir, video))
             .collect())
     }
 
     fn describe(&self) -> String {
         format!("local directory {}", self.path.display())
+    }
+
+    fn health(&self) -> TargetHealth {
+        let checked = self.check();
+        TargetHealth {
+            name: self.name.clone(),
+            kind: "local",
+            ready: checked.is_ok(),
+            error: checked.err().map(|e| e.0),
+            versioning: None,
+            versions: None,
+        }
     }
 }
 
@@ -215,38 +233,38 @@ fn remove_file_path(root: &Dir, rel: &str) -> io::Result<bool> {
 }
 
 /// Removes the directory at `rel` with everything in it, never entering a
-/// mount point. A symlink there is removed as a link. `Ok(false)`: nothing
-/// was there.
-fn remove_dir_path(root: &Dir, rel: &str) -> io::Result<bool> {
+/// mount point. A symlink there is removed as a link. `Ok(None)`: nothing
+/// was there; `Ok(Some(n))`: removed, with `n` files (or links) in it.
+fn remove_dir_path(root: &Dir, rel: &str) -> io::Result<Option<u32>> {
     let (parent, name) = match rel.rsplit_once('/') {
         Some((parent, name)) => match root.open_dir(parent) {
             Ok(dir) => (dir, name),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         },
         None => (root.try_clone()?, rel),
     };
     let meta = match parent.symlink_metadata(name) {
         Ok(meta) => meta,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
     if meta.is_symlink() {
         parent.remove_file(name)?;
-        return Ok(true);
+        return Ok(Some(1));
     }
     if !meta.is_dir() {
         return Err(io::Error::from(io::ErrorKind::NotADirectory));
     }
-    remove_tree(&parent, name)?;
-    Ok(true)
+    remove_tree(&parent, name).map(Some)
 }
 
 /// Removes `name` in `parent` and everything under it, depth first with an
 /// explicit stack (a deep tree cannot overflow the thread's stack).
 /// Entries are unlinked as they are read; each directory is removed once
-/// it has been read to the end.
-fn remove_tree(parent: &Dir, name: &str) -> io::Result<()> {
+/// it has been read to the end. Returns the files (and links) removed.
+fn remove_tree(parent: &Dir, name: &str) -> io::Result<u32> {
+    let mut files = 0;
     // (the directory being emptied, its name in the level above, its path
     // relative to the templated directory for messages)
     let mut stack: Vec<(rustix::fs::Dir, std::ffi::CString, String)> = Vec::new();
@@ -281,6 +299,7 @@ fn remove_tree(parent: &Dir, name: &str) -> io::Result<()> {
                 } else {
                     rustix::fs::unlinkat(fd, child, AtFlags::empty())
                         .map_err(|e| at(&child_path, e.into()))?;
+                    files += 1;
                 }
             }
             None => {
@@ -295,7 +314,7 @@ fn remove_tree(parent: &Dir, name: &str) -> io::Result<()> {
             }
         }
     }
-    Ok(())
+    Ok(files)
 }
 
 /// Opens the directory `name` in `parent` for removal: never through a

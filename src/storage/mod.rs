@@ -1,9 +1,15 @@
-//! Where video files live, and how one batch of videos is deleted.
+//! Where video files live, and how one batch of videos is erased.
 //!
-//! The pipeline only sees [`Storage`]; [`open`] picks the kind named by
-//! `storage.kind`. Every kind deletes the paths that the `storage.paths`
-//! [`template`]s give for an id; a path that does not exist counts as
-//! deleted.
+//! `storage` in the configuration is one target or a list of named
+//! targets (the origin bucket, its replica, a local cache). Each is a
+//! [`Target`]: local disk ([`local`]) or an S3 bucket ([`s3`]). The
+//! pipeline only sees [`Storage`], all of them together: a video is
+//! erased when every target has nothing of it left, and a target that
+//! cannot be used safely stops the work of all of them.
+//!
+//! On each target a video's paths are its `paths` [`template`]s rendered
+//! for its id, plus the paths its request named itself. A path that does
+//! not exist counts as erased.
 
 pub mod local;
 #[cfg(feature = "s3")]
@@ -13,17 +19,72 @@ pub mod template;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{Config, StorageKind};
+use crate::config::{Config, StorageConfig, StorageKind};
 use crate::video_id::VideoId;
 
 pub use local::LocalStorage;
+pub use template::PathSpec;
 
-/// What deleting one video's paths found: how many existed and are now
-/// gone, and how many were not there (both count as done).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Removed {
+/// What to erase of one request: the id its templates are rendered with,
+/// and the paths the request named.
+#[derive(Debug, Clone, Copy)]
+pub struct Video<'a> {
+    pub id: &'a VideoId,
+    pub paths: &'a [PathSpec],
+}
+
+/// What erasing one video found on one target: the receipt's counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Erased {
+    /// Paths (templated or named) that had something, now gone.
+    #[serde(skip)]
     pub deleted: u32,
+    /// Paths that had nothing (count as erased).
     pub missing: u32,
+    /// Files (local) or objects (keys) removed.
+    pub objects: u32,
+    /// Object versions and delete markers deleted by version id
+    /// (`versions: "purge"`).
+    pub versions: u32,
+    /// Versions left behind a delete marker (`versions: "markers"`).
+    pub versions_kept: u32,
+}
+
+impl Erased {
+    /// Adds another path's (or target's) counts.
+    pub fn add(&mut self, other: &Erased) {
+        self.deleted += other.deleted;
+        self.missing += other.missing;
+        self.objects += other.objects;
+        self.versions += other.versions;
+        self.versions_kept += other.versions_kept;
+    }
+}
+
+/// One target's counts in a receipt.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct TargetErased {
+    /// The target's name (`default` for a single storage object).
+    pub name: String,
+    /// Files (local) or objects (keys) removed.
+    pub objects: u32,
+    /// Object versions and delete markers deleted by version id.
+    pub versions: u32,
+    /// Paths that had nothing.
+    pub missing: u32,
+    /// Versions left in the bucket behind a delete marker (`markers`).
+    pub versions_kept: u32,
+}
+
+/// What erasing one video's paths found on every target.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Removed {
+    /// Paths that had something, now gone, summed over the targets.
+    pub deleted: u32,
+    /// Paths that had nothing, summed over the targets.
+    pub missing: u32,
+    /// Per target, in the configured order.
+    pub targets: Vec<TargetErased>,
 }
 
 /// The video as a whole, for metrics and logs.
@@ -43,6 +104,11 @@ impl Removed {
             Outcome::Missing
         }
     }
+
+    /// The per-target counts as stored with the receipt (a JSON list).
+    pub fn targets_json(&self) -> String {
+        serde_json::to_string(&self.targets).expect("counts serialize")
+    }
 }
 
 /// A deletion of one id that did not happen; the message goes to
@@ -50,34 +116,179 @@ impl Removed {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{path}: {reason}")]
 pub struct DeleteError {
-    /// The path relative to the storage root (or the object key).
+    /// The path relative to the storage root (or the object key), after
+    /// `target NAME: ` when several targets are configured.
     pub path: String,
     pub reason: String,
 }
 
-/// The storage as a whole cannot be used safely right now (its root is not
-/// the directory opened at start-up, its marker is missing): nothing was
-/// deleted, and no id is at fault, so none loses an attempt.
+/// The storage as a whole cannot be used safely right now (a root is not
+/// the directory opened at start-up, a marker is missing, a bucket turned
+/// versioned): nothing was deleted, and no id is at fault, so none loses
+/// an attempt.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct Unavailable(pub String);
 
-/// One result per id of a batch, in the batch's order.
+/// One result per video of a batch, in the batch's order.
 pub type BatchResult = Vec<Result<Removed, DeleteError>>;
 
-/// A place videos are deleted from. Calls block the calling thread (an
+/// One target's results, per video of a batch, in the batch's order.
+pub type TargetResult = Vec<Result<Erased, DeleteError>>;
+
+/// A target's state, for `/readyz`, `/v1/stats`, the metrics and the
+/// dashboard.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct TargetHealth {
+    pub name: String,
+    /// `local` or `s3`.
+    pub kind: &'static str,
+    /// Whether deleting there is safe now.
+    pub ready: bool,
+    /// Why not, when not ready.
+    pub error: Option<String>,
+    /// S3: the bucket's versioning as last read (`unversioned`, `Enabled`,
+    /// `Suspended`; null until read).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub versioning: Option<String>,
+    /// S3: `storage.versions` (`purge`, `markers`; null when absent).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub versions: Option<&'static str>,
+}
+
+/// One place videos are erased from. Calls block the calling thread (an
 /// executor thread, never the async reactor).
-pub trait Storage: Send + Sync + 'static {
+pub trait Target: Send + Sync + 'static {
     /// Whether deleting is safe now; cheap enough to call before every
-    /// batch and from `/readyz`.
+    /// batch and from `/readyz` (no request to a remote server).
     fn check(&self) -> Result<(), Unavailable>;
 
-    /// Deletes every templated path of each id. `Err` when the storage as a
-    /// whole cannot be used: then nothing was deleted.
-    fn delete_batch(&self, ids: &[VideoId]) -> Result<BatchResult, Unavailable>;
+    /// Erases every path of each video. `Err` when the target as a whole
+    /// cannot be used: then nothing was deleted there.
+    fn delete_batch(&self, videos: &[Video<'_>]) -> Result<TargetResult, Unavailable>;
 
     /// What and where, for the start-up log: `local directory /srv/videos`.
     fn describe(&self) -> String;
+
+    /// Its state now.
+    fn health(&self) -> TargetHealth;
+}
+
+/// Every configured target, in order.
+pub struct Storage {
+    targets: Vec<(Arc<str>, Box<dyn Target>)>,
+    /// Configured as a list: messages name the target.
+    listed: bool,
+}
+
+impl Storage {
+    /// Targets as configured (`listed`: named in messages).
+    pub fn new(targets: Vec<(Arc<str>, Box<dyn Target>)>, listed: bool) -> Storage {
+        Storage { targets, listed }
+    }
+
+    /// `message`, naming the target when there are several.
+    fn about(&self, name: &str, message: impl std::fmt::Display) -> String {
+        match self.listed {
+            true => format!("target {name}: {message}"),
+            false => message.to_string(),
+        }
+    }
+
+    /// Whether deleting is safe on every target now: the first that is not
+    /// says why.
+    pub fn check(&self) -> Result<(), Unavailable> {
+        for (name, target) in &self.targets {
+            target
+                .check()
+                .map_err(|e| Unavailable(self.about(name, e)))?;
+        }
+        Ok(())
+    }
+
+    /// Erases each video on every target (several targets at once, one
+    /// thread each). A video is done when every target erased it; a
+    /// target that failed fails the video, naming the target. Nothing is
+    /// deleted anywhere when a target is known to be unusable; a target
+    /// found unusable during the batch makes the whole batch `Err` (what
+    /// the others deleted is deleted again, harmlessly, by the retry).
+    pub fn delete_batch(&self, videos: &[Video<'_>]) -> Result<BatchResult, Unavailable> {
+        self.check()?;
+        let per_target: Vec<Result<TargetResult, Unavailable>> = match self.targets.as_slice() {
+            [(_, one)] => vec![one.delete_batch(videos)],
+            targets => std::thread::scope(|scope| {
+                let running: Vec<_> = targets
+                    .iter()
+                    .map(|(_, target)| scope.spawn(|| target.delete_batch(videos)))
+                    .collect();
+                running
+                    .into_iter()
+                    .map(|t| {
+                        t.join().unwrap_or_else(|_| {
+                            Err(Unavailable("the target's deletion panicked".into()))
+                        })
+                    })
+                    .collect()
+            }),
+        };
+        let mut results: Vec<(Removed, Vec<DeleteError>)> =
+            vec![(Removed::default(), Vec::new()); videos.len()];
+        for ((name, _), target_results) in self.targets.iter().zip(per_target) {
+            let target_results =
+                target_results.map_err(|e| Unavailable(self.about(name, e)))?;
+            for ((removed, errors), result) in results.iter_mut().zip(target_results) {
+                match result {
+                    Ok(erased) => {
+                        removed.deleted += erased.deleted;
+                        removed.missing += erased.missing;
+                        removed.targets.push(TargetErased {
+                            name: name.to_string(),
+                            objects: erased.objects,
+                            versions: erased.versions,
+                            missing: erased.missing,
+                            versions_kept: erased.versions_kept,
+                        });
+                    }
+                    Err(e) => errors.push(DeleteError {
+                        path: self.about(name, &e.path),
+                        reason: e.reason,
+                    }),
+                }
+            }
+        }
+        Ok(results
+            .into_iter()
+            .map(|(removed, mut errors)| match errors.len() {
+                0 => Ok(removed),
+                1 => Err(errors.remove(0)),
+                _ => {
+                    // Every failing target, so one retry's `last_error`
+                    // says all that is wrong.
+                    let first = errors.remove(0);
+                    let rest: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+                    Err(DeleteError {
+                        path: first.path,
+                        reason: format!("{}; {}", first.reason, rest.join("; ")),
+                    })
+                }
+            })
+            .collect())
+    }
+
+    /// What and where, for the start-up log.
+    pub fn describe(&self) -> String {
+        let described: Vec<String> = self
+            .targets
+            .iter()
+            .map(|(name, t)| self.about(name, t.describe()))
+            .collect();
+        described.join(", ")
+    }
+
+    /// Every target's state, in order.
+    pub fn health(&self) -> Vec<TargetHealth> {
+        self.targets.iter().map(|(_, t)| t.health()).collect()
+    }
 }
 
 /// Why a storage could not be opened at start-up; the message names the
@@ -90,20 +301,43 @@ pub struct OpenError {
     pub reason: String,
 }
 
-/// Opens the storage that `config.storage` names.
-pub fn open(config: &Config) -> Result<Arc<dyn Storage>, OpenError> {
-    match config.storage.kind {
-        StorageKind::Local => Ok(Arc::new(LocalStorage::open(&config.storage)?)),
+/// Opens every target that `config.storage` names. Blocks (an S3 target
+/// reads its bucket's versioning): call it off the async reactor.
+pub fn open(config: &Config) -> Result<Storage, OpenError> {
+    let mut targets: Vec<(Arc<str>, Box<dyn Target>)> = Vec::new();
+    for target in config.storage.iter() {
+        let name: Arc<str> = target.name().into();
+        let opened = open_target(target, config.lease_secs).map_err(|e| match config
+            .storage
+            .is_list()
+        {
+            true => OpenError {
+                key: e.key,
+                reason: format!("target {name}: {}", e.reason),
+            },
+            false => e,
+        })?;
+        targets.push((name, opened));
+    }
+    Ok(Storage::new(targets, config.storage.is_list()))
+}
+
+fn open_target(target: &StorageConfig, lease_secs: u64) -> Result<Box<dyn Target>, OpenError> {
+    match target.kind {
+        StorageKind::Local => Ok(Box::new(LocalStorage::open(target)?)),
         #[cfg(feature = "s3")]
-        StorageKind::S3 => Ok(Arc::new(s3::S3Storage::open(
-            &config.storage,
-            retry_budget(config.lease_secs),
+        StorageKind::S3 => Ok(Box::new(s3::S3Storage::open(
+            target,
+            retry_budget(lease_secs),
         )?)),
         #[cfg(not(feature = "s3"))]
-        StorageKind::S3 => Err(OpenError {
-            key: "kind",
-            reason: "storage.kind s3 needs a binary built with `--features s3`".into(),
-        }),
+        StorageKind::S3 => {
+            let _ = lease_secs;
+            Err(OpenError {
+                key: "kind",
+                reason: "storage.kind s3 needs a binary built with `--features s3`".into(),
+            })
+        }
     }
 }
 

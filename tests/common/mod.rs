@@ -82,9 +82,9 @@ macro_rules! storage_tests {
 /// Where a test's files live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Storage {
-    /// Under a temp directory (`storage.kind = "local"`).
+    /// Under a temp directory (`storage[0].kind = "local"`).
     Local,
-    /// In a bucket of an S3 server in the test process (`storage.kind = "s3"`).
+    /// In a bucket of an S3 server in the test process (`storage[0].kind = "s3"`).
     S3,
 }
 
@@ -280,7 +280,8 @@ pub fn workspace_on(backend: Backend, storage: Storage) -> (Workspace, Config) {
         storage: video_scheduler::config::StorageConfig {
             root: dir.path().join("videos"),
             ..Default::default()
-        },
+        }
+        .into(),
         tick_ms: 100,
         shutdown_timeout_secs: 10,
         ..Config::default()
@@ -295,7 +296,7 @@ pub fn workspace_on(backend: Backend, storage: Storage) -> (Workspace, Config) {
         #[cfg(feature = "s3")]
         Storage::S3 => {
             let server = s3::TestS3::start();
-            config.storage = server.storage_config(config.storage.paths.clone());
+            config.storage[0] = server.storage_config(config.storage[0].paths.clone());
             Workspace {
                 dir,
                 db,
@@ -358,8 +359,8 @@ pub fn start_more(app: &TestApp, customize: impl FnOnce(&mut Config)) -> TestApp
 
 fn launch(config: &Config) -> (SocketAddr, ServerHandle, JoinHandle<()>) {
     config.validate().expect("test config is valid");
-    if config.storage.kind == video_scheduler::config::StorageKind::Local {
-        std::fs::create_dir_all(&config.storage.root).unwrap();
+    if config.storage[0].kind == video_scheduler::config::StorageKind::Local {
+        std::fs::create_dir_all(&config.storage[0].root).unwrap();
     }
     let _ = env_logger::builder().is_test(true).try_init();
     let (tx, rx) = std::sync::mpsc::channel();
@@ -390,7 +391,7 @@ impl Client {
         if let Some(s3) = &self.s3 {
             return s3.bucket_dir();
         }
-        self.config.storage.root.clone()
+        self.config.storage[0].root.clone()
     }
 
     /// Creates `root/rel` (and its parents) with some content: a file, or

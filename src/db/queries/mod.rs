@@ -28,8 +28,8 @@ use diesel::sql_types::{Array, Nullable};
 use diesel::sql_types::{BigInt, Integer, Text};
 
 use super::models::{
-    AckCounts, Claim, Claimed, CountDelta, Deletion, Done, Failure, NewDeletion, Source, State,
-    Stats,
+    AckCounts, Claim, Claimed, CountDelta, Deletion, Done, Failure, NewDeletion,
+    NewDeletionWithPaths, Source, State, Stats,
 };
 use super::schema::video_del_rec::dsl as t;
 use super::{AnyConnection, Conn};
@@ -40,7 +40,7 @@ use crate::video_id::VideoId;
 macro_rules! insert_receipts {
     () => {
         "INSERT INTO video_del_receipt (id, requested_at, completed_at, attempts, deleted, \
-           missing, acked_by, source, request_id) "
+           missing, acked_by, source, request_id, targets) "
     };
 }
 
@@ -68,6 +68,10 @@ pub struct RecordRequest {
     /// Where it came from, and its `X-Request-Id`, kept with each row.
     pub source: Source,
     pub request_id: Option<String>,
+    /// The paths each id's request named (`items[].paths`), in the order of
+    /// `ids`; empty when it named none. Such a request is recorded by
+    /// [`record_with_paths`], not in a group commit.
+    pub paths: Vec<Vec<String>>,
 }
 
 /// What a group commit did.
@@ -223,6 +227,161 @@ pub fn record_many(conn: &mut Conn, requests: &[RecordRequest], now: i64) -> Que
     atomically(conn, statements <= 1, run)
 }
 
+/// Most paths kept with one request, merged over several records of its id.
+pub const MAX_ROW_PATHS: usize = 4096;
+
+/// Records a request whose ids name paths of their own, in one
+/// transaction of its own (such requests are rare, and one refused for
+/// too many paths must not fail a group). A new id is inserted with its
+/// paths. An id already queued gets the paths it did not have merged in,
+/// whatever its state; a running one is given back too, pending and due
+/// now: the batch holding it may have deleted its old paths only, so its
+/// ack must not remove the row (it finds the row no longer leased and
+/// leaves it), and the next claim deletes every path. Returns the new
+/// rows, or why the request was refused (nothing written then).
+pub fn record_with_paths(
+    conn: &mut Conn,
+    request: &RecordRequest,
+    now: i64,
+) -> QueryResult<Result<usize, String>> {
+    let mut refused = None;
+    let recorded = conn.transaction(|conn| {
+        let mut new = 0;
+        for (i, id) in request.ids.iter().enumerate() {
+            let paths = request.paths.get(i).map_or(&[][..], Vec::as_slice);
+            match record_one_with_paths(conn, request, id.as_str(), paths, now)? {
+                Ok(true) => new += 1,
+                Ok(false) => {}
+                Err(reason) => {
+                    refused = Some(reason);
+                    return Err(diesel::result::Error::RollbackTransaction);
+                }
+            }
+        }
+        counts::add(
+            conn,
+            CountDelta {
+                queued: new as i64,
+                ..CountDelta::default()
+            },
+        )?;
+        Ok(new)
+    });
+    match (recorded, refused) {
+        (Err(diesel::result::Error::RollbackTransaction), Some(reason)) => Ok(Err(reason)),
+        (recorded, _) => recorded.map(Ok),
+    }
+}
+
+/// Inserts `id` with `paths` unless it is queued; otherwise merges the
+/// paths in. `Ok(true)`: a new row.
+fn record_one_with_paths(
+    conn: &mut Conn,
+    request: &RecordRequest,
+    id: &str,
+    paths: &[String],
+    now: i64,
+) -> QueryResult<Result<bool, String>> {
+    let stored = (!paths.is_empty()).then(|| paths_json(paths));
+    let row = NewDeletionWithPaths {
+        id,
+        created_at: now,
+        not_before: request.not_before.max(now),
+        source: request.source.as_str(),
+        request_id: request.request_id.as_deref(),
+        paths: stored.as_deref(),
+    };
+    // "Insert unless the id exists", and "read the row, locked until the
+    // transaction ends", spelled per backend (SQLite has one writer: no
+    // lock clause).
+    macro_rules! insert_ignoring {
+        ($c:expr, $insert:expr) => {
+            $insert.values(&row).execute($c)
+        };
+    }
+    let queued = |conn: &mut Conn| -> QueryResult<Option<(String, Option<String>)>> {
+        let row = t::video_del_rec.find(id).select((t::state, t::paths));
+        match conn {
+            #[cfg(feature = "sqlite")]
+            AnyConnection::Sqlite(c) => row.first(c).optional(),
+            #[cfg(feature = "postgres")]
+            AnyConnection::Pg(c) => row.for_update().first(c).optional(),
+            #[cfg(feature = "mysql")]
+            AnyConnection::Mysql(c) => row.for_update().first(c).optional(),
+        }
+    };
+    // Twice at most: a row acked between the INSERT and the read is
+    // inserted anew.
+    for _ in 0..2 {
+        let inserted = match conn {
+            #[cfg(feature = "sqlite")]
+            AnyConnection::Sqlite(c) => {
+                insert_ignoring!(c, diesel::insert_or_ignore_into(t::video_del_rec))?
+            }
+            #[cfg(feature = "postgres")]
+            AnyConnection::Pg(c) => diesel::insert_into(t::video_del_rec)
+                .values(&row)
+                .on_conflict_do_nothing()
+                .execute(c)?,
+            #[cfg(feature = "mysql")]
+            AnyConnection::Mysql(c) => {
+                insert_ignoring!(c, diesel::insert_or_ignore_into(t::video_del_rec))?
+            }
+        };
+        if inserted > 0 {
+            return Ok(Ok(true));
+        }
+        if paths.is_empty() {
+            return Ok(Ok(false));
+        }
+        let Some((state, old)) = queued(conn)? else {
+            continue;
+        };
+        let mut merged: Vec<String> = old
+            .as_deref()
+            .and_then(|json| serde_json::from_str(json).ok())
+            .unwrap_or_default();
+        let before = merged.len();
+        for path in paths {
+            if !merged.contains(path) {
+                merged.push(path.clone());
+            }
+        }
+        if merged.len() == before {
+            return Ok(Ok(false));
+        }
+        if merged.len() > MAX_ROW_PATHS {
+            return Ok(Err(format!(
+                "{id}: its request would name more than {MAX_ROW_PATHS} paths"
+            )));
+        }
+        let target = t::video_del_rec.find(id);
+        let merged = paths_json(&merged);
+        if state == State::Running.as_str() {
+            diesel::update(target)
+                .set((
+                    t::paths.eq(&merged),
+                    t::state.eq(State::Pending.as_str()),
+                    t::not_before.eq(now),
+                    t::locked_by.eq(None::<String>),
+                    t::locked_until.eq(None::<i64>),
+                ))
+                .execute(conn)?;
+        } else {
+            diesel::update(target)
+                .set(t::paths.eq(&merged))
+                .execute(conn)?;
+        }
+        return Ok(Ok(false));
+    }
+    Ok(Ok(false))
+}
+
+/// Paths as stored in the `paths` column.
+fn paths_json(paths: &[String]) -> String {
+    serde_json::to_string(paths).expect("strings serialize")
+}
+
 /// Runs `run` in a transaction, except on PostgreSQL when it is a single
 /// statement (`one_statement`), which commits atomically by itself: no
 /// BEGIN/COMMIT round trips. (On SQLite a transaction costs no round trip,
@@ -288,7 +447,7 @@ pub fn claim(
                           AND NOT EXISTS (SELECT 1 FROM video_del_control \
                                           WHERE name = 'paused' AND value <> 0) \
                           ORDER BY not_before LIMIT ?) \
-             RETURNING id, attempts, created_at, source, request_id",
+             RETURNING id, attempts, created_at, source, request_id, paths",
         )
         .bind::<Text, _>(owner)
         .bind::<BigInt, _>(lease_until)
@@ -306,7 +465,7 @@ pub fn claim(
                           AND NOT EXISTS (SELECT 1 FROM video_del_control \
                                           WHERE name = 'paused' AND value <> 0) \
                           ORDER BY not_before LIMIT ? FOR UPDATE SKIP LOCKED) \
-             RETURNING id, attempts, created_at, source, request_id",
+             RETURNING id, attempts, created_at, source, request_id, paths",
         )
         .bind::<Text, _>(owner)
         .bind::<BigInt, _>(lease_until)
@@ -326,7 +485,7 @@ pub fn claim(
         #[cfg(feature = "mysql")]
         AnyConnection::Mysql(c) => c.transaction(|c| {
             let due: Vec<Claimed> = diesel::sql_query(
-                "SELECT id, attempts, created_at, source, request_id FROM video_del_rec \
+                "SELECT id, attempts, created_at, source, request_id, paths FROM video_del_rec \
                  WHERE not_before <= ? \
                  AND NOT EXISTS (SELECT 1 FROM video_del_control \
                                  WHERE name = 'paused' AND value <> 0) \
@@ -454,17 +613,26 @@ fn ack_writing(
     )
 }
 
-/// The ids of a batch by what their deletion found, `(deleted, missing)`:
-/// a receipt's counts are then bound once per group instead of travelling
-/// with each id. A batch usually has one group (every id has the same
-/// paths, and they all existed).
-type Outcomes<'a> = std::collections::BTreeMap<(u32, u32), Vec<&'a str>>;
+/// What a group of a batch's ids found, bound once for all of them in
+/// their receipts: paths deleted and missing, and the per-target counts
+/// (JSON).
+type Outcome = (u32, u32, String);
+
+/// The ids of a batch by what their deletion found: a receipt's counts
+/// are then bound once per group instead of travelling with each id. A
+/// batch usually has one group (every id has the same paths, and they all
+/// existed).
+type Outcomes<'a> = std::collections::BTreeMap<Outcome, Vec<&'a str>>;
 
 fn by_outcome(done: &[Done]) -> Outcomes<'_> {
     let mut groups = Outcomes::new();
     for d in done {
         groups
-            .entry((d.removed.deleted, d.removed.missing))
+            .entry((
+                d.removed.deleted,
+                d.removed.missing,
+                d.removed.targets_json(),
+            ))
             .or_default()
             .push(d.claimed.id.as_str());
     }
@@ -480,7 +648,8 @@ macro_rules! replacing_receipts {
            completed_at = excluded.completed_at, attempts = excluded.attempts, \
            deleted = excluded.deleted, missing = excluded.missing, \
            acked_by = excluded.acked_by, source = excluded.source, \
-           request_id = excluded.request_id, completions = video_del_receipt.completions + 1"
+           request_id = excluded.request_id, targets = excluded.targets, \
+           completions = video_del_receipt.completions + 1"
     };
 }
 
@@ -521,14 +690,14 @@ fn remove_done(
                 () => {
                     concat!(
                         insert_receipts!(),
-                        "SELECT id, created_at, ?, attempts + 1, ?, ?, ?, source, request_id \
+                        "SELECT id, created_at, ?, attempts + 1, ?, ?, ?, source, request_id, ? \
                          FROM video_del_rec \
                          WHERE id IN (SELECT value FROM json_each(?)) AND locked_by = ?"
                     )
                 };
             }
             let mut removed = 0;
-            for (&(deleted, missing), ids) in groups {
+            for ((deleted, missing, targets), ids) in groups {
                 let ids = serde_json::to_string(ids)
                     .map_err(|e| diesel::result::Error::SerializationError(Box::new(e)))?;
                 if let Some(Receipts { at, replace }) = receipts {
@@ -542,9 +711,10 @@ fn remove_done(
                     };
                     let insert = prepared(sql)
                         .bind::<BigInt, _>(at)
-                        .bind::<Integer, _>(deleted as i32)
-                        .bind::<Integer, _>(missing as i32)
+                        .bind::<Integer, _>(*deleted as i32)
+                        .bind::<Integer, _>(*missing as i32)
                         .bind::<Text, _>(owner)
+                        .bind::<Text, _>(targets)
                         .bind::<Text, _>(&ids)
                         .bind::<Text, _>(owner);
                     delta.done += match replace {
@@ -595,7 +765,7 @@ fn remove_done(
                            RETURNING id, created_at, attempts, source, request_id), \
                          kept AS (",
                         insert_receipts!(),
-                        "SELECT id, created_at, ?, attempts + 1, ?, ?, ?, source, request_id \
+                        "SELECT id, created_at, ?, attempts + 1, ?, ?, ?, source, request_id, ? \
                          FROM gone",
                         $($replacing)*
                         " RETURNING completions), \
@@ -609,7 +779,7 @@ fn remove_done(
                 };
             }
             let mut removed = 0;
-            for (&(deleted, missing), ids) in groups {
+            for ((deleted, missing, targets), ids) in groups {
                 let sql = match replace {
                     false => gone_and_kept!(),
                     true => gone_and_kept!(replacing_receipts!(),),
@@ -618,9 +788,10 @@ fn remove_done(
                     .bind::<Array<Text>, _>(ids)
                     .bind::<Text, _>(owner)
                     .bind::<BigInt, _>(at)
-                    .bind::<Integer, _>(deleted as i32)
-                    .bind::<Integer, _>(missing as i32)
+                    .bind::<Integer, _>(*deleted as i32)
+                    .bind::<Integer, _>(*missing as i32)
                     .bind::<Text, _>(owner)
+                    .bind::<Text, _>(targets)
                     .bind::<Integer, _>(counts::shard())
                     .get_result(c)?;
                 removed += gone.removed as usize;

@@ -35,7 +35,7 @@ pub fn write(
     use std::collections::HashSet;
     let removed: HashSet<&str> = removed.iter().map(String::as_str).collect();
     let mut affected = 0;
-    for (&(deleted, missing), ids) in groups {
+    for ((deleted, missing, targets), ids) in groups {
         let ids: Vec<&str> = ids
             .iter()
             .copied()
@@ -52,19 +52,21 @@ pub fn write(
                    completed_at = VALUES(completed_at), attempts = VALUES(attempts), \
                    deleted = VALUES(deleted), missing = VALUES(missing), \
                    acked_by = VALUES(acked_by), source = VALUES(source), \
-                   request_id = VALUES(request_id), completions = completions + 1"
+                   request_id = VALUES(request_id), targets = VALUES(targets), \
+                   completions = completions + 1"
             }
         };
         let mut insert = diesel::sql_query(format!(
-            "{}SELECT id, created_at, ?, attempts + 1, ?, ?, ?, source, request_id \
+            "{}SELECT id, created_at, ?, attempts + 1, ?, ?, ?, source, request_id, ? \
              FROM video_del_rec WHERE id IN ({list}){upsert}",
             insert_receipts!()
         ))
         .into_boxed()
         .bind::<BigInt, _>(completed_at)
-        .bind::<Integer, _>(deleted as i32)
-        .bind::<Integer, _>(missing as i32)
-        .bind::<Text, _>(owner);
+        .bind::<Integer, _>(*deleted as i32)
+        .bind::<Integer, _>(*missing as i32)
+        .bind::<Text, _>(owner)
+        .bind::<Text, _>(targets.as_str());
         for id in ids {
             insert = insert.bind::<Text, _>(id);
         }

@@ -1,82 +1,107 @@
 //! Object storage: an S3-compatible bucket (AWS S3, MinIO, Ceph RGW,
-//! Cloudflare R2, Aliyun OSS) through the `object_store` crate.
+//! Cloudflare R2, Aliyun OSS).
 //!
-//! A batch becomes as few requests as the API allows: every `hls/{id}/`
-//! prefix of the batch is listed (ListObjectsV2, paged by 1,000), then the
-//! keys of all its ids, templated and listed, go out in DeleteObjects
-//! requests of up to 1,000 keys. A key that does not exist counts as
-//! deleted: S3 answers the same for both, so `missing` here only counts
-//! prefixes that held no object. A per-key error fails only its id.
+//! How a batch is erased depends on the bucket's versioning
+//! ([`versioning`], read at start-up and every `versioning_check_secs`)
+//! and on `storage.versions`:
+//! - unversioned: plain deletes remove the objects ([`plain`]);
+//! - versioned, `versions` absent: nothing is deleted, the target is
+//!   unavailable until the operator chooses;
+//! - versioned, `"purge"`: every version and delete marker is deleted by
+//!   version id ([`versioned::purge`]);
+//! - versioned, `"markers"`: plain deletes hide the keys, the versions stay
+//!   and the receipt counts them ([`versioned::markers`]).
 //!
-//! Retries: for DeleteObjects, `object_store` retries throttling (503
-//! SlowDown), other 5xx answers and refused connections with exponential
-//! backoff, for at most the batch's retry budget. A DeleteObjects whose
-//! answer timed out is not retried by it (a POST), so it is retried here,
-//! within the same budget: deleting the same keys twice is harmless.
-//! Listings are sent by [`list`] (keys only, see there why) and retried
-//! here with the same backoff, on throttling, 5xx and no answer, within
-//! what is left of the budget. After the budget the ids go through the
-//! usual failure path (attempts, backoff, `failed`).
+//! Requests (one file per kind: [`list`], [`versions`], [`delete`],
+//! [`versioning`]) are signed and sent by [`client::Client`] through
+//! object_store's signer and HTTP client, and retried here: throttling
+//! (503 SlowDown), other 5xx answers, refused connections and requests
+//! that got no answer in time, with exponential backoff, for at most the
+//! batch's retry budget (deleting the same entry twice is harmless). After
+//! the budget the ids go through the usual failure path (attempts,
+//! backoff, `failed`).
 //!
-//! Why the storage owns a small tokio runtime: `object_store` is async and
-//! needs tokio's I/O and timers, while the executors are plain threads (so
-//! that local deletion, blocking system calls, never runs on the reactor).
-//! An executor blocks on one batch, and inside that batch the list and
-//! delete requests run concurrently on this runtime: no thread is held per
+//! Why the storage owns a small tokio runtime: object_store's client is
+//! async and needs tokio's I/O and timers, while the executors are plain
+//! threads (so that local deletion, blocking system calls, never runs on
+//! the reactor). An executor blocks on one batch, and inside that batch
+//! the requests run concurrently on this runtime: no thread is held per
 //! request, and `executors` still bounds the batches in flight.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use backon::{ExponentialBuilder, Retryable};
 use futures_util::StreamExt;
-use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::client::{HttpConnector, ReqwestConnector};
-use object_store::path::Path;
-use object_store::{BackoffConfig, ClientOptions, ObjectStore, RetryConfig};
+use object_store::{BackoffConfig, ClientOptions, RetryConfig};
 
+mod client;
+mod delete;
 mod list;
+mod plain;
+mod versioned;
+mod versioning;
+mod versions;
+mod xml;
 
-use self::list::{Begin, ListError, Lister};
+use self::client::{Client, RequestError};
+use self::delete::Answer;
+use self::versioning::{Status, Versioning, Watch};
 use super::template::{self, Template};
-use super::{BatchResult, DeleteError, OpenError, Removed, Storage, Unavailable};
-use crate::config::StorageConfig;
-use crate::video_id::VideoId;
+use super::{
+    DeleteError, Erased, OpenError, Target, TargetHealth, TargetResult, Unavailable, Video,
+};
+use crate::config::{StorageConfig, Versions};
 
-/// Most keys in one DeleteObjects request (the S3 API's limit).
-pub const MAX_KEYS_PER_DELETE: usize = 1000;
-/// Prefix listings of one batch in flight at once.
+/// Listings of one batch in flight at once.
 const LISTS_IN_FLIGHT: usize = 32;
-/// Keys of other videos read in a row before a key-range walk jumps to the
-/// next prefix of the batch with a new request.
-const GAP_KEYS: usize = 100;
-/// Such gaps after which a walk stops: the prefixes are sparse, and are
-/// listed one request each instead.
-const GAPS_BEFORE_PER_PREFIX: usize = 2;
 /// DeleteObjects requests of one batch in flight at once.
 const DELETES_IN_FLIGHT: usize = 8;
 /// Longest wait for one answer.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest wait for the bucket's versioning at start-up; without it the
+/// server starts anyway, deleting nothing there until it is read.
+const START_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Deletes the objects of videos in one bucket.
+/// Erases the objects of videos in one bucket.
 pub struct S3Storage {
-    store: Arc<AmazonS3>,
-    /// Lists prefixes (object_store's listing reads more than keys).
-    lister: Lister,
+    client: Arc<Client>,
     /// Runs the requests; see the module's doc for why it is ours.
     runtime: tokio::runtime::Runtime,
     templates: Vec<Template>,
+    /// The target's name, for its health.
+    name: String,
+    bucket: String,
     /// `s3 bucket videos at http://...`, for the start-up log.
     description: String,
     /// How long the requests of one batch may be retried before its ids go
     /// through the failure path.
     retry_budget: Duration,
+    /// `storage.versions`.
+    versions: Option<Versions>,
+    /// `storage.bypass_governance`.
+    bypass_governance: bool,
+    /// The bucket's versioning as last read.
+    watch: Arc<Watch>,
+}
+
+/// How a batch is erased, from the bucket's versioning and `versions`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Strategy {
+    Plain,
+    Purge,
+    Markers(Status),
 }
 
 impl S3Storage {
-    /// Builds the client (no request is made). `retry_budget` bounds the
-    /// retries of one request.
+    /// Builds the client, reads the bucket's versioning (at most
+    /// [`START_CHECK_TIMEOUT`]) and starts keeping it fresh. Refuses a
+    /// bucket with MFA Delete on when versions are to be purged.
+    /// `retry_budget` bounds the retries of one batch's requests.
     pub fn open(config: &StorageConfig, retry_budget: Duration) -> Result<S3Storage, OpenError> {
         let failed = |key, reason: String| OpenError { key, reason };
         let bucket = config.bucket.clone().unwrap_or_default();
@@ -137,6 +162,8 @@ impl S3Storage {
         let virtual_hosted = builder
             .get_config_value(&AmazonS3ConfigKey::VirtualHostedStyleRequest)
             .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        // object_store sends no request of ours: it provides credentials
+        // (and refreshes them); its retry settings only serve those.
         let store = builder
             .with_retry(RetryConfig {
                 backoff: BackoffConfig {
@@ -144,224 +171,134 @@ impl S3Storage {
                     max_backoff: Duration::from_secs(2),
                     base: 2.0,
                 },
-                max_retries: usize::MAX,
+                max_retries: 10,
                 retry_timeout: retry_budget,
             })
             .with_client_options(options.clone())
             .build()
             .map_err(|e| failed("bucket", format!("storage.kind s3: {e}")))?;
-        let store = Arc::new(store);
         let http = ReqwestConnector::default()
             .connect(&options)
             .map_err(|e| failed("endpoint", format!("storage.kind s3: {e}")))?;
-        let lister = Lister::new(
+        let client = Arc::new(Client::new(
             http,
-            store.clone(),
-            list::bucket_url(endpoint.as_deref(), virtual_hosted, &bucket, &region),
+            Arc::new(store),
+            client::bucket_url(endpoint.as_deref(), virtual_hosted, &bucket, &region),
             region,
-        );
+        ));
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("s3-client")
             .enable_all()
             .build()
             .map_err(|e| failed("kind", format!("cannot start the S3 client runtime: {e}")))?;
+        let watch = Arc::new(Watch::new(
+            bucket.clone(),
+            Duration::from_secs(config.versioning_check_secs),
+        ));
+        let first = runtime.block_on(tokio::time::timeout(
+            START_CHECK_TIMEOUT,
+            watch.refresh(&client, true),
+        ));
+        match first {
+            Ok(Ok(state)) => {
+                if state.status != Status::Unversioned
+                    && state.mfa_delete
+                    && config.versions == Some(Versions::Purge)
+                {
+                    return Err(failed("versions", mfa_delete_on(&bucket)));
+                }
+            }
+            Ok(Err(reason)) => log::warn!("{reason}"),
+            Err(_) => log::warn!(
+                "bucket {bucket}: GetBucketVersioning gave no answer within {START_CHECK_TIMEOUT:?}; \
+                 nothing is deleted there until it does"
+            ),
+        }
+        runtime.spawn(watch.clone().keep_fresh(client.clone()));
         let at = endpoint.unwrap_or_else(|| "AWS".into());
         Ok(S3Storage {
-            store,
-            lister,
+            client,
             runtime,
             templates: template::parse_all(&config.paths),
+            name: config.name().to_owned(),
             description: format!("s3 bucket {bucket} at {at}"),
+            bucket,
             retry_budget,
+            versions: config.versions,
+            bypass_governance: config.bypass_governance,
+            watch,
         })
     }
 
-    async fn delete_all(&self, ids: &[VideoId]) -> BatchResult {
-        let mut outcomes: Vec<Outcome> = vec![Outcome::default(); ids.len()];
-        // Every key to delete, with the index of its id.
-        let mut keys: Vec<(usize, Path)> = Vec::new();
-        for (i, id) in ids.iter().enumerate() {
-            for template in self.templates.iter().filter(|t| !t.dir) {
-                let rendered = template.render(id);
-                match Path::parse(&rendered) {
-                    Ok(path) => {
-                        // S3 cannot tell a missing key from a deleted one.
-                        outcomes[i].removed.deleted += 1;
-                        keys.push((i, path));
-                    }
-                    Err(e) => outcomes[i].fail(&rendered, e.to_string()),
-                }
+    /// How a batch is erased on a bucket in `state`; `Err` when nothing may
+    /// be deleted there.
+    fn strategy(&self, state: Versioning) -> Result<Strategy, Unavailable> {
+        let bucket = &self.bucket;
+        match (state.status, self.versions) {
+            (Status::Unversioned, _) => Ok(Strategy::Plain),
+            (status, None) => Err(Unavailable(format!(
+                "bucket {bucket} has versioning {}: set storage.versions to \"purge\" (erase \
+                 every version) or \"markers\" (hide; versions stay)",
+                status.as_str()
+            ))),
+            (_, Some(Versions::Purge)) if state.mfa_delete => {
+                Err(Unavailable(mfa_delete_on(bucket)))
             }
+            (_, Some(Versions::Purge)) => Ok(Strategy::Purge),
+            (status, Some(Versions::Markers)) => Ok(Strategy::Markers(status)),
         }
+    }
+
+    /// Erases `videos` by the strategy the bucket's versioning calls for.
+    /// A plain delete answered with a delete marker (the bucket was
+    /// switched to versioning since it was last read) is not counted: the
+    /// versioning is read again and the batch erased the way it now needs.
+    async fn erase(&self, videos: &[Video<'_>]) -> Result<TargetResult, Unavailable> {
         let started = Instant::now();
-        for template in self.templates.iter().filter(|t| t.dir) {
-            // The prefixes of this template, sorted as S3 lists keys.
-            let mut prefixes: Vec<(String, usize)> = ids
-                .iter()
-                .enumerate()
-                .map(|(i, id)| (format!("{}/", template.render(id)), i))
-                .collect();
-            prefixes.sort_unstable();
-            let sorted: Vec<&str> = prefixes.iter().map(|(p, _)| p.as_str()).collect();
-            let listed = self.list_prefixes(template, &sorted, started).await;
-            for ((prefix, i), listed) in prefixes.iter().zip(listed) {
-                match listed {
-                    Ok(objects) if objects.is_empty() => outcomes[*i].removed.missing += 1,
-                    Ok(objects) => {
-                        outcomes[*i].removed.deleted += 1;
-                        keys.extend(objects.into_iter().map(|path| (*i, path)));
-                    }
-                    Err(reason) => outcomes[*i].fail(prefix, reason),
-                }
-            }
-        }
-        let deleted: Vec<_> = futures_util::stream::iter(keys.chunks(MAX_KEYS_PER_DELETE))
-            .map(|chunk| async move { (chunk, self.delete_chunk(chunk, started).await) })
-            .buffer_unordered(DELETES_IN_FLIGHT)
-            .collect()
-            .await;
-        for (chunk, result) in deleted {
-            match result {
-                Ok(per_key) => {
-                    for ((i, path), error) in chunk.iter().zip(per_key) {
-                        if let Some(reason) = error {
-                            outcomes[*i].fail(path.as_ref(), reason);
-                        }
-                    }
-                }
-                Err(reason) => {
-                    for (i, path) in chunk {
-                        outcomes[*i].fail(path.as_ref(), reason.clone());
-                    }
-                }
-            }
-        }
-        outcomes.into_iter().map(Outcome::into_result).collect()
-    }
-
-    /// The objects under each of `prefixes` (sorted, each ending in `/`),
-    /// in the same order.
-    ///
-    /// One ListObjectsV2 per prefix is the floor when the prefixes are
-    /// sparse in the bucket (a batch's videos among many live ones). When
-    /// they are dense (a mass purge: the keys between them are theirs),
-    /// walking the key range from the first prefix reads them all in pages
-    /// of 1,000 keys instead. So the walk goes first, and gives up for
-    /// per-prefix listings once it meets [`GAPS_BEFORE_PER_PREFIX`] gaps of
-    /// more than [`GAP_KEYS`] foreign keys.
-    async fn list_prefixes(
-        &self,
-        template: &Template,
-        prefixes: &[&str],
-        started: Instant,
-    ) -> Vec<Result<Vec<Path>, String>> {
-        let mut listed: Vec<Result<Vec<Path>, String>> = vec![Ok(Vec::new()); prefixes.len()];
-        let mut next = 0;
-        if let Some(base) = template.static_dir() {
-            next = self.walk(base, prefixes, &mut listed, started).await;
-        }
-        let rest: Vec<_> = futures_util::stream::iter(next..prefixes.len())
-            .map(|at| async move { (at, self.list(prefixes[at], started).await) })
-            .buffer_unordered(LISTS_IN_FLIGHT)
-            .collect()
-            .await;
-        for (at, result) in rest {
-            listed[at] = result;
-        }
-        listed
-    }
-
-    /// Walks the keys under `base` from the first of `prefixes`, handing
-    /// each key to the prefix it starts with. Returns the index of the
-    /// first prefix not covered (all of them when the walk went to the end).
-    async fn walk(
-        &self,
-        base: &str,
-        prefixes: &[&str],
-        listed: &mut [Result<Vec<Path>, String>],
-        started: Instant,
-    ) -> usize {
-        let base = match base.trim_end_matches('/') {
-            "" => String::new(),
-            base => format!("{base}/"),
-        };
-        let mut at = 0;
-        let mut gaps = 0;
-        'restart: while at < prefixes.len() {
-            // Keys after the prefix without its `/` include all of its own.
-            let after = prefixes[at].trim_end_matches('/');
-            let mut token: Option<String> = None;
-            let mut foreign = 0;
-            loop {
-                let begin = token.as_deref().map_or(Begin::After(after), Begin::Token);
-                let Ok(page) = self.page(&base, begin, started).await else {
-                    // The prefixes from `at` on are listed one by one.
-                    return at;
-                };
-                for key in page.keys {
-                    // Past a prefix's range: it has all its keys.
-                    while at < prefixes.len()
-                        && key.as_str() > prefixes[at]
-                        && !key.starts_with(prefixes[at])
-                    {
-                        at += 1;
-                    }
-                    if at == prefixes.len() {
-                        return at;
-                    }
-                    if key.starts_with(prefixes[at]) {
-                        foreign = 0;
-                        collect(&mut listed[at], key);
-                        continue;
-                    }
-                    foreign += 1;
-                    if foreign > GAP_KEYS {
-                        gaps += 1;
-                        if gaps >= GAPS_BEFORE_PER_PREFIX {
-                            return at;
-                        }
-                        continue 'restart;
-                    }
-                }
-                match page.next {
-                    Some(next) => token = Some(next),
-                    None => return prefixes.len(),
-                }
-            }
-        }
-        at
-    }
-
-    /// Every object under `prefix` (ListObjectsV2, followed page by page).
-    async fn list(&self, prefix: &str, started: Instant) -> Result<Vec<Path>, String> {
-        let mut listed = Ok(Vec::new());
-        let mut token: Option<String> = None;
+        let mut state = self.watch.current(&self.client).await.map_err(Unavailable)?;
+        let mut tries = 0;
         loop {
-            let begin = token.as_deref().map_or(Begin::Start, Begin::Token);
-            let page = self.page(prefix, begin, started).await?;
-            for key in page.keys {
-                collect(&mut listed, key);
-            }
-            match page.next {
-                Some(next) => token = Some(next),
-                None => return listed,
+            tries += 1;
+            match self.strategy(state)? {
+                Strategy::Plain => match plain::erase(self, videos, started).await {
+                    Ok(results) => return Ok(results),
+                    Err(plain::MarkersSeen) if tries == 1 => {
+                        state = self
+                            .watch
+                            .refresh(&self.client, true)
+                            .await
+                            .map_err(Unavailable)?;
+                    }
+                    Err(plain::MarkersSeen) => {
+                        return Err(Unavailable(format!(
+                            "bucket {}: DeleteObjects made delete markers although \
+                             GetBucketVersioning says it has no versioning; nothing is counted \
+                             as erased there",
+                            self.bucket
+                        )))
+                    }
+                },
+                Strategy::Purge => return Ok(versioned::purge(self, videos, started).await),
+                Strategy::Markers(status) => {
+                    return Ok(versioned::markers(self, videos, status, started).await)
+                }
             }
         }
     }
 
-    /// One page of a listing, retried (throttling, 5xx, no answer) within
-    /// what is left of the batch's retry budget.
-    async fn page(
-        &self,
-        prefix: &str,
-        begin: Begin<'_>,
-        started: Instant,
-    ) -> Result<list::Page, String> {
-        (|| self.lister.page(prefix, begin))
+    /// `request`, retried (throttling, 5xx, no answer) within what is left
+    /// of the batch's retry budget (counted from `started`); the error is
+    /// the last answer's.
+    async fn retried<T, F, Fut>(&self, started: Instant, request: F) -> Result<T, String>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, RequestError>>,
+    {
+        request
             .retry(self.backoff(started))
             .sleep(tokio::time::sleep)
-            .when(|e: &ListError| e.transient)
+            .when(|e: &RequestError| e.transient)
             .await
             .map_err(|e| e.reason)
     }
@@ -377,82 +314,94 @@ impl S3Storage {
             .without_max_times()
     }
 
-    /// Deletes up to 1,000 keys in one DeleteObjects request. `Ok` holds
-    /// one entry per key, `Some(reason)` where that key failed; `Err` when
-    /// the whole request failed (after retries within the budget).
-    async fn delete_chunk(
-        &self,
-        chunk: &[(usize, Path)],
-        started: Instant,
-    ) -> Result<Vec<Option<String>>, String> {
-        let attempt = || async {
-            let paths: Vec<object_store::Result<Path>> =
-                chunk.iter().map(|(_, path)| Ok(path.clone())).collect();
-            let results: Vec<object_store::Result<Path>> = self
-                .store
-                .delete_stream(futures_util::stream::iter(paths).boxed())
-                .collect()
-                .await;
-            per_key(chunk.len(), results)
-        };
-        attempt
-            .retry(self.backoff(started))
-            .sleep(tokio::time::sleep)
-            // object_store retried everything else already; only a timed-out
-            // answer is worth another try here.
-            .when(|e: &BatchError| e.timed_out)
-            .await
-            .map_err(|e| e.reason)
+    /// Deletes `doomed` in DeleteObjects of up to 1,000 entries, several in
+    /// flight; one answer per entry, in order. A request that failed as a
+    /// whole (after its retries) fails each of its entries with its reason.
+    async fn delete_doomed(&self, doomed: &[Doomed], started: Instant) -> Vec<Answer> {
+        let chunks: Vec<_> = futures_util::stream::iter(doomed.chunks(delete::MAX_ENTRIES))
+            .enumerate()
+            .map(|(n, chunk)| async move {
+                let entries: Vec<delete::Entry<'_>> = chunk
+                    .iter()
+                    .map(|d| delete::Entry {
+                        key: &d.key,
+                        version_id: d.version_id.as_deref(),
+                    })
+                    .collect();
+                let answers = self
+                    .retried(started, || {
+                        delete::delete(&self.client, &entries, self.bypass_governance)
+                    })
+                    .await
+                    .unwrap_or_else(|reason| vec![Answer::Failed(reason); chunk.len()]);
+                (n, answers)
+            })
+            .buffer_unordered(DELETES_IN_FLIGHT)
+            .collect()
+            .await;
+        let mut ordered: Vec<(usize, Vec<Answer>)> = chunks;
+        ordered.sort_unstable_by_key(|(n, _)| *n);
+        ordered.into_iter().flat_map(|(_, answers)| answers).collect()
     }
 }
 
-/// A DeleteObjects request that failed as a whole.
-#[derive(Debug)]
-struct BatchError {
-    reason: String,
-    /// No answer in time: the request may or may not have been applied.
-    timed_out: bool,
+/// Why a bucket with MFA Delete on cannot be purged.
+fn mfa_delete_on(bucket: &str) -> String {
+    format!(
+        "bucket {bucket} has MFA Delete enabled: deleting a version needs an MFA code, which \
+         the scheduler cannot give; turn MFA Delete off, or set storage.versions to \"markers\""
+    )
 }
 
-/// Splits `delete_stream`'s results for one request into one entry per key.
-/// A request that failed as a whole yields a single error (whatever the
-/// number of keys) that does not name a key; a per-key failure names its
-/// key ("DeleteObjects request failed for key K: ...").
-fn per_key(
-    keys: usize,
-    results: Vec<object_store::Result<Path>>,
-) -> Result<Vec<Option<String>>, BatchError> {
-    let whole = results.len() != keys
-        || results
-            .iter()
-            .any(|r| matches!(r, Err(e) if !e.to_string().contains("request failed for key")));
-    if whole {
-        let error = results.into_iter().find_map(Result::err);
-        return Err(BatchError {
-            timed_out: error.as_ref().is_some_and(is_timeout),
-            reason: error.map_or_else(
-                || "DeleteObjects returned fewer results than keys".into(),
-                |e| describe(&e),
-            ),
+/// An entry of a batch to delete, and the video it belongs to.
+#[derive(Debug, Clone)]
+struct Doomed {
+    video: usize,
+    key: String,
+    /// `None`: a plain delete.
+    version_id: Option<String>,
+}
+
+impl Doomed {
+    fn key(video: usize, key: String) -> Doomed {
+        Doomed {
+            video,
+            key,
+            version_id: None,
+        }
+    }
+
+    fn version(video: usize, key: String, version_id: String) -> Doomed {
+        Doomed {
+            video,
+            key,
+            version_id: Some(version_id),
+        }
+    }
+}
+
+/// What one video's requests came to.
+#[derive(Debug, Clone, Default)]
+struct Tally {
+    erased: Erased,
+    error: Option<DeleteError>,
+}
+
+impl Tally {
+    /// Keeps the first failure: the video is retried as a whole.
+    fn fail(&mut self, path: &str, reason: String) {
+        self.error.get_or_insert_with(|| DeleteError {
+            path: path.to_owned(),
+            reason,
         });
     }
-    Ok(results
-        .into_iter()
-        .map(|r| r.err().map(|e| describe(&e)))
-        .collect())
-}
 
-/// Whether the request got no answer in time.
-fn is_timeout(e: &object_store::Error) -> bool {
-    use object_store::client::{HttpError, HttpErrorKind};
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(error) = source {
-        if let Some(http) = error.downcast_ref::<HttpError>() {
-            return http.kind() == HttpErrorKind::Timeout;
+    fn into_result(self) -> Result<Erased, DeleteError> {
+        match self.error {
+            Some(e) => Err(e),
+            None => Ok(self.erased),
         }
-        source = error.source();
     }
-    false
 }
 
 /// The error with its causes: object_store's own text stops at "error
@@ -472,52 +421,35 @@ fn describe(e: &dyn std::error::Error) -> String {
     text
 }
 
-/// Adds a listed key to its prefix's objects; a key object_store cannot
-/// name (so cannot delete) fails the prefix, as its own listing would.
-fn collect(listed: &mut Result<Vec<Path>, String>, key: String) {
-    match (Path::parse(&key), &mut *listed) {
-        (Ok(path), Ok(objects)) => objects.push(path),
-        (Err(e), Ok(_)) => *listed = Err(format!("listed key {key}: {e}")),
-        (_, Err(_)) => {}
-    }
-}
-
-/// What one id's requests came to.
-#[derive(Debug, Clone, Default)]
-struct Outcome {
-    removed: Removed,
-    error: Option<DeleteError>,
-}
-
-impl Outcome {
-    /// Keeps the first failure: the id is retried as a whole.
-    fn fail(&mut self, path: &str, reason: String) {
-        self.error.get_or_insert_with(|| DeleteError {
-            path: path.to_owned(),
-            reason,
-        });
-    }
-
-    fn into_result(self) -> Result<Removed, DeleteError> {
-        match self.error {
-            Some(e) => Err(e),
-            None => Ok(self.removed),
-        }
-    }
-}
-
-impl Storage for S3Storage {
+impl Target for S3Storage {
     fn check(&self) -> Result<(), Unavailable> {
-        // Nothing to check without a request: a bucket cannot be "mounted
-        // over", and request failures fail their ids.
-        Ok(())
+        // The last reading, without a request: a batch reads the
+        // versioning again itself when that reading is stale.
+        let state = self.watch.last().map_err(Unavailable)?;
+        self.strategy(state).map(drop)
     }
 
-    fn delete_batch(&self, ids: &[VideoId]) -> Result<BatchResult, Unavailable> {
-        Ok(self.runtime.block_on(self.delete_all(ids)))
+    fn delete_batch(&self, videos: &[Video<'_>]) -> Result<TargetResult, Unavailable> {
+        self.runtime.block_on(self.erase(videos))
     }
 
     fn describe(&self) -> String {
         self.description.clone()
+    }
+
+    fn health(&self) -> TargetHealth {
+        let checked = self.check();
+        let versioning = self.watch.last().ok().map(|v| {
+            let mfa = if v.mfa_delete { ", MFA Delete" } else { "" };
+            format!("{}{mfa}", v.status.as_str())
+        });
+        TargetHealth {
+            name: self.name.clone(),
+            kind: "s3",
+            ready: checked.is_ok(),
+            error: checked.err().map(|e| e.0),
+            versioning,
+            versions: self.versions.map(Versions::as_str),
+        }
     }
 }

@@ -1,0 +1,8 @@
+-- Paths a request named itself (`items[].paths`: renditions the templates
+-- cannot name), as a JSON list of strings; NULL when it named none, which
+-- is every row recorded before this migration (they keep their meaning).
+ALTER TABLE video_del_rec ADD COLUMN paths TEXT;
+-- What the receipt's erasure found on each storage target, as a JSON list
+-- of {name, objects, versions, missing, versions_kept}; NULL for receipts
+-- written before this migration.
+ALTER TABLE video_del_receipt ADD COLUMN targets TEXT;
