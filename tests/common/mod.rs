@@ -2,6 +2,8 @@
 //! real video root in a temp directory, talked to over HTTP.
 #![allow(dead_code)]
 
+#[cfg(feature = "s3")]
+pub mod moto;
 pub mod process;
 pub mod proxy;
 #[cfg(feature = "s3")]
