@@ -17,9 +17,9 @@ use crate::db::queries::{self, controls, receipts, RecordRequest};
 use crate::db::{bulk, now_ms, Db};
 use crate::http::deletions::ReceiptView;
 use crate::pipeline::record::RecordWithPaths;
+use crate::schedule;
 use crate::storage::template::MAX_REQUEST_PATHS;
 use crate::storage::PathSpec;
-use crate::schedule;
 use crate::video_id::VideoId;
 
 #[derive(Debug, Parser)]
@@ -216,7 +216,10 @@ fn enqueue(config: &Config, args: Vec<String>, delay_secs: u64) -> anyhow::Resul
             request_id: None,
             paths: Vec::new(),
         }];
-        (db.write(|c| queries::record_many(c, &requests, now))?.total, total)
+        (
+            db.write(|c| queries::record_many(c, &requests, now))?.total,
+            total,
+        )
     };
     println!("accepted {accepted}, already queued {}", total - accepted);
     Ok(())

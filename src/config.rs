@@ -182,10 +182,8 @@ impl<'de> Deserialize<'de> for Targets {
             }
 
             fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Targets, A::Error> {
-                Vec::<StorageConfig>::deserialize(serde::de::value::SeqAccessDeserializer::new(
-                    seq,
-                ))
-                .map(Targets::list)
+                Vec::<StorageConfig>::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))
+                    .map(Targets::list)
             }
         }
         deserializer.deserialize_any(Visitor)
@@ -535,7 +533,11 @@ impl Config {
             {
                 return invalid(
                     format!("{at}.name"),
-                    format!("{:?}: the same name or {} as target {other:?}", target.name(), place),
+                    format!(
+                        "{:?}: the same name or {} as target {other:?}",
+                        target.name(),
+                        place
+                    ),
                 );
             }
             seen.push((target.name(), place));
@@ -562,8 +564,9 @@ impl StorageConfig {
             return invalid(format!("{at}.paths"), "needs at least one template");
         }
         for template in &self.paths {
-            crate::storage::template::Template::parse(template)
-                .or_else(|reason| invalid(format!("{at}.paths"), format!("{template:?}: {reason}")))?;
+            crate::storage::template::Template::parse(template).or_else(|reason| {
+                invalid(format!("{at}.paths"), format!("{template:?}: {reason}"))
+            })?;
         }
         let (min, max) = VERSIONING_CHECK_SECS;
         if !(min..=max).contains(&self.versioning_check_secs) {
@@ -748,8 +751,8 @@ mod tests {
 
     #[test]
     fn storage_is_one_object_or_a_list_of_named_targets() {
-        let one = from_json(r#"{"storage": {"root": "/srv/videos", "paths": ["{id}.mp4"]}}"#)
-            .unwrap();
+        let one =
+            from_json(r#"{"storage": {"root": "/srv/videos", "paths": ["{id}.mp4"]}}"#).unwrap();
         assert!(!one.storage.is_list());
         assert_eq!((one.storage.len(), one.storage[0].name()), (1, "default"));
         assert_eq!(one.storage[0].paths, ["{id}.mp4"]);
@@ -773,7 +776,10 @@ mod tests {
     fn each_target_of_a_list_is_checked_and_named_by_its_place() {
         let error = |json: &str| from_json(json).unwrap_err().to_string();
         let unnamed = error(r#"{"storage": [{"root": "/srv/a"}]}"#);
-        assert!(unnamed.starts_with("storage[0].name: is required"), "{unnamed}");
+        assert!(
+            unnamed.starts_with("storage[0].name: is required"),
+            "{unnamed}"
+        );
         let twice = error(
             r#"{"storage": [{"name": "a", "root": "/srv/a"}, {"name": "a", "root": "/srv/b"}]}"#,
         );
@@ -795,7 +801,10 @@ mod tests {
         let unknown_mode = error(r#"{"storage": {"versions": "keep"}}"#);
         assert!(unknown_mode.contains("versions"), "{unknown_mode}");
         let empty = error(r#"{"storage": []}"#);
-        assert!(empty.starts_with("storage: needs at least one target"), "{empty}");
+        assert!(
+            empty.starts_with("storage: needs at least one target"),
+            "{empty}"
+        );
     }
 
     #[cfg(feature = "s3")]
@@ -808,13 +817,18 @@ mod tests {
             ))
         };
         assert!(s3("").is_ok());
-        let alone = s3(r#", "bypass_governance": true"#).unwrap_err().to_string();
+        let alone = s3(r#", "bypass_governance": true"#)
+            .unwrap_err()
+            .to_string();
         assert!(alone.starts_with("storage.bypass_governance:"), "{alone}");
         assert!(s3(r#", "versions": "purge", "bypass_governance": true"#).is_ok());
         let markers = s3(r#", "versions": "markers", "versioning_check_secs": 0"#)
             .unwrap_err()
             .to_string();
-        assert!(markers.starts_with("storage.versioning_check_secs:"), "{markers}");
+        assert!(
+            markers.starts_with("storage.versioning_check_secs:"),
+            "{markers}"
+        );
     }
 
     #[test]

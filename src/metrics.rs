@@ -41,6 +41,13 @@ pub struct Metrics {
     pub http_requests: IntCounterVec,
     /// HTTP latency by route template.
     pub http_seconds: HistogramVec,
+    /// Per storage target: 1 while deleting there is safe, as of the last
+    /// scrape.
+    pub storage_ready: IntGaugeVec,
+    /// Per storage target and what (`objects`, `versions`, `versions_kept`):
+    /// what completed requests erased there (or left behind a delete
+    /// marker).
+    pub erased: IntCounterVec,
     /// Deletions per 10 s over the last 15 minutes, for the dashboard.
     pub activity: crate::activity::Activity,
 }
@@ -114,6 +121,23 @@ impl Metrics {
                 &["route"],
             )
             .expect("valid metric"),
+            storage_ready: IntGaugeVec::new(
+                Opts::new(
+                    "video_scheduler_storage_ready",
+                    "1 while deleting on the storage target is safe",
+                ),
+                &["target"],
+            )
+            .expect("valid metric"),
+            erased: IntCounterVec::new(
+                Opts::new(
+                    "video_scheduler_erased_total",
+                    "What completed requests erased per storage target: objects, versions \
+                     (by version id), versions_kept (behind a delete marker)",
+                ),
+                &["target", "what"],
+            )
+            .expect("valid metric"),
             activity: crate::activity::Activity::default(),
             registry,
         };
@@ -136,6 +160,8 @@ impl Metrics {
             Box::new(metrics.paused.clone()),
             Box::new(metrics.http_requests.clone()),
             Box::new(metrics.http_seconds.clone()),
+            Box::new(metrics.storage_ready.clone()),
+            Box::new(metrics.erased.clone()),
             Box::new(crate::logging::PROTOCOL_ERRORS.clone()),
         ] {
             metrics
@@ -159,6 +185,37 @@ impl Metrics {
         self.oldest_due_seconds
             .set(stats.oldest_due_age_ms.unwrap_or(0) / 1000);
         self.paused.set(i64::from(stats.paused));
+    }
+
+    /// Sets each target's readiness gauge.
+    pub fn set_targets(&self, targets: &[crate::storage::TargetHealth]) {
+        for target in targets {
+            self.storage_ready
+                .with_label_values(&[target.name.as_str()])
+                .set(i64::from(target.ready));
+        }
+    }
+
+    /// Counts what one batch's completed requests erased, per target.
+    pub fn count_erased(&self, done: &[crate::db::models::Done]) {
+        let mut totals: std::collections::BTreeMap<&str, [u64; 3]> = Default::default();
+        for d in done {
+            for t in &d.removed.targets {
+                let total = totals.entry(t.name.as_str()).or_default();
+                total[0] += u64::from(t.objects);
+                total[1] += u64::from(t.versions);
+                total[2] += u64::from(t.versions_kept);
+            }
+        }
+        for (target, [objects, versions, kept]) in totals {
+            for (what, n) in [
+                ("objects", objects),
+                ("versions", versions),
+                ("versions_kept", kept),
+            ] {
+                self.erased.with_label_values(&[target, what]).inc_by(n);
+            }
+        }
     }
 
     /// The Prometheus text exposition of every metric.

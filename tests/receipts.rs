@@ -149,10 +149,7 @@ fn an_ack_mixing_new_and_replaced_receipts_and_outcomes_writes_each_once(backend
             0 => video_scheduler::storage::Removed {
                 deleted: 2,
                 missing: 1,
-                targets: vec![
-                    target("origin", 5, 7, 1, 0),
-                    target("cache", 1, 0, 0, 0),
-                ],
+                targets: vec![target("origin", 5, 7, 1, 0), target("cache", 1, 0, 0, 0)],
             },
             _ => video_scheduler::storage::Removed {
                 deleted: 0,

@@ -20,9 +20,9 @@ use crate::db::queries::{self, receipts, Change};
 use crate::db::{bulk, now_ms};
 use crate::error::{ApiError, ErrorBody};
 use crate::pipeline::record::{Record, RecordWithPaths, Recorded};
+use crate::schedule;
 use crate::storage::template::MAX_REQUEST_PATHS;
 use crate::storage::{PathSpec, TargetErased, TargetHealth};
-use crate::schedule;
 use crate::video_id::VideoId;
 use utoipa::{IntoParams, ToSchema};
 
@@ -330,8 +330,12 @@ pub(crate) async fn create(
     let create = parse_create(body.into_inner(), now_ms())?;
     let stopped = |_| ApiError::Unavailable("the recorder stopped".into());
     let recorded = if create.named_paths {
-        let record =
-            RecordWithPaths::new(create.items, create.not_before, Source::V1, Some(request_id.0));
+        let record = RecordWithPaths::new(
+            create.items,
+            create.not_before,
+            Source::V1,
+            Some(request_id.0),
+        );
         state
             .record
             .send(record)

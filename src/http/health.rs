@@ -18,9 +18,10 @@ pub(crate) async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
 }
 
-/// The database is reachable and migrated, and the storage can be used.
-/// The 503's `error` says why not. A paused instance is ready (it records;
-/// it only does not delete): the body says `"paused": true`.
+/// The database is reachable and migrated, and every storage target can be
+/// used. The 503's `error` says why not (naming the target when several
+/// are configured). A paused instance is ready (it records; it only does
+/// not delete): the body says `"paused": true`, and each target's state.
 #[utoipa::path(get, path = "/readyz", tag = "ops",
     responses((status = 200, description = "ready"), (status = 503, body = crate::error::ErrorBody)))]
 pub(crate) async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
@@ -32,11 +33,14 @@ pub(crate) async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, A
             other => other.to_string(),
         })?;
         storage.check().map_err(|e| e.to_string())?;
-        db.read(crate::db::queries::controls::paused)
-            .map_err(|e| e.to_string())
+        let paused = db
+            .read(crate::db::queries::controls::paused)
+            .map_err(|e| e.to_string())?;
+        Ok::<_, String>((paused, storage.health()))
     })
     .await
     .map_err(|e| ApiError::Unavailable(format!("readiness check failed: {e}")))?;
-    let paused = checked.map_err(ApiError::NotReady)?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "status": "ready", "paused": paused })))
+    let (paused, targets) = checked.map_err(ApiError::NotReady)?;
+    Ok(HttpResponse::Ok()
+        .json(serde_json::json!({ "status": "ready", "paused": paused, "targets": targets })))
 }

@@ -15,6 +15,11 @@ pub fn routes(routes: &mut Routes) {
 pub(crate) async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     // The queue's gauges, from the same few index probes as `/v1/stats`; a
     // scrape during an outage still gets the counters (and the last gauges).
+    let storage = state.storage.clone();
+    let targets = actix_web::rt::task::spawn_blocking(move || storage.health()).await;
+    if let Ok(targets) = targets {
+        state.metrics.set_targets(&targets);
+    }
     match state.db.read_async(|c| queries::stats(c, now_ms())).await {
         Ok(stats) => state.metrics.set_queue(&stats),
         Err(e) => log::debug!("metrics without fresh queue gauges: {e}"),

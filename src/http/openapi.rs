@@ -94,6 +94,18 @@ pub fn spec(secured: bool) -> Value {
 pub const VIDEO_ID_PATTERN: &str = "^([A-Za-z0-9_-]|[A-Za-z0-9._-][A-Za-z0-9_-]|\
     [A-Za-z0-9_-][A-Za-z0-9._-]|[A-Za-z0-9._-]{3,64})$";
 
+/// A path a request may name (`items[].paths`, see
+/// `storage::template::PathSpec::parse_request`): components of anything
+/// but `/`, backslash and control characters, none of them `.`, `..` or
+/// empty, no leading `/`, a trailing `/` for a directory (spelled without
+/// look-ahead, which not every tool supports).
+pub const REQUEST_PATH_PATTERN: &str = concat!(
+    r"^(?:[^./\\\x00-\x1f\x7f-\x9f]|[^./\\\x00-\x1f\x7f-\x9f][^/\\\x00-\x1f\x7f-\x9f]",
+    r"|\.[^./\\\x00-\x1f\x7f-\x9f]|[^/\\\x00-\x1f\x7f-\x9f]{3,})",
+    r"(?:/(?:[^./\\\x00-\x1f\x7f-\x9f]|[^./\\\x00-\x1f\x7f-\x9f][^/\\\x00-\x1f\x7f-\x9f]",
+    r"|\.[^./\\\x00-\x1f\x7f-\x9f]|[^/\\\x00-\x1f\x7f-\x9f]{3,}))*/?$"
+);
+
 /// Adds to `doc` what the annotations cannot express (see the module doc).
 fn constrain(doc: &mut Value, secured: bool) {
     let error = json!({ "$ref": "#/components/schemas/ErrorBody" });
@@ -111,8 +123,19 @@ fn constrain(doc: &mut Value, secured: bool) {
         "type": ["array", "null"], "maxItems": 10000,
         "items": { "type": "string", "minLength": 1, "maxLength": 64 }
     });
+    schemas["ItemBody"]["properties"]["id"] = video_id.clone();
+    schemas["ItemBody"]["properties"]["paths"] = json!({
+        "type": "array", "maxItems": crate::storage::template::MAX_REQUEST_PATHS,
+        "items": { "type": "string", "minLength": 1,
+                   "maxLength": crate::storage::template::MAX_REQUEST_PATH_BYTES,
+                   "pattern": REQUEST_PATH_PATTERN }
+    });
     let create = &mut schemas["CreateBody"];
     create["properties"]["ids"] = json!({ "type": "array", "maxItems": 10000, "items": video_id });
+    create["properties"]["items"] = json!({
+        "type": "array", "maxItems": super::deletions::MAX_ITEMS,
+        "items": { "$ref": "#/components/schemas/ItemBody" }
+    });
     create["properties"]["delay_secs"] = json!({ "type": ["integer", "null"], "minimum": 0, "maximum": crate::schedule::MAX_DELAY_SECS });
     create["properties"]["not_before"] =
         json!({ "type": ["string", "null"], "format": "date-time" });
@@ -235,6 +258,60 @@ fn constrain(doc: &mut Value, secured: bool) {
                 };
                 operation.insert("security".into(), requirement);
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::PathSpec;
+
+    #[test]
+    fn the_request_path_pattern_accepts_exactly_what_the_server_does() {
+        let pattern = regex::Regex::new(REQUEST_PATH_PATTERN).unwrap();
+        for text in [
+            "a",
+            "ab",
+            "abc",
+            ".a",
+            "a.",
+            "..a",
+            "a..",
+            "...",
+            ".a/b",
+            "a/.b",
+            "a/b/",
+            "a/",
+            "web/3f2a-720.mp4",
+            "hls/3f2a/",
+            "{x}",
+            "é/ü",
+            "a b/c+d",
+            "",
+            "/",
+            "/a",
+            ".",
+            "..",
+            "./a",
+            "a/.",
+            "a/..",
+            "a//b",
+            "a/./b",
+            "a/../b",
+            "a\\b",
+            "a\nb",
+            "a\u{85}b",
+            "//",
+            "a/b//",
+            ".a/..",
+            "a/../",
+        ] {
+            assert_eq!(
+                pattern.is_match(text),
+                PathSpec::parse_request(text).is_ok(),
+                "{text:?}"
+            );
         }
     }
 }

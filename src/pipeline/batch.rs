@@ -85,7 +85,8 @@ fn stored_paths(stored: Option<&str>) -> Result<Vec<PathSpec>, String> {
     texts
         .iter()
         .map(|text| {
-            PathSpec::parse_request(text).map_err(|reason| format!("stored path {text:?}: {reason}"))
+            PathSpec::parse_request(text)
+                .map_err(|reason| format!("stored path {text:?}: {reason}"))
         })
         .collect()
 }
@@ -164,7 +165,10 @@ mod tests {
             [("both", 2, 0), ("half", 1, 1), ("gone", 0, 2)]
         );
         let both = &verdict.done[0].removed.targets;
-        assert_eq!((both.len(), both[0].name.as_str(), both[0].objects), (1, "default", 2));
+        assert_eq!(
+            (both.len(), both[0].name.as_str(), both[0].objects),
+            (1, "default", 2)
+        );
         assert_eq!((verdict.deleted, verdict.missing), (2, 1));
         let failures: Vec<(&str, i32, bool)> = verdict
             .failures
@@ -214,7 +218,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         let store = storage(root, &["{id}.mp4"]);
-        for file in ["v1.mp4", "web/3f2a-720.mp4", "hls/3f2a/0.ts", "hls/3f2a/1.ts"] {
+        for file in [
+            "v1.mp4",
+            "web/3f2a-720.mp4",
+            "hls/3f2a/0.ts",
+            "hls/3f2a/1.ts",
+        ] {
             std::fs::create_dir_all(root.join(file).parent().unwrap()).unwrap();
             std::fs::write(root.join(file), b"").unwrap();
         }
@@ -247,7 +256,11 @@ mod tests {
             .map(|f| (f.id.as_str(), f.retry_at.is_some()))
             .collect();
         assert_eq!(failures, [("v1", false), ("v2", false)]);
-        assert!(verdict.failures[0].error.contains("../outside"), "{}", verdict.failures[0].error);
+        assert!(
+            verdict.failures[0].error.contains("../outside"),
+            "{}",
+            verdict.failures[0].error
+        );
         assert!(dir.path().join("outside").exists());
     }
 
@@ -258,8 +271,14 @@ mod tests {
         std::fs::create_dir_all(&origin).unwrap();
         std::fs::create_dir_all(&cache).unwrap();
         let targets: Vec<(std::sync::Arc<str>, Box<dyn Target>)> = vec![
-            ("origin".into(), Box::new(local(&origin, &["{id}"], Some("origin")))),
-            ("cache".into(), Box::new(local(&cache, &["{id}"], Some("cache")))),
+            (
+                "origin".into(),
+                Box::new(local(&origin, &["{id}"], Some("origin"))),
+            ),
+            (
+                "cache".into(),
+                Box::new(local(&cache, &["{id}"], Some("cache"))),
+            ),
         ];
         let store = Storage::new(targets, true);
         std::fs::write(origin.join("ok"), b"").unwrap();
@@ -267,8 +286,13 @@ mod tests {
         // A non-empty directory where the cache expects a file.
         std::fs::create_dir_all(cache.join("stuck/inside")).unwrap();
 
-        let verdict = execute(&store, &[claimed("ok", 0), claimed("stuck", 0)], &policy(), 0)
-            .unwrap();
+        let verdict = execute(
+            &store,
+            &[claimed("ok", 0), claimed("stuck", 0)],
+            &policy(),
+            0,
+        )
+        .unwrap();
         assert_eq!(done(&verdict), [("ok", 1, 1)]);
         let names: Vec<(&str, u32, u32)> = verdict.done[0]
             .removed
@@ -279,6 +303,9 @@ mod tests {
         assert_eq!(names, [("origin", 1, 0), ("cache", 0, 1)]);
         let error = &verdict.failures[0].error;
         assert!(error.starts_with("target cache: stuck: "), "{error}");
-        assert!(!origin.join("stuck").exists(), "the other target deleted it");
+        assert!(
+            !origin.join("stuck").exists(),
+            "the other target deleted it"
+        );
     }
 }

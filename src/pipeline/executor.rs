@@ -208,6 +208,13 @@ impl Handler<DeleteBatch> for ExecutorActor {
             report.failed as u64,
         );
         let ack = self.ack(&verdict);
+        if let Ok(counts) = &ack {
+            // Counted once their receipts are written: a lost lease's ids
+            // are counted by the instance that acks them.
+            if counts.lost_lease == 0 {
+                self.metrics.count_erased(&verdict.done);
+            }
+        }
         self.metrics
             .batch_seconds
             .observe(started.elapsed().as_secs_f64());

@@ -35,7 +35,9 @@ use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
 
 use super::template::{self, PathSpec, Template};
-use super::{DeleteError, Erased, OpenError, Target, TargetHealth, TargetResult, Unavailable, Video};
+use super::{
+    DeleteError, Erased, OpenError, Target, TargetHealth, TargetResult, Unavailable, Video,
+};
 use crate::config::StorageConfig;
 
 /// The root directory as opened, and who it is.

@@ -234,8 +234,7 @@ impl Storage {
         let mut results: Vec<(Removed, Vec<DeleteError>)> =
             vec![(Removed::default(), Vec::new()); videos.len()];
         for ((name, _), target_results) in self.targets.iter().zip(per_target) {
-            let target_results =
-                target_results.map_err(|e| Unavailable(self.about(name, e)))?;
+            let target_results = target_results.map_err(|e| Unavailable(self.about(name, e)))?;
             for ((removed, errors), result) in results.iter_mut().zip(target_results) {
                 match result {
                     Ok(erased) => {
@@ -307,16 +306,14 @@ pub fn open(config: &Config) -> Result<Storage, OpenError> {
     let mut targets: Vec<(Arc<str>, Box<dyn Target>)> = Vec::new();
     for target in config.storage.iter() {
         let name: Arc<str> = target.name().into();
-        let opened = open_target(target, config.lease_secs).map_err(|e| match config
-            .storage
-            .is_list()
-        {
-            true => OpenError {
-                key: e.key,
-                reason: format!("target {name}: {}", e.reason),
-            },
-            false => e,
-        })?;
+        let opened =
+            open_target(target, config.lease_secs).map_err(|e| match config.storage.is_list() {
+                true => OpenError {
+                    key: e.key,
+                    reason: format!("target {name}: {}", e.reason),
+                },
+                false => e,
+            })?;
         targets.push((name, opened));
     }
     Ok(Storage::new(targets, config.storage.is_list()))

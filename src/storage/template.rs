@@ -196,25 +196,15 @@ mod tests {
         let dir = PathSpec::parse_request("hls/3f2a/").unwrap();
         assert_eq!((dir.path.as_str(), dir.dir), ("hls/3f2a", true));
         assert_eq!(dir.to_text(), "hls/3f2a/");
-        assert!(PathSpec::parse_request("{uuid}.mp4").is_ok(), "braces are text");
+        assert!(
+            PathSpec::parse_request("{uuid}.mp4").is_ok(),
+            "braces are text"
+        );
         let long = "a".repeat(MAX_REQUEST_PATH_BYTES);
         assert!(PathSpec::parse_request(&long).is_ok());
         for bad in [
-            "",
-            "/",
-            "/abs.mp4",
-            "../x",
-            "a/../x",
-            "a/./x",
-            "./x",
-            "a//x",
-            "x//",
-            "..",
-            ".",
-            "a\\b",
-            "a\0b",
-            "a\nb",
-            "a\u{7f}b",
+            "", "/", "/abs.mp4", "../x", "a/../x", "a/./x", "./x", "a//x", "x//", "..", ".",
+            "a\\b", "a\0b", "a\nb", "a\u{7f}b",
         ] {
             assert!(PathSpec::parse_request(bad).is_err(), "{bad:?}");
         }

@@ -152,8 +152,8 @@ fn read_answer(body: &[u8], entries: &[Entry<'_>]) -> Result<Vec<Answer>, String
         }
     }
     for record in loose {
-        let unanswered = (0..entries.len())
-            .find(|&i| answers[i].is_none() && entries[i].key == record.key);
+        let unanswered =
+            (0..entries.len()).find(|&i| answers[i].is_none() && entries[i].key == record.key);
         if let Some(at) = unanswered {
             answers[at] = Some(answer(record, &entries[at]));
         }

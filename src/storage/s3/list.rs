@@ -40,9 +40,7 @@ pub async fn page(client: &Client, prefix: &str, from: Begin<'_>) -> Result<Page
         Begin::After(key) => push_query(&mut query, "start-after", key),
         Begin::Token(token) => push_query(&mut query, "continuation-token", token),
     }
-    let body = client
-        .send(Request::get("ListObjectsV2", query))
-        .await?;
+    let body = client.send(Request::get("ListObjectsV2", query)).await?;
     parse_page(&body).map_err(|e| RequestError {
         reason: format!("ListObjectsV2: unreadable answer: {e}"),
         transient: false,

@@ -256,7 +256,11 @@ impl S3Storage {
     /// versioning is read again and the batch erased the way it now needs.
     async fn erase(&self, videos: &[Video<'_>]) -> Result<TargetResult, Unavailable> {
         let started = Instant::now();
-        let mut state = self.watch.current(&self.client).await.map_err(Unavailable)?;
+        let mut state = self
+            .watch
+            .current(&self.client)
+            .await
+            .map_err(Unavailable)?;
         let mut tries = 0;
         loop {
             tries += 1;
@@ -341,7 +345,10 @@ impl S3Storage {
             .await;
         let mut ordered: Vec<(usize, Vec<Answer>)> = chunks;
         ordered.sort_unstable_by_key(|(n, _)| *n);
-        ordered.into_iter().flat_map(|(_, answers)| answers).collect()
+        ordered
+            .into_iter()
+            .flat_map(|(_, answers)| answers)
+            .collect()
     }
 }
 

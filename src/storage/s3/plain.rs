@@ -51,7 +51,11 @@ pub async fn erase(
                 tallies[i].erased.deleted += 1;
                 tallies[i].erased.objects += 1;
                 doomed.push(Doomed::key(i, spec.path));
-            } else if !s3.templates.iter().any(|t| t.dir && t.render(video.id) == spec.path) {
+            } else if !s3
+                .templates
+                .iter()
+                .any(|t| t.dir && t.render(video.id) == spec.path)
+            {
                 named_dirs.push((i, format!("{}/", spec.path)));
             }
         }

@@ -187,9 +187,17 @@ impl Watch {
                     "bucket {}: versioning is now {}{} (was {}{})",
                     self.bucket,
                     now.status.as_str(),
-                    if now.mfa_delete { ", MFA Delete on" } else { "" },
+                    if now.mfa_delete {
+                        ", MFA Delete on"
+                    } else {
+                        ""
+                    },
                     was.status.as_str(),
-                    if was.mfa_delete { ", MFA Delete on" } else { "" },
+                    if was.mfa_delete {
+                        ", MFA Delete on"
+                    } else {
+                        ""
+                    },
                 );
             }
         }
@@ -253,7 +261,9 @@ mod tests {
                 mfa_delete: false
             }
         );
-        assert!(parse(b"<VersioningConfiguration><Status>On</Status></VersioningConfiguration>")
-            .is_err());
+        assert!(
+            parse(b"<VersioningConfiguration><Status>On</Status></VersioningConfiguration>")
+                .is_err()
+        );
     }
 }
