@@ -15,7 +15,7 @@
 //!    lease ([`db::queries::claim`]) and hands batches to
 //!    [`pipeline::executor::ExecutorActor`]s on a `SyncArbiter`.
 //! 3. An executor runs [`pipeline::batch::execute`]: each id's files are
-//!    removed through the [`storage::Storage`] trait, and the batch is acked
+//!    erased from every target of [`storage::Storage`], and the batch is acked
 //!    ([`db::queries::ack`]): done rows deleted, failed ones rescheduled by
 //!    [`pipeline::retry::RetryPolicy`].
 //!
@@ -23,9 +23,12 @@
 //! - [`config`]: typed configuration (conf.json + `VIDEO_SCHEDULER_*`).
 //! - [`db`]: pools, migrations, and all SQL in [`db::queries`].
 //! - [`pipeline`]: the actors, one per file with their messages.
-//! - [`storage`]: the [`storage::Storage`] trait, path templates, local
-//!   disk (templated paths under a root, never escaping it), and S3
-//!   buckets (feature `s3`: batched DeleteObjects, keys-only listings).
+//! - [`storage`]: [`storage::Storage`] (every configured target; a video is
+//!   erased when each has nothing of it left), the [`storage::Target`]
+//!   trait, path templates and request-named paths, local disk (paths
+//!   under a root, never escaping it), and S3 buckets (feature `s3`: one
+//!   file per request kind, signed by object_store; versioned buckets
+//!   purged by version id or hidden by markers, as configured).
 //! - [`schedule`]: a schedule (delay, RFC 3339 time) into epoch ms and back.
 //! - [`http`]: routes, auth, limits; [`error`] maps errors to HTTP once.
 //! - [`metrics`]: Prometheus counters, served at `/metrics`; [`activity`]:

@@ -99,30 +99,30 @@ fn a_bad_value_stops_start_up_with_a_message_naming_the_key() {
         ),
         (
             json!({ "storage": { "root": "/" } }),
-            "storage[0].root: must not be the file system root",
+            "storage.root: must not be the file system root",
         ),
         (
             json!({ "storage": { "root": "/tmp/../" } }),
-            "storage[0].root: must not be the file system root",
+            "storage.root: must not be the file system root",
         ),
         (
             json!({ "storage": { "marker": "../marker" } }),
-            "storage[0].marker: \"../marker\": must be a file name",
+            "storage.marker: \"../marker\": must be a file name",
         ),
         (json!({ "listen": "nowhere" }), "listen: "),
         (json!({ "batch_size": 20000 }), "batch_size: "),
         (json!({ "database_url": "oracle://x" }), "database_url: "),
         (
             json!({ "storage": { "paths": ["../{id}"] } }),
-            "storage[0].paths: \"../{id}\": must not contain ..",
+            "storage.paths: \"../{id}\": must not contain ..",
         ),
         (
             json!({ "storage": { "paths": ["/srv/{id}"] } }),
-            "storage[0].paths: \"/srv/{id}\": must be relative",
+            "storage.paths: \"/srv/{id}\": must be relative",
         ),
         (
             json!({ "storage": { "paths": ["thumbs/static.jpg"] } }),
-            "storage[0].paths: ",
+            "storage.paths: ",
         ),
     ] {
         let config = write_config(dir.path(), conf.clone());
@@ -157,7 +157,7 @@ fn environment_variables_override_conf_json() {
         db_url(dir.path(), "from-env.db"),
     ));
     assert_eq!(code, 0, "{stderr}");
-    assert!(stdout.contains("4 migrations applied"), "{stdout}");
+    assert!(stdout.contains("5 migrations applied"), "{stdout}");
     assert!(dir.path().join("from-env.db").exists());
     assert!(!dir.path().join("from-file.db").exists());
 
@@ -168,7 +168,7 @@ fn environment_variables_override_conf_json() {
     ));
     assert_eq!(code, 2);
     assert!(
-        stderr.contains("storage[0].paths: \"../{id}.mp4\""),
+        stderr.contains("storage.paths: \"../{id}.mp4\""),
         "{stderr}"
     );
 
@@ -357,7 +357,7 @@ fn operator_mistakes_get_a_message_that_names_them() {
     assert_eq!(code, 1, "{stderr}");
     assert!(
         stderr.contains(&format!(
-            "error: storage[0].root is not a directory: {}",
+            "error: storage.root is not a directory: {}",
             file.display()
         )),
         "{stderr}"
@@ -503,29 +503,29 @@ fn storage_keys_of_the_other_kind_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let mut cases = vec![(
         json!({ "storage": { "kind": "local", "bucket": "videos" } }),
-        "storage[0].bucket: is for storage[0].kind s3 only",
+        "storage.bucket: is for storage.kind s3 only",
     )];
     if cfg!(feature = "s3") {
         cases.push((
             json!({ "storage": { "kind": "s3", "paths": ["{id}"] } }),
-            "storage[0].bucket: is required for storage[0].kind s3",
+            "storage.bucket: is required for storage.kind s3",
         ));
         cases.push((
             json!({ "storage": { "kind": "s3", "bucket": "v", "marker": ".m" } }),
-            "storage[0].marker: is for storage[0].kind local only",
+            "storage.marker: is for storage.kind local only",
         ));
         cases.push((
             json!({ "storage": { "kind": "s3", "bucket": "v", "endpoint": "127.0.0.1:9000" } }),
-            "storage[0].endpoint: must start with http:// or https://",
+            "storage.endpoint: must start with http:// or https://",
         ));
         cases.push((
             json!({ "storage": { "kind": "s3", "bucket": "v", "access_key_id": "a" } }),
-            "storage[0].secret_access_key: access_key_id and secret_access_key go together",
+            "storage.secret_access_key: access_key_id and secret_access_key go together",
         ));
     } else {
         cases.push((
             json!({ "storage": { "kind": "s3", "bucket": "v" } }),
-            "storage[0].kind: s3 needs a binary built with `--features s3`",
+            "storage.kind: s3 needs a binary built with `--features s3`",
         ));
     }
     for (conf, message) in cases {

@@ -96,18 +96,34 @@ fn missing_keys_count_as_deleted_and_a_mix_is_all_deleted() {
 }
 
 #[test]
-fn wrong_credentials_fail_clearly_and_a_retry_works_once_fixed() {
-    let app = app(|c| {
-        c.max_attempts = 2;
-        c.storage[0].secret_access_key = Some(Secret::new("not-the-secret"));
-    });
+fn wrong_credentials_make_the_bucket_unavailable_and_nothing_is_lost_until_fixed() {
+    let app = app(|c| c.storage[0].secret_access_key = Some(Secret::new("not-the-secret")));
     app.create_file("locked");
-    let error = last_error_once_failed(&app, "locked", 2);
-    assert!(error.starts_with("locked: "), "{error}");
-    assert!(error.contains("SignatureDoesNotMatch"), "{error}");
+    assert_eq!(app.get("/video-delete-record/locked").status, 200);
+    // The bucket's versioning cannot be read with these credentials, so
+    // nobody knows what a delete would do there: nothing is deleted, the
+    // request keeps every attempt, and the server says why.
+    wait_until("the request is given back with the reason", || {
+        app.get("/v1/deletions/locked").json()["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("SignatureDoesNotMatch"))
+    });
+    let row = app.get("/v1/deletions/locked").json();
+    assert_eq!(
+        (row["state"].as_str(), row["attempts"].as_i64()),
+        (Some("pending"), Some(0)),
+        "{row}"
+    );
+    let ready = app.get("/readyz");
+    assert_eq!(ready.status, 503);
+    assert!(
+        ready.body.contains("GetBucketVersioning: 403"),
+        "{}",
+        ready.body
+    );
     assert!(app.exists("locked"));
 
-    // Fixed configuration, restarted: the retry goes through.
+    // Fixed configuration, restarted: the request goes through.
     let (ws, mut config) = app.stop();
     config.storage[0] = ws
         .s3
@@ -115,12 +131,9 @@ fn wrong_credentials_fail_clearly_and_a_retry_works_once_fixed() {
         .unwrap()
         .storage_config(config.storage[0].paths.clone());
     let app = start_in(ws, config);
-    assert_eq!(
-        app.post("/v1/deletions/locked/retry", json!({})).status,
-        200
-    );
     wait_until("the object is deleted", || !app.exists("locked"));
     wait_until("the row is removed", || app.row_count() == 0);
+    assert_eq!(app.get("/v1/deletions/locked").json()["state"], "done");
 }
 
 #[test]
@@ -184,19 +197,21 @@ fn throttled_listings_are_retried_and_no_id_is_acked_before_its_objects_are_gone
 }
 
 #[test]
-fn a_listing_refused_for_wrong_credentials_fails_clearly_and_keeps_the_objects() {
+fn a_listing_refused_by_the_server_fails_clearly_and_keeps_the_objects() {
     let app = app(|c| {
         c.max_attempts = 2;
         c.storage[0].paths = vec!["hls/{id}/".into()];
-        c.storage[0].secret_access_key = Some(Secret::new("not-the-secret"));
     });
     app.create_file("hls/locked/seg-0000.ts");
+    // The credentials lack s3:ListBucket: a 4xx, not retried within the
+    // batch; the attempts run out.
+    s3(&app).faults().deny(LIST);
     let error = last_error_once_failed(&app, "locked", 2);
     assert!(
         error.starts_with("hls/locked/: ListObjectsV2: 403"),
         "{error}"
     );
-    assert!(error.contains("SignatureDoesNotMatch"), "{error}");
+    assert!(error.contains("AccessDenied"), "{error}");
     assert!(app.exists("hls/locked/seg-0000.ts"));
 }
 

@@ -66,6 +66,9 @@ struct Args {
     /// Ids drained from object storage (3 paths, 12 objects each).
     #[arg(long, default_value_t = 20_000)]
     s3_n: usize,
+    /// Ids purged from a versioned bucket (one key, 3 versions each).
+    #[arg(long, default_value_t = 10_000)]
+    purge_n: usize,
     /// Measures to run (all by default); the others show as "-".
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<Measure>,
@@ -105,6 +108,7 @@ enum Measure {
     Rss,
     Stats,
     S3,
+    S3Purge,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -135,6 +139,8 @@ struct Figures {
     stats_p99: f64,
     s3_drain_rate: f64,
     s3_raw_rate: f64,
+    purge_rate: f64,
+    purge_raw_rate: f64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -149,6 +155,7 @@ fn main() -> anyhow::Result<()> {
         args.idle_secs = 1;
         args.rss_rows = 10_000;
         args.s3_n = 500;
+        args.purge_n = 500;
         args.stats_rows = 20_000;
     }
     let backends: Vec<Backend> = if args.backend.contains(&Which::All) {
@@ -245,6 +252,14 @@ fn main() -> anyhow::Result<()> {
                 f.s3_drain_rate, f.s3_raw_rate
             );
         }
+        if run(Measure::S3Purge) {
+            f.purge_rate = s3::purge_drain(&setup, args.purge_n)?;
+            f.purge_raw_rate = s3::purge_raw(args.purge_n)?;
+            eprintln!(
+                "s3 purge: {:.0} ids/s, raw {:.0} ids/s",
+                f.purge_rate, f.purge_raw_rate
+            );
+        }
         results.push((backend, f));
     }
     let table = table(&args, &results);
@@ -269,7 +284,7 @@ fn table(args: &Args, results: &[(Backend, Figures)]) -> String {
         .unwrap_or_default();
     let _ = writeln!(
         out,
-        "Machine: {} cores, {cpu}. Date: {}. n = {}, batch_size = {}, executors = {}, wrk {} connections for {} s, {} batch-route ids, {} latency samples, {} pending rows for RSS, {} pending rows for stats, {} ids from object storage.\n",
+        "Machine: {} cores, {cpu}. Date: {}. n = {}, batch_size = {}, executors = {}, wrk {} connections for {} s, {} batch-route ids, {} latency samples, {} pending rows for RSS, {} pending rows for stats, {} ids from object storage, {} ids purged from a versioned bucket.\n",
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         chrono_date(),
         args.n,
@@ -282,6 +297,7 @@ fn table(args: &Args, results: &[(Backend, Figures)]) -> String {
         args.rss_rows,
         args.stats_rows,
         args.s3_n,
+        args.purge_n,
     );
     let _ = write!(out, "| measure | target |");
     for (backend, _) in results {
@@ -293,7 +309,7 @@ fn table(args: &Args, results: &[(Backend, Figures)]) -> String {
     }
     out.push('\n');
     type Row = (&'static str, &'static str, fn(&Figures) -> String);
-    let rows: [Row; 18] = [
+    let rows: [Row; 21] = [
         ("drain, deletions/s", "50k SQLite, 20k others", |f| {
             format!("{:.0}", f.drain_rate)
         }),
@@ -347,6 +363,17 @@ fn table(args: &Args, results: &[(Backend, Figures)]) -> String {
         ),
         ("object storage drain / raw limit", ">= 0.7", |f| {
             format!("{:.2}", f.s3_drain_rate / f.s3_raw_rate)
+        }),
+        ("versioned bucket purge (3 versions each), ids/s", "", |f| {
+            format!("{:.0}", f.purge_rate)
+        }),
+        (
+            "versioned purge raw limit (ListObjectVersions + versioned DeleteObjects), ids/s",
+            "",
+            |f| format!("{:.0}", f.purge_raw_rate),
+        ),
+        ("versioned purge / raw limit", ">= 0.7", |f| {
+            format!("{:.2}", f.purge_rate / f.purge_raw_rate)
         }),
     ];
     for (name, target, value) in rows {

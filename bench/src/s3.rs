@@ -294,3 +294,101 @@ pub fn raw_limit(n: usize) -> anyhow::Result<f64> {
     ensure!(s3.len() == 0, "{} objects left", s3.len());
     Ok(n as f64 / secs)
 }
+
+/// Versions of each key in the purge figure.
+pub const PURGE_VERSIONS: usize = 3;
+/// In-flight requests of the reference loop: as many as the scheduler's
+/// (its listings and DeleteObjects of one batch), so that the comparison
+/// measures what the scheduler adds (claims, acks, receipts, per-video
+/// bookkeeping), not a difference in concurrency.
+const RAW_LISTS_IN_FLIGHT: usize = 32;
+const RAW_DELETES_IN_FLIGHT: usize = 8;
+
+/// A bucket with versioning Enabled, in memory (s3-memory: s3s over an
+/// ordered map of versions), `n` ids' keys with three versions each.
+fn versioned(ids: &[String]) -> s3_memory::MemoryS3 {
+    let s3 = s3_memory::MemoryS3::start();
+    s3.set_versioning(s3_memory::BUCKET, s3_memory::Versioning::Enabled);
+    for id in ids {
+        for _ in 0..PURGE_VERSIONS {
+            s3.put(s3_memory::BUCKET, &format!("videos/{id}.mp4"), b"v");
+        }
+    }
+    s3
+}
+
+/// The scheduler's storage for it: one key per id, every version purged.
+fn purge_config(s3: &s3_memory::MemoryS3) -> StorageConfig {
+    StorageConfig {
+        kind: StorageKind::S3,
+        paths: vec!["videos/{id}.mp4".into()],
+        bucket: Some(s3_memory::BUCKET.into()),
+        endpoint: Some(s3.endpoint()),
+        access_key_id: Some(s3_memory::ACCESS_KEY.into()),
+        secret_access_key: Some(Secret::new(s3_memory::SECRET_KEY)),
+        versions: Some(video_scheduler::config::Versions::Purge),
+        ..StorageConfig::default()
+    }
+}
+
+/// Purge drain: `n` due ids whose keys have three versions each on a
+/// versioned bucket; from the server's start until every row and version
+/// is gone. Returns ids/s.
+pub fn purge_drain(setup: &Setup, n: usize) -> anyhow::Result<f64> {
+    let ids = ids("purge", n);
+    let s3 = versioned(&ids);
+    let mut fx = Fixture::new(setup)?;
+    fx.config.storage[0] = purge_config(&s3);
+    fx.queue(&ids, now_ms())?;
+    let start = Instant::now();
+    let server = fx.start(setup)?;
+    fx.wait_drained(start)?;
+    let secs = start.elapsed().as_secs_f64();
+    server.stop()?;
+    let left = s3.entries(s3_memory::BUCKET, "").len();
+    ensure!(left == 0, "rows gone but {left} versions left");
+    Ok(n as f64 / secs)
+}
+
+/// The purge's reference: the same keys, known in advance, each listed by
+/// ListObjectVersions and its versions deleted by DeleteObjects of 1,000
+/// entries, through the scheduler's own client (`RawClient`), as many
+/// requests in flight as the scheduler sends. Returns ids/s.
+pub fn purge_raw(n: usize) -> anyhow::Result<f64> {
+    use video_scheduler::storage::s3::raw::RawClient;
+    let ids = ids("purgeraw", n);
+    let s3 = versioned(&ids);
+    let client = RawClient::new(&purge_config(&s3)).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let keys: Vec<String> = ids.iter().map(|id| format!("videos/{id}.mp4")).collect();
+    let start = Instant::now();
+    runtime.block_on(async {
+        let listed: Vec<Result<Vec<(String, String)>, String>> =
+            futures_util::stream::iter(&keys)
+                .map(|key| client.versions(key))
+                .buffer_unordered(RAW_LISTS_IN_FLIGHT)
+                .collect()
+                .await;
+        let mut doomed = Vec::with_capacity(keys.len() * PURGE_VERSIONS);
+        for versions in listed {
+            doomed.extend(versions.map_err(anyhow::Error::msg)?);
+        }
+        let deleted: Vec<Result<(), String>> =
+            futures_util::stream::iter(doomed.chunks(1000))
+                .map(|chunk| client.delete_versions(chunk))
+                .buffer_unordered(RAW_DELETES_IN_FLIGHT)
+                .collect()
+                .await;
+        for result in deleted {
+            result.map_err(anyhow::Error::msg)?;
+        }
+        anyhow::Ok(())
+    })?;
+    let secs = start.elapsed().as_secs_f64();
+    let left = s3.entries(s3_memory::BUCKET, "").len();
+    ensure!(left == 0, "{left} versions left");
+    Ok(n as f64 / secs)
+}

@@ -84,9 +84,9 @@ macro_rules! storage_tests {
 /// Where a test's files live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Storage {
-    /// Under a temp directory (`storage[0].kind = "local"`).
+    /// Under a temp directory (`storage.kind = "local"`).
     Local,
-    /// In a bucket of an S3 server in the test process (`storage[0].kind = "s3"`).
+    /// In a bucket of an S3 server in the test process (`storage.kind = "s3"`).
     S3,
 }
 
@@ -361,8 +361,10 @@ pub fn start_more(app: &TestApp, customize: impl FnOnce(&mut Config)) -> TestApp
 
 fn launch(config: &Config) -> (SocketAddr, ServerHandle, JoinHandle<()>) {
     config.validate().expect("test config is valid");
-    if config.storage[0].kind == video_scheduler::config::StorageKind::Local {
-        std::fs::create_dir_all(&config.storage[0].root).unwrap();
+    for target in config.storage.iter() {
+        if target.kind == video_scheduler::config::StorageKind::Local {
+            std::fs::create_dir_all(&target.root).unwrap();
+        }
     }
     let _ = env_logger::builder().is_test(true).try_init();
     let (tx, rx) = std::sync::mpsc::channel();

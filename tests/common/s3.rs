@@ -40,6 +40,9 @@ pub struct Faults {
 struct FaultState {
     /// Operation -> 503 SlowDown for the next n calls (`None`: until cleared).
     slow_down: HashMap<&'static str, Option<u64>>,
+    /// Operation -> 403 AccessDenied until cleared (a permission missing
+    /// for that operation only).
+    denied: std::collections::HashSet<&'static str>,
     /// Key -> error code inside DeleteObjects answers (not deleted).
     failing_keys: HashMap<String, String>,
     /// Authenticated calls per operation.
@@ -56,10 +59,17 @@ impl Faults {
         self.state.lock().unwrap().slow_down.insert(op, n);
     }
 
+    /// 403 AccessDenied on `op` until cleared, as when the credentials
+    /// lack the permission for it.
+    pub fn deny(&self, op: &'static str) {
+        self.state.lock().unwrap().denied.insert(op);
+    }
+
     /// Every fault off (counters kept).
     pub fn clear(&self) {
         let mut state = self.state.lock().unwrap();
         state.slow_down.clear();
+        state.denied.clear();
         state.failing_keys.clear();
         state.delete_delay = None;
     }
@@ -97,6 +107,12 @@ impl Faults {
     fn before(&self, op: &'static str) -> S3Result<()> {
         let mut state = self.state.lock().unwrap();
         *state.calls.entry(op).or_default() += 1;
+        if state.denied.contains(op) {
+            return Err(S3Error::with_message(
+                S3ErrorCode::AccessDenied,
+                "injected: Access Denied",
+            ));
+        }
         let fault = match state.slow_down.get_mut(op) {
             None => false,
             Some(None) => true,

@@ -282,6 +282,11 @@ fn record_one_with_paths(
     paths: &[String],
     now: i64,
 ) -> QueryResult<Result<bool, String>> {
+    if paths.len() > MAX_ROW_PATHS {
+        return Ok(Err(format!(
+            "{id}: its request would name more than {MAX_ROW_PATHS} paths"
+        )));
+    }
     let stored = (!paths.is_empty()).then(|| paths_json(paths));
     let row = NewDeletionWithPaths {
         id,

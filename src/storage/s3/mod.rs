@@ -42,6 +42,7 @@ mod client;
 mod delete;
 mod list;
 mod plain;
+pub mod raw;
 mod versioned;
 mod versioning;
 mod versions;
@@ -104,88 +105,8 @@ impl S3Storage {
     /// `retry_budget` bounds the retries of one batch's requests.
     pub fn open(config: &StorageConfig, retry_budget: Duration) -> Result<S3Storage, OpenError> {
         let failed = |key, reason: String| OpenError { key, reason };
-        let bucket = config.bucket.clone().unwrap_or_default();
-        // The standard AWS_* variables first; the configuration wins.
-        let mut builder = AmazonS3Builder::from_env().with_bucket_name(&bucket);
-        if let Some(endpoint) = &config.endpoint {
-            // A custom endpoint (MinIO, RGW, R2...): path-style requests,
-            // http:// allowed when the endpoint says so.
-            builder = builder
-                .with_endpoint(endpoint)
-                .with_virtual_hosted_style_request(false)
-                .with_allow_http(endpoint.starts_with("http://"));
-        }
-        if let Some(region) = &config.region {
-            builder = builder.with_region(region);
-        } else if builder
-            .get_config_value(&AmazonS3ConfigKey::Region)
-            .is_none()
-        {
-            builder = builder.with_region("us-east-1");
-        }
-        if let (Some(id), Some(secret)) = (&config.access_key_id, &config.secret_access_key) {
-            builder = builder
-                .with_access_key_id(id)
-                .with_secret_access_key(secret.expose());
-        }
-        if let Some(token) = &config.session_token {
-            builder = builder.with_token(token.expose());
-        }
-        let has_keys = builder
-            .get_config_value(&AmazonS3ConfigKey::AccessKeyId)
-            .is_some()
-            && builder
-                .get_config_value(&AmazonS3ConfigKey::SecretAccessKey)
-                .is_some();
-        let endpoint = builder.get_config_value(&AmazonS3ConfigKey::Endpoint);
-        if !has_keys && endpoint.is_some() {
-            // Without keys object_store would ask the EC2 metadata service,
-            // which a MinIO or R2 deployment does not have.
-            return Err(failed(
-                "access_key_id",
-                "storage.access_key_id and storage.secret_access_key (or AWS_ACCESS_KEY_ID and \
-                 AWS_SECRET_ACCESS_KEY) are needed for a custom storage.endpoint"
-                    .into(),
-            ));
-        }
-        let options = ClientOptions::new()
-            .with_allow_http(
-                endpoint
-                    .as_deref()
-                    .is_some_and(|e| e.starts_with("http://")),
-            )
-            .with_timeout(REQUEST_TIMEOUT.min(retry_budget.max(Duration::from_secs(1))))
-            .with_connect_timeout(CONNECT_TIMEOUT);
-        let region = builder
-            .get_config_value(&AmazonS3ConfigKey::Region)
-            .unwrap_or_default();
-        let virtual_hosted = builder
-            .get_config_value(&AmazonS3ConfigKey::VirtualHostedStyleRequest)
-            .is_some_and(|v| v.eq_ignore_ascii_case("true"));
-        // object_store sends no request of ours: it provides credentials
-        // (and refreshes them); its retry settings only serve those.
-        let store = builder
-            .with_retry(RetryConfig {
-                backoff: BackoffConfig {
-                    init_backoff: Duration::from_millis(100),
-                    max_backoff: Duration::from_secs(2),
-                    base: 2.0,
-                },
-                max_retries: 10,
-                retry_timeout: retry_budget,
-            })
-            .with_client_options(options.clone())
-            .build()
-            .map_err(|e| failed("bucket", format!("storage.kind s3: {e}")))?;
-        let http = ReqwestConnector::default()
-            .connect(&options)
-            .map_err(|e| failed("endpoint", format!("storage.kind s3: {e}")))?;
-        let client = Arc::new(Client::new(
-            http,
-            Arc::new(store),
-            client::bucket_url(endpoint.as_deref(), virtual_hosted, &bucket, &region),
-            region,
-        ));
+        let (client, bucket, at) = connect(config, retry_budget)?;
+        let client = Arc::new(client);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("s3-client")
@@ -216,7 +137,6 @@ impl S3Storage {
             ),
         }
         runtime.spawn(watch.clone().keep_fresh(client.clone()));
-        let at = endpoint.unwrap_or_else(|| "AWS".into());
         Ok(S3Storage {
             client,
             runtime,
@@ -350,6 +270,98 @@ impl S3Storage {
             .flat_map(|(_, answers)| answers)
             .collect()
     }
+}
+
+/// The bucket's client, from the same settings as object_store's (the
+/// standard `AWS_*` variables first, the configuration winning), its name,
+/// and where it is (`AWS` or the endpoint). No request is made.
+fn connect(
+    config: &StorageConfig,
+    retry_budget: Duration,
+) -> Result<(Client, String, String), OpenError> {
+    let failed = |key, reason: String| OpenError { key, reason };
+    let bucket = config.bucket.clone().unwrap_or_default();
+    let mut builder = AmazonS3Builder::from_env().with_bucket_name(&bucket);
+    if let Some(endpoint) = &config.endpoint {
+        // A custom endpoint (MinIO, RGW, R2...): path-style requests,
+        // http:// allowed when the endpoint says so.
+        builder = builder
+            .with_endpoint(endpoint)
+            .with_virtual_hosted_style_request(false)
+            .with_allow_http(endpoint.starts_with("http://"));
+    }
+    if let Some(region) = &config.region {
+        builder = builder.with_region(region);
+    } else if builder
+        .get_config_value(&AmazonS3ConfigKey::Region)
+        .is_none()
+    {
+        builder = builder.with_region("us-east-1");
+    }
+    if let (Some(id), Some(secret)) = (&config.access_key_id, &config.secret_access_key) {
+        builder = builder
+            .with_access_key_id(id)
+            .with_secret_access_key(secret.expose());
+    }
+    if let Some(token) = &config.session_token {
+        builder = builder.with_token(token.expose());
+    }
+    let has_keys = builder
+        .get_config_value(&AmazonS3ConfigKey::AccessKeyId)
+        .is_some()
+        && builder
+            .get_config_value(&AmazonS3ConfigKey::SecretAccessKey)
+            .is_some();
+    let endpoint = builder.get_config_value(&AmazonS3ConfigKey::Endpoint);
+    if !has_keys && endpoint.is_some() {
+        // Without keys object_store would ask the EC2 metadata service,
+        // which a MinIO or R2 deployment does not have.
+        return Err(failed(
+            "access_key_id",
+            "storage.access_key_id and storage.secret_access_key (or AWS_ACCESS_KEY_ID and \
+             AWS_SECRET_ACCESS_KEY) are needed for a custom storage.endpoint"
+                .into(),
+        ));
+    }
+    let options = ClientOptions::new()
+        .with_allow_http(
+            endpoint
+                .as_deref()
+                .is_some_and(|e| e.starts_with("http://")),
+        )
+        .with_timeout(REQUEST_TIMEOUT.min(retry_budget.max(Duration::from_secs(1))))
+        .with_connect_timeout(CONNECT_TIMEOUT);
+    let region = builder
+        .get_config_value(&AmazonS3ConfigKey::Region)
+        .unwrap_or_default();
+    let virtual_hosted = builder
+        .get_config_value(&AmazonS3ConfigKey::VirtualHostedStyleRequest)
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    // object_store sends no request of ours: it provides credentials (and
+    // refreshes them); its retry settings only serve those.
+    let store = builder
+        .with_retry(RetryConfig {
+            backoff: BackoffConfig {
+                init_backoff: Duration::from_millis(100),
+                max_backoff: Duration::from_secs(2),
+                base: 2.0,
+            },
+            max_retries: 10,
+            retry_timeout: retry_budget,
+        })
+        .with_client_options(options.clone())
+        .build()
+        .map_err(|e| failed("bucket", format!("storage.kind s3: {e}")))?;
+    let http = ReqwestConnector::default()
+        .connect(&options)
+        .map_err(|e| failed("endpoint", format!("storage.kind s3: {e}")))?;
+    let client = Client::new(
+        http,
+        Arc::new(store),
+        client::bucket_url(endpoint.as_deref(), virtual_hosted, &bucket, &region),
+        region,
+    );
+    Ok((client, bucket, endpoint.unwrap_or_else(|| "AWS".into())))
 }
 
 /// Why a bucket with MFA Delete on cannot be purged.
