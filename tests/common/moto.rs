@@ -25,6 +25,9 @@
 //! - DeleteObjects answers a locked version with an `<Error>` of code
 //!   `AccessDenied` ("Access Denied because object protected by object
 //!   lock."), without its `<VersionId>`.
+//! - Two DeleteObjects on versions of one key at once lose one another's
+//!   deletions (each rewrites the key's list of versions from a copy): the
+//!   server is run to answer one request at a time ([`SERIALIZED_SERVER`]).
 //! - A body sent as a form (`application/x-www-form-urlencoded`, what curl
 //!   `-d` sends) is read as a form: a put stores an empty object.
 
@@ -71,6 +74,34 @@ const VERSIONING_ENABLED: &str = "<VersioningConfiguration \
 
 const LEGAL_HOLD_OFF: &str = "<LegalHold xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">\
     <Status>OFF</Status></LegalHold>";
+
+/// moto's `moto_server`, answering one request at a time. moto's
+/// DeleteObjects is not safe under concurrency: deleting a version rewrites
+/// the key's list of versions from a copy, so two requests on one key at
+/// once (DeleteObjects of 1,000 versions each, as a scheduler sends them)
+/// lose one another's deletions, and versions answered `Deleted` come back.
+/// S3 deletes each version for good; so the server is made to serve its
+/// requests in turn (its threads still hold the connections).
+const SERIALIZED_SERVER: &str = r#"
+import sys, threading
+import moto.server as server
+
+one_at_a_time = threading.Lock()
+run_simple = server.run_simple
+
+def serialized(app):
+    def serve(environ, start_response):
+        with one_at_a_time:
+            answer = app(environ, start_response)
+            try:
+                return [b"".join(answer)]
+            finally:
+                getattr(answer, "close", lambda: None)()
+    return serve
+
+server.run_simple = lambda host, port, app, **kw: run_simple(host, port, serialized(app), **kw)
+server.main(sys.argv[1:])
+"#;
 
 /// One moto server for the whole test process, started on first use.
 pub fn moto() -> &'static Moto {
@@ -154,9 +185,16 @@ impl Moto {
             .keep();
         let log = dir.join("moto.log");
         let out = std::fs::File::create(&log).unwrap();
-        let mut command = Command::new("moto_server");
+        let mut command = Command::new("python3");
         command
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .args([
+                "-c",
+                SERIALIZED_SERVER,
+                "-H",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
             .env("PYTHONUNBUFFERED", "1")
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
@@ -189,7 +227,7 @@ impl Moto {
             .unwrap();
         let child = match rx.recv().unwrap() {
             Ok(child) => child,
-            Err(e) if e.kind() == ErrorKind::NotFound => panic!("{INSTALL} (moto_server: {e})"),
+            Err(e) if e.kind() == ErrorKind::NotFound => panic!("{INSTALL} (python3: {e})"),
             Err(e) => panic!("moto_server does not start: {e}"),
         };
         let moto = Moto {
@@ -351,6 +389,15 @@ impl MotoBucket {
             .header("x-amz-version-id")
             .unwrap_or("null")
             .to_owned()
+    }
+
+    /// Deletes `key` without a version id (DeleteObject): on a versioned
+    /// bucket this puts a delete marker over it; returns the marker's
+    /// version id when moto gives one.
+    pub fn delete(&self, key: &str) -> Option<String> {
+        let answer = self.send("DELETE", key, "", &[], b"");
+        let answer = self.expect_ok(&format!("DeleteObject {key}"), answer);
+        answer.header("x-amz-version-id").map(str::to_owned)
     }
 
     /// Turns versioning on (PutBucketVersioning Enabled), e.g. on the
