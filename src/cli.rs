@@ -134,6 +134,16 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
+            // A configuration the storage refuses (a restart cannot help)
+            // exits as a configuration error does: systemd does not
+            // restart it (`RestartPreventExitStatus=2`).
+            let refused = matches!(
+                e.downcast_ref::<crate::StartError>(),
+                Some(crate::StartError::Storage(open)) if open.refused
+            );
+            if refused {
+                return ExitCode::from(2);
+            }
             ExitCode::FAILURE
         }
     }

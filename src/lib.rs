@@ -119,6 +119,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             .map_err(|e| storage::OpenError {
                 key: "kind",
                 reason: format!("opening the storage failed: {e}"),
+                refused: false,
             })??,
     );
     let listener =

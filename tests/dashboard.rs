@@ -316,6 +316,10 @@ fn the_dashboard_shows_the_queue_finds_requests_and_retries_or_cancels_failed_on
         ] {
             wait_for_text(c, css, expected).await;
         }
+        // The storage target, as this instance sees it.
+        wait_for_text(c, "#targets li[data-target=default] .pill", "Ready").await;
+        wait_for_text_containing(c, "#targets li[data-target=default]", &["default", "local"])
+            .await;
         assert!(!displayed(c, "#token-form").await, "no token needed");
         assert!(!displayed(c, "#error").await, "no error");
 

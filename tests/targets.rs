@@ -106,9 +106,29 @@ fn a_request_is_done_only_when_every_target_is_clean_then_one_receipt_names_each
         app.metric("video_scheduler_erased_total{target=\"cache\",what=\"objects\"}"),
         2.0
     );
-    // The export carries the targets too.
+    // The list of receipts and the export carry the targets too.
     let page = app.get("/v1/deletions?state=done").json();
     assert_eq!(page["items"][0]["targets"], v1["targets"]);
+    let dir = cache(&app).parent().unwrap().to_owned();
+    let config_file = common::process::write_config(&app.config, &dir, "export.json");
+    let out = common::binary()
+        .arg("--config")
+        .arg(&config_file)
+        .arg("receipts")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let exported: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let v1_line = exported.iter().find(|r| r["id"] == "v1").unwrap();
+    assert_eq!(v1_line["targets"], v1["targets"]);
 }
 
 #[test]

@@ -48,18 +48,6 @@ fn choose_a_mode(bucket: &MotoBucket) -> String {
     )
 }
 
-fn record(app: &TestApp, ids: &[&str]) {
-    let reply = app.record(ids, json!({}));
-    assert_eq!(reply.status, 202, "{}", reply.body);
-}
-
-/// `GET /v1/deletions/{id}`: the live request or its receipt.
-fn request(app: &TestApp, id: &str) -> Value {
-    let reply = app.get(&format!("/v1/deletions/{id}"));
-    assert_eq!(reply.status, 200, "{id}: {}", reply.body);
-    reply.json()
-}
-
 /// Polls `id` until `done` holds of it; returns what was seen last. Each
 /// change of state, attempts or error goes to stderr, shown if the test
 /// fails.
@@ -67,7 +55,7 @@ fn wait_for(app: &TestApp, id: &str, what: &str, done: impl Fn(&Value) -> bool) 
     let mut last = Value::Null;
     let mut shown = String::new();
     wait_until(&format!("{id}: {what}"), || {
-        last = request(app, id);
+        last = app.request(id);
         let now = format!(
             "{} attempts {} last_error {}",
             last["state"], last["attempts"], last["last_error"]
@@ -144,7 +132,7 @@ fn a_versioned_bucket_without_a_versions_mode_keeps_everything_until_purge_is_ch
     assert_eq!(ready.json()["error"], message.as_str());
     assert_eq!(ready.json()["code"], "unavailable");
 
-    record(&app, &["a", "b"]);
+    app.record_now(&["a", "b"]);
     for id in ["a", "b"] {
         let row = given_back(&app, id, &bucket);
         assert_eq!(row["attempts"], 0, "no attempt used: {row}");
@@ -204,7 +192,7 @@ fn purge_deletes_one_three_and_1200_versions_and_delete_markers_by_version_id() 
     let app = app_on(&bucket, &["videos/{id}.mp4"], |c| {
         c.storage[0].versions = Some(Versions::Purge)
     });
-    record(&app, &["one", "three", "many", "hidden"]);
+    app.record_now(&["one", "three", "many", "hidden"]);
 
     for (id, versions) in [("one", 1), ("three", 3), ("many", 1200), ("hidden", 4)] {
         let receipt = receipt(&app, id);
@@ -240,7 +228,7 @@ fn purge_deletes_every_version_under_a_prefix_and_nothing_under_a_longer_one() {
     let app = app_on(&bucket, &["hls/{id}/"], |c| {
         c.storage[0].versions = Some(Versions::Purge)
     });
-    record(&app, &["p1", "p2", "empty"]);
+    app.record_now(&["p1", "p2", "empty"]);
 
     let p1 = receipt(&app, "p1");
     assert_eq!(p1["targets"], counts(4, 8, 0, 0), "{p1}");
@@ -272,7 +260,7 @@ fn markers_hide_every_key_and_the_receipt_counts_the_versions_kept() {
     let app = app_on(&bucket, &["videos/{id}.mp4", "hls/{id}/"], |c| {
         c.storage[0].versions = Some(Versions::Markers)
     });
-    record(&app, &["m"]);
+    app.record_now(&["m"]);
 
     let receipt = receipt(&app, "m");
     assert_eq!(receipt["targets"], counts(3, 0, 0, 7), "{receipt}");
@@ -311,7 +299,7 @@ fn versioning_switched_on_under_a_running_server_is_seen_and_nothing_more_is_del
     assert_eq!(ready.status, 200, "{}", ready.body);
     assert_eq!(ready.json()["targets"][0]["versioning"], "unversioned");
 
-    record(&app, &["before"]);
+    app.record_now(&["before"]);
     let before = receipt(&app, "before");
     assert_eq!(before["targets"], counts(1, 0, 0, 0), "{before}");
     assert_eq!(bucket.entries("videos/before"), []);
@@ -319,7 +307,7 @@ fn versioning_switched_on_under_a_running_server_is_seen_and_nothing_more_is_del
     bucket.enable_versioning();
     let mut put = put_versions(&bucket, "videos/after.mp4", 2);
     put.extend(put_versions(&bucket, "videos/later.mp4", 1));
-    record(&app, &["after", "later"]);
+    app.record_now(&["after", "later"]);
 
     let message = choose_a_mode(&bucket);
     wait_until("/readyz says the bucket needs a versions mode", || {
@@ -343,7 +331,7 @@ fn a_delete_marker_in_the_answer_shows_versioning_switched_on_before_the_next_ch
     let app = app_on(&bucket, &["videos/{id}.mp4"], |c| {
         c.storage[0].versioning_check_secs = 86_400;
     });
-    record(&app, &["before"]);
+    app.record_now(&["before"]);
     assert_eq!(receipt(&app, "before")["targets"], counts(1, 0, 0, 0));
 
     bucket.enable_versioning();
@@ -354,7 +342,7 @@ fn a_delete_marker_in_the_answer_shows_versioning_switched_on_before_the_next_ch
         "the scheduler has not read the versioning again yet: {}",
         ready.body
     );
-    record(&app, &["caught"]);
+    app.record_now(&["caught"]);
 
     let row = given_back(&app, "caught", &bucket);
     assert_eq!(row["attempts"], 0, "{row}");
@@ -404,7 +392,7 @@ fn a_governance_lock_fails_only_its_id_and_is_erased_with_bypass_governance() {
         c.max_attempts = 2;
         c.storage[0].versions = Some(Versions::Purge);
     });
-    record(&app, &["gov", "free"]);
+    app.record_now(&["gov", "free"]);
 
     let free = receipt(&app, "free");
     assert_eq!(free["targets"], counts(1, 2, 0, 0), "{free}");
@@ -440,7 +428,7 @@ fn compliance_retention_and_a_legal_hold_are_refused_even_with_bypass_governance
         c.storage[0].versions = Some(Versions::Purge);
         c.storage[0].bypass_governance = true;
     });
-    record(&app, &["comp", "hold", "free"]);
+    app.record_now(&["comp", "hold", "free"]);
 
     let free = receipt(&app, "free");
     assert_eq!(free["targets"], counts(1, 1, 0, 0), "{free}");

@@ -92,26 +92,14 @@ fn hide(s3: &MemoryS3, key: &str) {
     assert!(results.iter().all(Result::is_ok), "{results:?}");
 }
 
-fn record(client: &Client, ids: &[&str]) {
-    let reply = client.record(ids, json!({}));
-    assert_eq!(reply.status, 202, "{}", reply.body);
-}
-
-/// `GET /v1/deletions/{id}`: the live request or its receipt.
-fn request(client: &Client, id: &str) -> Value {
-    let reply = client.get(&format!("/v1/deletions/{id}"));
-    assert_eq!(reply.status, 200, "{id}: {}", reply.body);
-    reply.json()
-}
-
 fn attempts(client: &Client, id: &str) -> i64 {
-    request(client, id)["attempts"].as_i64().unwrap_or(0)
+    client.request(id)["attempts"].as_i64().unwrap_or(0)
 }
 
 fn wait_done(client: &Client, ids: &[&str]) {
     for id in ids {
         wait_until(&format!("{id} is done"), || {
-            request(client, id)["state"] == "done"
+            client.request(id)["state"] == "done"
         });
     }
 }
@@ -160,7 +148,7 @@ fn counts(objects: u32, versions: u32, missing: u32, versions_kept: u32) -> Valu
 /// Checks `id`'s receipt: done, its paths counts, its target's counts,
 /// written once.
 fn assert_receipt(client: &Client, id: &str, deleted: i64, missing: i64, targets: Value) {
-    let receipt = request(client, id);
+    let receipt = client.request(id);
     assert_eq!(receipt["state"], "done", "{receipt}");
     assert_eq!(receipt["deleted"], deleted, "{id}: {receipt}");
     assert_eq!(receipt["missing"], missing, "{id}: {receipt}");
@@ -206,7 +194,7 @@ fn purge_on_a_suspended_bucket_erases_the_null_version_every_older_version_and_d
         Some(Versions::Purge),
         |_| {},
     );
-    record(&app, &["a", "b"]);
+    app.record_now(&["a", "b"]);
     wait_done(&app, &["a", "b"]);
 
     assert!(s3.entries(BUCKET, "hls/").is_empty());
@@ -250,7 +238,7 @@ fn markers_on_a_suspended_bucket_hide_the_keys_and_count_kept_versions_without_t
         Some(Versions::Markers),
         |_| {},
     );
-    record(&app, &["m"]);
+    app.record_now(&["m"]);
     wait_done(&app, &["m"]);
 
     assert!(s3.current_keys(BUCKET, "").is_empty(), "every key hidden");
@@ -294,7 +282,7 @@ fn a_few_slow_downs_in_list_object_versions_are_retried_within_the_batch() {
     let app = app(&s3, &["videos/{id}.mp4"], Some(Versions::Purge), |c| {
         c.lease_secs = 60;
     });
-    record(&app, &refs);
+    app.record_now(&refs);
     wait_done(&app, &refs);
     assert!(s3.entries(BUCKET, "").is_empty());
     assert_eq!(
@@ -304,7 +292,7 @@ fn a_few_slow_downs_in_list_object_versions_are_retried_within_the_batch() {
     );
     for id in &refs {
         assert_receipt(&app, id, 1, 0, counts(1, 2, 0, 0));
-        assert_eq!(request(&app, id)["attempts"], 1, "retried inside the batch");
+        assert_eq!(app.request(id)["attempts"], 1, "retried inside the batch");
     }
 }
 
@@ -331,12 +319,12 @@ fn list_object_versions_throttled_until_cleared_acks_nothing_deletes_nothing_the
         Some(Versions::Purge),
         |c| c.lease_secs = 3, // a retry budget of one second per batch
     );
-    record(&app, &refs);
+    app.record_now(&refs);
     wait_until("every id has failed two attempts on the throttling", || {
         assert_eq!(app.row_count(), 40, "no id acked while throttled");
         refs.iter().all(|id| attempts(&app, id) >= 2)
     });
-    let held = request(&app, "held-00");
+    let held = app.request("held-00");
     let error = held["last_error"].as_str().unwrap();
     assert!(
         error.starts_with("hls/held-00/: ListObjectVersions: 503"),
@@ -384,16 +372,16 @@ fn a_refused_version_fails_only_its_id_naming_key_version_and_code_and_a_retry_e
         Some(Versions::Purge),
         |c| c.max_attempts = 1, // x stays `failed` until retried by hand
     );
-    record(&app, &["x", "y", "z"]);
+    app.record_now(&["x", "y", "z"]);
     wait_done(&app, &["y", "z"]);
-    wait_until("x has failed", || request(&app, "x")["state"] == "failed");
+    wait_until("x has failed", || app.request("x")["state"] == "failed");
 
     assert_eq!(
         faults.delete_entries(),
         [9],
         "one DeleteObjects: the three ids were one batch"
     );
-    let x = request(&app, "x");
+    let x = app.request("x");
     assert_eq!(x["attempts"], 1, "{x}");
     let error = x["last_error"].as_str().unwrap();
     assert!(error.contains("videos/x.mp4"), "{error}");
@@ -418,7 +406,7 @@ fn a_refused_version_fails_only_its_id_naming_key_version_and_code_and_a_retry_e
     // What the retry found: the refused version; hls/x/ was already empty.
     assert_receipt(&app, "x", 1, 1, counts(1, 1, 1, 0));
     assert_eq!(
-        request(&app, "x")["attempts"],
+        app.request("x")["attempts"],
         1,
         "retry starts counting anew"
     );
@@ -451,7 +439,7 @@ fn the_server_going_down_while_versions_are_being_deleted_acks_nothing_and_all_i
     let app = app(&s3, &["videos/{id}.mp4"], Some(Versions::Purge), |c| {
         c.lease_secs = 6; // a retry budget of two seconds per batch
     });
-    record(&app, &refs);
+    app.record_now(&refs);
     wait_until("the versions' DeleteObjects is in flight", || {
         faults.in_flight(Op::DeleteObjects) >= 1
     });
@@ -478,7 +466,7 @@ fn the_server_going_down_while_versions_are_being_deleted_acks_nothing_and_all_i
     );
     assert!(done_ids(&app).is_empty());
     assert_eq!(s3.entries(BUCKET, ""), all, "nothing deleted");
-    let error = request(&app, "down-00")["last_error"]
+    let error = app.request("down-00")["last_error"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -525,7 +513,8 @@ fn a_bucket_with_mfa_delete_is_refused_at_start_up_for_purge_and_works_with_mark
         Err(other) => panic!("refused for another reason: {other}"),
         Ok(_) => panic!("started on a bucket with MFA Delete and versions \"purge\""),
     }
-    // The binary: exits 1 with the message on stderr, before listening.
+    // The binary: exits 2 (a configuration the bucket refuses: systemd does
+    // not restart it) with the message on stderr, before listening.
     let file = write_config(&config, ws.dir.path(), "mfa-purge.json");
     let out = common::binary()
         .arg("--config")
@@ -534,7 +523,7 @@ fn a_bucket_with_mfa_delete_is_refused_at_start_up_for_purge_and_works_with_mark
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(
         stderr.contains("error: bucket videos has MFA Delete enabled"),
         "{stderr}"
@@ -548,7 +537,7 @@ fn a_bucket_with_mfa_delete_is_refused_at_start_up_for_purge_and_works_with_mark
     assert_eq!(health["versioning"], "Enabled, MFA Delete", "{health}");
     assert_eq!(health["ready"], true, "{health}");
     assert_eq!(app.get("/readyz").status, 200);
-    record(&app, &["m"]);
+    app.record_now(&["m"]);
     wait_done(&app, &["m"]);
     assert!(s3.current_keys(BUCKET, "").is_empty());
     let entries = s3.entries(BUCKET, "");
@@ -582,7 +571,7 @@ fn a_bucket_whose_get_bucket_versioning_is_not_implemented_counts_as_unversioned
     let health = target_health(&app);
     assert_eq!(health["versioning"], "unversioned", "{health}");
     assert_eq!(health["ready"], true, "{health}");
-    record(&app, &["r", "s"]);
+    app.record_now(&["r", "s"]);
     wait_done(&app, &["r", "s"]);
 
     assert_eq!(
@@ -623,7 +612,7 @@ fn kill_9_in_the_middle_of_purging_1200_versions_then_a_restart_erases_them_with
     faults.fail_entry("videos/big.mp4", Some(&stuck), "AccessDenied");
 
     let server = ServerProcess::start(&config, &file);
-    record(&server, &["big"]);
+    server.record_now(&["big"]);
     wait_until("an attempt has failed on the refused version", || {
         attempts(&server, "big") >= 1
     });
@@ -637,7 +626,7 @@ fn kill_9_in_the_middle_of_purging_1200_versions_then_a_restart_erases_them_with
     wait_until("a retry's DeleteObjects is in flight", || {
         faults.in_flight(Op::DeleteObjects) >= 1
     });
-    let row = request(&server, "big");
+    let row = server.request("big");
     server.kill9();
     assert_eq!(row["state"], "running", "killed while purging: {row}");
     wait_until("the killed server's request is dropped", || {
@@ -691,14 +680,14 @@ fn a_server_down_at_start_up_keeps_the_target_unready_deleting_nothing_until_it_
     assert_eq!(health["versioning"], Value::Null, "{health}");
     assert_eq!(health["versions"], "purge", "{health}");
 
-    record(&app, &["u", "v"]);
+    app.record_now(&["u", "v"]);
     wait_until("the batch is given back, saying why", || {
-        request(&app, "u")["last_error"]
+        app.request("u")["last_error"]
             .as_str()
             .is_some_and(|e| e.contains("cannot read its versioning"))
     });
     for id in ["u", "v"] {
-        let row = request(&app, id);
+        let row = app.request(id);
         assert_eq!(row["attempts"], 0, "no attempt used: {row}");
         assert_ne!(row["state"], "done", "{row}");
     }
@@ -713,7 +702,7 @@ fn a_server_down_at_start_up_keeps_the_target_unready_deleting_nothing_until_it_
     assert!(s3.entries(BUCKET, "").is_empty());
     for id in ["u", "v"] {
         assert_receipt(&app, id, 1, 0, counts(1, 2, 0, 0));
-        assert_eq!(request(&app, id)["attempts"], 1);
+        assert_eq!(app.request(id)["attempts"], 1);
     }
 }
 
@@ -728,7 +717,7 @@ fn a_bucket_versioned_under_a_running_server_is_purged_by_the_batch_whose_delete
     assert_eq!(target_health(&app)["versioning"], "unversioned");
     s3.set_versioning(BUCKET, Versioning::Enabled);
 
-    record(&app, &["w"]);
+    app.record_now(&["w"]);
     wait_done(&app, &["w"]);
     // The plain delete only added a delete marker; the batch saw it, read
     // the versioning again and purged the key's null version and the
@@ -765,11 +754,11 @@ fn a_bucket_versioned_under_a_running_server_without_versions_set_deletes_nothin
     );
     assert_eq!(target_health(&app)["versioning"], "Enabled");
 
-    record(&app, &["e"]);
+    app.record_now(&["e"]);
     wait_until("the batch is given back with the advice", || {
-        request(&app, "e")["last_error"] == advice
+        app.request("e")["last_error"] == advice
     });
-    assert_eq!(request(&app, "e")["attempts"], 0, "no attempt used");
+    assert_eq!(app.request("e")["attempts"], 0, "no attempt used");
     assert_eq!(
         s3.entries(BUCKET, ""),
         [entry("videos/e.mp4", &version, false, true)],

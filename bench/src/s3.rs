@@ -366,22 +366,20 @@ pub fn purge_raw(n: usize) -> anyhow::Result<f64> {
     let keys: Vec<String> = ids.iter().map(|id| format!("videos/{id}.mp4")).collect();
     let start = Instant::now();
     runtime.block_on(async {
-        let listed: Vec<Result<Vec<(String, String)>, String>> =
-            futures_util::stream::iter(&keys)
-                .map(|key| client.versions(key))
-                .buffer_unordered(RAW_LISTS_IN_FLIGHT)
-                .collect()
-                .await;
+        let listed: Vec<Result<Vec<(String, String)>, String>> = futures_util::stream::iter(&keys)
+            .map(|key| client.versions(key))
+            .buffer_unordered(RAW_LISTS_IN_FLIGHT)
+            .collect()
+            .await;
         let mut doomed = Vec::with_capacity(keys.len() * PURGE_VERSIONS);
         for versions in listed {
             doomed.extend(versions.map_err(anyhow::Error::msg)?);
         }
-        let deleted: Vec<Result<(), String>> =
-            futures_util::stream::iter(doomed.chunks(1000))
-                .map(|chunk| client.delete_versions(chunk))
-                .buffer_unordered(RAW_DELETES_IN_FLIGHT)
-                .collect()
-                .await;
+        let deleted: Vec<Result<(), String>> = futures_util::stream::iter(doomed.chunks(1000))
+            .map(|chunk| client.delete_versions(chunk))
+            .buffer_unordered(RAW_DELETES_IN_FLIGHT)
+            .collect()
+            .await;
         for result in deleted {
             result.map_err(anyhow::Error::msg)?;
         }

@@ -22,7 +22,10 @@ impl Server {
     /// it listens. Its log goes to `dir/server.log`.
     pub fn start(bin: &Path, config: &Config, dir: &Path) -> anyhow::Result<Server> {
         let config_file = dir.join("conf.json");
-        std::fs::write(&config_file, serde_json::to_vec_pretty(config)?)?;
+        std::fs::write(
+            &config_file,
+            serde_json::to_vec_pretty(&older_readable(config)?)?,
+        )?;
         let mut command = Command::new(bin);
         for (key, _) in std::env::vars() {
             if key.starts_with("VIDEO_SCHEDULER_") {
@@ -206,4 +209,26 @@ pub fn build_server() -> anyhow::Result<PathBuf> {
         .map(PathBuf::from)
         .unwrap_or_else(|_| root.join("target"));
     Ok(target.join("release").join("video-scheduler"))
+}
+
+/// `config` as JSON, without the storage keys that are at their default
+/// and that a binary older than them would refuse as unknown, so that
+/// `--server` can measure an earlier commit with the same configuration.
+fn older_readable(config: &Config) -> anyhow::Result<serde_json::Value> {
+    let mut json = serde_json::to_value(config)?;
+    let default = serde_json::to_value(video_scheduler::config::StorageConfig::default())?;
+    let targets: Vec<&mut serde_json::Value> = match &mut json["storage"] {
+        serde_json::Value::Array(list) => list.iter_mut().collect(),
+        one => vec![one],
+    };
+    for target in targets {
+        if let Some(fields) = target.as_object_mut() {
+            for key in ["versions", "versioning_check_secs", "bypass_governance"] {
+                if fields.get(key) == default.get(key) {
+                    fields.remove(key);
+                }
+            }
+        }
+    }
+    Ok(json)
 }

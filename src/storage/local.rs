@@ -81,6 +81,7 @@ impl LocalStorage {
         let failed = |reason: String| OpenError {
             key: "root",
             reason,
+            refused: false,
         };
         let io_failed = |e: io::Error| failed(format!("storage.root {}: {e}", path.display()));
         match std::fs::metadata(path) {

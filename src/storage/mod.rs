@@ -298,6 +298,10 @@ pub struct OpenError {
     /// The config key at fault, under `storage.`.
     pub key: &'static str,
     pub reason: String,
+    /// The target refuses the configuration as it is (a bucket with MFA
+    /// Delete to purge): a restart cannot help, unlike a root not mounted
+    /// yet. The binary exits 2, as for a bad configuration.
+    pub refused: bool,
 }
 
 /// Opens every target that `config.storage` names. Blocks (an S3 target
@@ -309,8 +313,8 @@ pub fn open(config: &Config) -> Result<Storage, OpenError> {
         let opened =
             open_target(target, config.lease_secs).map_err(|e| match config.storage.is_list() {
                 true => OpenError {
-                    key: e.key,
                     reason: format!("target {name}: {}", e.reason),
+                    ..e
                 },
                 false => e,
             })?;
@@ -333,6 +337,7 @@ fn open_target(target: &StorageConfig, lease_secs: u64) -> Result<Box<dyn Target
             Err(OpenError {
                 key: "kind",
                 reason: "storage.kind s3 needs a binary built with `--features s3`".into(),
+                refused: true,
             })
         }
     }

@@ -490,6 +490,20 @@ impl Client {
         self.post("/v1/deletions", body)
     }
 
+    /// `POST /v1/deletions` of `ids`, due now, which must be accepted.
+    pub fn record_now(&self, ids: &[&str]) {
+        let reply = self.record(ids, serde_json::json!({}));
+        assert_eq!(reply.status, 202, "{}", reply.body);
+    }
+
+    /// `GET /v1/deletions/{id}`, which must answer 200: the live request
+    /// or its receipt.
+    pub fn request(&self, id: &str) -> Value {
+        let reply = self.get(&format!("/v1/deletions/{id}"));
+        assert_eq!(reply.status, 200, "{id}: {}", reply.body);
+        reply.json()
+    }
+
     /// Sends `GET path` byte for byte, with no client-side normalisation of
     /// `.`, `..` or percent escapes.
     pub fn raw_get(&self, path: &str) -> Reply {

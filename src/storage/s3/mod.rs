@@ -104,7 +104,11 @@ impl S3Storage {
     /// bucket with MFA Delete on when versions are to be purged.
     /// `retry_budget` bounds the retries of one batch's requests.
     pub fn open(config: &StorageConfig, retry_budget: Duration) -> Result<S3Storage, OpenError> {
-        let failed = |key, reason: String| OpenError { key, reason };
+        let failed = |key, reason: String| OpenError {
+            key,
+            reason,
+            refused: false,
+        };
         let (client, bucket, at) = connect(config, retry_budget)?;
         let client = Arc::new(client);
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -127,7 +131,11 @@ impl S3Storage {
                     && state.mfa_delete
                     && config.versions == Some(Versions::Purge)
                 {
-                    return Err(failed("versions", mfa_delete_on(&bucket)));
+                    return Err(OpenError {
+                        key: "versions",
+                        reason: mfa_delete_on(&bucket),
+                        refused: true,
+                    });
                 }
             }
             Ok(Err(reason)) => log::warn!("{reason}"),
@@ -279,7 +287,11 @@ fn connect(
     config: &StorageConfig,
     retry_budget: Duration,
 ) -> Result<(Client, String, String), OpenError> {
-    let failed = |key, reason: String| OpenError { key, reason };
+    let failed = |key, reason: String| OpenError {
+        key,
+        reason,
+        refused: false,
+    };
     let bucket = config.bucket.clone().unwrap_or_default();
     let mut builder = AmazonS3Builder::from_env().with_bucket_name(&bucket);
     if let Some(endpoint) = &config.endpoint {
