@@ -299,6 +299,7 @@ fn record_one_with_paths(
     // "Insert unless the id exists", and "read the row, locked until the
     // transaction ends", spelled per backend (SQLite has one writer: no
     // lock clause).
+    #[cfg(any(feature = "sqlite", feature = "mysql"))]
     macro_rules! insert_ignoring {
         ($c:expr, $insert:expr) => {
             $insert.values(&row).execute($c)
