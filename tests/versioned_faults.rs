@@ -734,6 +734,33 @@ fn a_bucket_versioned_under_a_running_server_is_purged_by_the_batch_whose_delete
 }
 
 #[test]
+fn a_prefix_emptied_after_a_bucket_turned_versioned_is_purged_not_counted_missing() {
+    let s3 = MemoryS3::start();
+    // Read at start-up as unversioned, not again for a minute.
+    let app = app(&s3, &["hls/{id}/"], Some(Versions::Purge), |_| {});
+    assert_eq!(target_health(&app)["versioning"], "unversioned");
+    // Then the bucket is versioned, and the video's segments are written
+    // and deleted by someone else: ListObjectsV2 shows nothing under its
+    // prefix, but every version is there.
+    s3.set_versioning(BUCKET, Versioning::Enabled);
+    s3.put(BUCKET, "hls/e/seg-0.ts", b"segment");
+    s3.put(BUCKET, "hls/e/seg-0.ts", b"segment, again");
+    hide(&s3, "hls/e/seg-0.ts");
+    assert!(s3.current_keys(BUCKET, "hls/e/").is_empty());
+
+    app.record_now(&["e"]);
+    wait_done(&app, &["e"]);
+    // Not "missing": the empty prefix was looked at for versions, which
+    // sent the batch the versioned way.
+    assert!(
+        s3.entries(BUCKET, "").is_empty(),
+        "{:?}",
+        s3.entries(BUCKET, "")
+    );
+    assert_receipt(&app, "e", 1, 0, counts(1, 3, 0, 0));
+}
+
+#[test]
 fn a_bucket_versioned_under_a_running_server_without_versions_set_deletes_nothing_and_says_what_to_set(
 ) {
     let s3 = MemoryS3::start();

@@ -34,10 +34,9 @@ pub struct Video<'a> {
 }
 
 /// What erasing one video found on one target: the receipt's counts.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Erased {
     /// Paths (templated or named) that had something, now gone.
-    #[serde(skip)]
     pub deleted: u32,
     /// Paths that had nothing (count as erased).
     pub missing: u32,
@@ -48,17 +47,6 @@ pub struct Erased {
     pub versions: u32,
     /// Versions left behind a delete marker (`versions: "markers"`).
     pub versions_kept: u32,
-}
-
-impl Erased {
-    /// Adds another path's (or target's) counts.
-    pub fn add(&mut self, other: &Erased) {
-        self.deleted += other.deleted;
-        self.missing += other.missing;
-        self.objects += other.objects;
-        self.versions += other.versions;
-        self.versions_kept += other.versions_kept;
-    }
 }
 
 /// One target's counts in a receipt.

@@ -283,9 +283,7 @@ fn record_one_with_paths(
     now: i64,
 ) -> QueryResult<Result<bool, String>> {
     if paths.len() > MAX_ROW_PATHS {
-        return Ok(Err(format!(
-            "{id}: its request would name more than {MAX_ROW_PATHS} paths"
-        )));
+        return Ok(Err(too_many_paths(id)));
     }
     let stored = (!paths.is_empty()).then(|| paths_json(paths));
     let row = NewDeletionWithPaths {
@@ -296,91 +294,110 @@ fn record_one_with_paths(
         request_id: request.request_id.as_deref(),
         paths: stored.as_deref(),
     };
-    // "Insert unless the id exists", and "read the row, locked until the
-    // transaction ends", spelled per backend (SQLite has one writer: no
-    // lock clause).
-    #[cfg(any(feature = "sqlite", feature = "mysql"))]
-    macro_rules! insert_ignoring {
-        ($c:expr, $insert:expr) => {
-            $insert.values(&row).execute($c)
-        };
-    }
-    let queued = |conn: &mut Conn| -> QueryResult<Option<(String, Option<String>)>> {
-        let row = t::video_del_rec.find(id).select((t::state, t::paths));
-        match conn {
-            #[cfg(feature = "sqlite")]
-            AnyConnection::Sqlite(c) => row.first(c).optional(),
-            #[cfg(feature = "postgres")]
-            AnyConnection::Pg(c) => row.for_update().first(c).optional(),
-            #[cfg(feature = "mysql")]
-            AnyConnection::Mysql(c) => row.for_update().first(c).optional(),
-        }
-    };
     // Twice at most: a row acked between the INSERT and the read is
     // inserted anew.
     for _ in 0..2 {
-        let inserted = match conn {
-            #[cfg(feature = "sqlite")]
-            AnyConnection::Sqlite(c) => {
-                insert_ignoring!(c, diesel::insert_or_ignore_into(t::video_del_rec))?
-            }
-            #[cfg(feature = "postgres")]
-            AnyConnection::Pg(c) => diesel::insert_into(t::video_del_rec)
-                .values(&row)
-                .on_conflict_do_nothing()
-                .execute(c)?,
-            #[cfg(feature = "mysql")]
-            AnyConnection::Mysql(c) => {
-                insert_ignoring!(c, diesel::insert_or_ignore_into(t::video_del_rec))?
-            }
-        };
-        if inserted > 0 {
+        if insert_unless_queued(conn, &row)? {
             return Ok(Ok(true));
         }
         if paths.is_empty() {
             return Ok(Ok(false));
         }
-        let Some((state, old)) = queued(conn)? else {
-            continue;
-        };
-        let mut merged: Vec<String> = old
-            .as_deref()
-            .and_then(|json| serde_json::from_str(json).ok())
-            .unwrap_or_default();
-        let before = merged.len();
-        for path in paths {
-            if !merged.contains(path) {
-                merged.push(path.clone());
-            }
+        if let Some((state, old)) = queued_for_update(conn, id)? {
+            return merge_paths(conn, id, &state, old.as_deref(), paths, now)
+                .map(|m| m.map(|()| false));
         }
-        if merged.len() == before {
-            return Ok(Ok(false));
-        }
-        if merged.len() > MAX_ROW_PATHS {
-            return Ok(Err(format!(
-                "{id}: its request would name more than {MAX_ROW_PATHS} paths"
-            )));
-        }
-        let target = t::video_del_rec.find(id);
-        let merged = paths_json(&merged);
-        if state == State::Running.as_str() {
-            diesel::update(target)
-                .set((
-                    t::paths.eq(&merged),
-                    t::state.eq(State::Pending.as_str()),
-                    t::not_before.eq(now),
-                    t::locked_by.eq(None::<String>),
-                    t::locked_until.eq(None::<i64>),
-                ))
-                .execute(conn)?;
-        } else {
-            diesel::update(target)
-                .set(t::paths.eq(&merged))
-                .execute(conn)?;
-        }
-        return Ok(Ok(false));
     }
     Ok(Ok(false))
+}
+
+/// Inserts `row` unless its id is queued ("skip ids that exist", spelled
+/// per backend). `true`: inserted.
+fn insert_unless_queued(conn: &mut Conn, row: &NewDeletionWithPaths<'_>) -> QueryResult<bool> {
+    #[cfg(any(feature = "sqlite", feature = "mysql"))]
+    macro_rules! or_ignore {
+        ($c:expr) => {
+            diesel::insert_or_ignore_into(t::video_del_rec)
+                .values(row)
+                .execute($c)?
+        };
+    }
+    let inserted = match conn {
+        #[cfg(feature = "sqlite")]
+        AnyConnection::Sqlite(c) => or_ignore!(c),
+        #[cfg(feature = "postgres")]
+        AnyConnection::Pg(c) => diesel::insert_into(t::video_del_rec)
+            .values(row)
+            .on_conflict_do_nothing()
+            .execute(c)?,
+        #[cfg(feature = "mysql")]
+        AnyConnection::Mysql(c) => or_ignore!(c),
+    };
+    Ok(inserted > 0)
+}
+
+/// The state and stored paths of a queued id, locked until the
+/// transaction ends (SQLite has one writer: no lock clause).
+fn queued_for_update(conn: &mut Conn, id: &str) -> QueryResult<Option<(String, Option<String>)>> {
+    let row = t::video_del_rec.find(id).select((t::state, t::paths));
+    match conn {
+        #[cfg(feature = "sqlite")]
+        AnyConnection::Sqlite(c) => row.first(c).optional(),
+        #[cfg(feature = "postgres")]
+        AnyConnection::Pg(c) => row.for_update().first(c).optional(),
+        #[cfg(feature = "mysql")]
+        AnyConnection::Mysql(c) => row.for_update().first(c).optional(),
+    }
+}
+
+/// Adds to the queued `id` (in `state`, with paths `old`) the `paths` it
+/// does not have; a running one is given back, due now (see
+/// [`record_with_paths`]). Nothing changes when it has them all.
+fn merge_paths(
+    conn: &mut Conn,
+    id: &str,
+    state: &str,
+    old: Option<&str>,
+    paths: &[String],
+    now: i64,
+) -> QueryResult<Result<(), String>> {
+    let mut merged: Vec<String> = old
+        .and_then(|json| serde_json::from_str(json).ok())
+        .unwrap_or_default();
+    let before = merged.len();
+    for path in paths {
+        if !merged.contains(path) {
+            merged.push(path.clone());
+        }
+    }
+    if merged.len() == before {
+        return Ok(Ok(()));
+    }
+    if merged.len() > MAX_ROW_PATHS {
+        return Ok(Err(too_many_paths(id)));
+    }
+    let target = t::video_del_rec.find(id);
+    let merged = paths_json(&merged);
+    if state == State::Running.as_str() {
+        diesel::update(target)
+            .set((
+                t::paths.eq(&merged),
+                t::state.eq(State::Pending.as_str()),
+                t::not_before.eq(now),
+                t::locked_by.eq(None::<String>),
+                t::locked_until.eq(None::<i64>),
+            ))
+            .execute(conn)?;
+    } else {
+        diesel::update(target)
+            .set(t::paths.eq(&merged))
+            .execute(conn)?;
+    }
+    Ok(Ok(()))
+}
+
+fn too_many_paths(id: &str) -> String {
+    format!("{id}: its request would name more than {MAX_ROW_PATHS} paths")
 }
 
 /// Paths as stored in the `paths` column.

@@ -179,9 +179,10 @@ impl S3Storage {
     }
 
     /// Erases `videos` by the strategy the bucket's versioning calls for.
-    /// A plain delete answered with a delete marker (the bucket was
-    /// switched to versioning since it was last read) is not counted: the
-    /// versioning is read again and the batch erased the way it now needs.
+    /// A plain delete answered with a delete marker, or versions found
+    /// under a prefix that looked empty (the bucket was switched to
+    /// versioning since it was last read), is not counted: the versioning
+    /// is read again and the batch erased the way it now needs.
     async fn erase(&self, videos: &[Video<'_>]) -> Result<TargetResult, Unavailable> {
         let started = Instant::now();
         let mut state = self
@@ -195,18 +196,17 @@ impl S3Storage {
             match self.strategy(state)? {
                 Strategy::Plain => match plain::erase(self, videos, started).await {
                     Ok(results) => return Ok(results),
-                    Err(plain::MarkersSeen) if tries == 1 => {
+                    Err(plain::Versioned(_)) if tries == 1 => {
                         state = self
                             .watch
                             .refresh(&self.client, true)
                             .await
                             .map_err(Unavailable)?;
                     }
-                    Err(plain::MarkersSeen) => {
+                    Err(plain::Versioned(seen)) => {
                         return Err(Unavailable(format!(
-                            "bucket {}: DeleteObjects made delete markers although \
-                             GetBucketVersioning says it has no versioning; nothing is counted \
-                             as erased there",
+                            "bucket {}: {seen}, although GetBucketVersioning says it has no \
+                             versioning; nothing is counted as erased there until they agree",
                             self.bucket
                         )))
                     }
@@ -227,12 +227,26 @@ impl S3Storage {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, RequestError>>,
     {
+        self.retried_request(started, request)
+            .await
+            .map_err(|e| e.reason)
+    }
+
+    /// [`S3Storage::retried`], with the last answer's whole error.
+    async fn retried_request<T, F, Fut>(
+        &self,
+        started: Instant,
+        request: F,
+    ) -> Result<T, RequestError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, RequestError>>,
+    {
         request
             .retry(self.backoff(started))
             .sleep(tokio::time::sleep)
             .when(|e: &RequestError| e.transient)
             .await
-            .map_err(|e| e.reason)
     }
 
     /// Retries until the batch's retry budget (counted from `started`) is

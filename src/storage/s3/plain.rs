@@ -10,7 +10,14 @@
 //!
 //! Should a delete come back as a delete marker, the bucket has been
 //! switched to versioning since it was last read: the batch is not counted
-//! as erased ([`MarkersSeen`]), and the caller reads the versioning again.
+//! as erased ([`Versioned`]), and the caller reads the versioning again.
+//! A prefix found empty deletes nothing, so nothing would show it: when
+//! `storage.versions` is set (the operator granted listing versions), each
+//! such prefix is looked at once more with ListObjectVersions, and a
+//! version there means the same. (With `versions` absent, a prefix emptied
+//! of its current objects in the minute after the bucket was switched to
+//! versioning counts as missing until the next reading: the README says
+//! so.)
 
 use std::time::Instant;
 
@@ -18,6 +25,7 @@ use futures_util::StreamExt;
 
 use super::delete::Answer;
 use super::list::{self, Begin};
+use super::versions;
 use super::{Doomed, S3Storage, Tally, LISTS_IN_FLIGHT};
 use crate::storage::template::{self, Template};
 use crate::storage::{TargetResult, Video};
@@ -29,16 +37,18 @@ const GAP_KEYS: usize = 100;
 /// listed one request each instead.
 const GAPS_BEFORE_PER_PREFIX: usize = 2;
 
-/// A plain delete made a delete marker: the bucket is versioned now.
+/// A plain delete made a delete marker, or an empty prefix holds versions
+/// (or could not be looked at): the bucket may be versioned now. Says
+/// what was seen.
 #[derive(Debug)]
-pub struct MarkersSeen;
+pub struct Versioned(pub String);
 
 /// Erases `videos` with plain deletes.
 pub async fn erase(
     s3: &S3Storage,
     videos: &[Video<'_>],
     started: Instant,
-) -> Result<TargetResult, MarkersSeen> {
+) -> Result<TargetResult, Versioned> {
     let mut tallies = vec![Tally::default(); videos.len()];
     let mut doomed: Vec<Doomed> = Vec::new();
     // Directories named by the request: listed one by one (templates'
@@ -84,6 +94,16 @@ pub async fn erase(
         .collect()
         .await;
     listed.extend(named);
+    if s3.versions.is_some() {
+        let empty: Vec<&str> = listed
+            .iter()
+            .filter(|(_, _, keys)| keys.as_ref().is_ok_and(Vec::is_empty))
+            .map(|(_, prefix, _)| prefix.as_str())
+            .collect();
+        if let Some(seen) = holds_versions(s3, &empty, started).await {
+            return Err(Versioned(seen));
+        }
+    }
     for (i, prefix, keys) in listed {
         match keys {
             Ok(keys) if keys.is_empty() => tallies[i].erased.missing += 1,
@@ -96,17 +116,44 @@ pub async fn erase(
         }
     }
     let answers = s3.delete_doomed(&doomed, started).await;
-    let mut markers_seen = false;
+    let mut marker_made = None;
     for (doomed, answer) in doomed.iter().zip(answers) {
         match answer {
-            Answer::Deleted { marker_created } => markers_seen |= marker_created,
+            Answer::Deleted {
+                marker_created: true,
+            } => marker_made = Some(&doomed.key),
+            Answer::Deleted { .. } => {}
             Answer::Failed(reason) => tallies[doomed.video].fail(&doomed.key, reason),
         }
     }
-    if markers_seen {
-        return Err(MarkersSeen);
+    if let Some(key) = marker_made {
+        return Err(Versioned(format!("deleting {key} made a delete marker")));
     }
     Ok(tallies.into_iter().map(Tally::into_result).collect())
+}
+
+/// What shows a version or a delete marker under one of these prefixes
+/// (found empty by ListObjectsV2), if anything does. A server without the
+/// operation (501) has no versions; a listing that fails otherwise counts
+/// (in doubt): the versioning is read again and the batch erased the way
+/// it says.
+async fn holds_versions(s3: &S3Storage, prefixes: &[&str], started: Instant) -> Option<String> {
+    let found: Vec<Option<String>> = futures_util::stream::iter(prefixes)
+        .map(|prefix| async move {
+            match s3
+                .retried_request(started, || versions::page(&s3.client, prefix, None))
+                .await
+            {
+                Ok(page) if page.entries.is_empty() => None,
+                Ok(_) => Some(format!("{prefix} holds versions")),
+                Err(e) if e.not_implemented => None,
+                Err(e) => Some(format!("{prefix}: {}", e.reason)),
+            }
+        })
+        .buffer_unordered(LISTS_IN_FLIGHT)
+        .collect()
+        .await;
+    found.into_iter().flatten().next()
 }
 
 /// The keys under each of `prefixes` (sorted, each ending in `/`), in the
