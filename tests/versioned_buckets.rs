@@ -23,7 +23,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime};
 
 use common::moto::{moto, Entry, Lock, MotoBucket};
-use common::{spawn_app_on, start_in, wait_until, Backend, Storage, TestApp};
+use common::{counts, spawn_app_on, start_in, wait_until, Backend, Storage, TestApp};
 use serde_json::{json, Value};
 use video_scheduler::config::{Config, Versions};
 
@@ -86,17 +86,6 @@ fn given_back(app: &TestApp, id: &str, bucket: &MotoBucket) -> Value {
 /// `id` failed for good (every attempt used).
 fn failed(app: &TestApp, id: &str) -> Value {
     wait_for(app, id, "failed", |r| r["state"] == "failed")
-}
-
-/// A receipt's counts for the single target, `default`.
-fn counts(objects: u32, versions: u32, missing: u32, versions_kept: u32) -> Value {
-    json!([{
-        "name": "default",
-        "objects": objects,
-        "versions": versions,
-        "missing": missing,
-        "versions_kept": versions_kept,
-    }])
 }
 
 /// Puts `n` versions of `key`; returns their version ids.

@@ -15,7 +15,7 @@ mod common;
 use std::time::Duration;
 
 use common::process::{write_config, ServerProcess};
-use common::{spawn_app_on, wait_until, Backend, Client, Storage, TestApp};
+use common::{counts, spawn_app_on, wait_until, Backend, Client, Storage, TestApp};
 use s3_memory::{Entry, MemoryS3, Op, Versioning, ACCESS_KEY, BUCKET, SECRET_KEY};
 use serde_json::{json, Value};
 use video_scheduler::config::{Config, Secret, StorageConfig, StorageKind, Versions};
@@ -131,18 +131,6 @@ fn done_ids(client: &Client) -> Vec<String> {
         .iter()
         .map(|item| item["id"].as_str().unwrap().to_owned())
         .collect()
-}
-
-/// The receipt's counts on the one target, as `GET /v1/deletions/{id}`
-/// shows them.
-fn counts(objects: u32, versions: u32, missing: u32, versions_kept: u32) -> Value {
-    json!([{
-        "name": "default",
-        "objects": objects,
-        "versions": versions,
-        "missing": missing,
-        "versions_kept": versions_kept,
-    }])
 }
 
 /// Checks `id`'s receipt: done, its paths counts, its target's counts,

@@ -613,6 +613,18 @@ pub fn try_call(request: ureq::Request, body: Option<Value>) -> Result<Reply, St
     })
 }
 
+/// A receipt's `targets` for the single storage target (`default`), as
+/// `GET /v1/deletions/{id}` shows them.
+pub fn counts(objects: u32, versions: u32, missing: u32, versions_kept: u32) -> Value {
+    serde_json::json!([{
+        "name": "default",
+        "objects": objects,
+        "versions": versions,
+        "missing": missing,
+        "versions_kept": versions_kept,
+    }])
+}
+
 /// Files under `path` (a file counts as one), following no symlink.
 pub fn files_under(path: &Path) -> usize {
     match path.symlink_metadata() {
