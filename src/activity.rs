@@ -6,16 +6,16 @@
 
 use std::sync::Mutex;
 
-use crate::db::now_ms;
+use crate::clock::now_ms;
 
 /// Width of a bucket.
-pub const BUCKET_MS: i64 = 10_000;
+pub(crate) const BUCKET_MS: i64 = 10_000;
 /// Buckets kept: 15 minutes.
-pub const BUCKETS: usize = 90;
+pub(crate) const BUCKETS: usize = 90;
 
 /// Counts of one bucket.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
-pub struct Bucket {
+pub(crate) struct Bucket {
     /// Start of the bucket, epoch ms.
     pub start_ms: i64,
     /// Ids completed (deleted or found missing).
@@ -26,13 +26,13 @@ pub struct Bucket {
 
 /// A ring of the last [`BUCKETS`] buckets.
 #[derive(Debug, Default)]
-pub struct Activity {
+pub(crate) struct Activity {
     ring: Mutex<Vec<Bucket>>,
 }
 
 impl Activity {
     /// Adds a batch's counts to the current bucket.
-    pub fn add(&self, deleted: u64, failed: u64) {
+    pub(crate) fn add(&self, deleted: u64, failed: u64) {
         self.add_at(now_ms(), deleted, failed);
     }
 
@@ -55,7 +55,7 @@ impl Activity {
 
     /// The last 15 minutes, oldest first, one entry per bucket (zeros
     /// where nothing happened).
-    pub fn last_15_minutes(&self) -> Vec<Bucket> {
+    pub(crate) fn last_15_minutes(&self) -> Vec<Bucket> {
         self.window_at(now_ms())
     }
 

@@ -11,15 +11,16 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::clock::now_ms;
 use crate::config::Config;
 use crate::db::models::{Source, State};
-use crate::db::queries::{self, controls, receipts, RecordRequest};
-use crate::db::{bulk, now_ms, Db};
-use crate::http::deletions::ReceiptView;
+use crate::db::queries::{self, controls, receipts, record::RecordRequest};
+use crate::db::{bulk, Db};
+use crate::http::views::ReceiptView;
+use crate::paths::PathSpec;
+use crate::paths::MAX_REQUEST_PATHS;
 use crate::pipeline::record::RecordWithPaths;
 use crate::schedule;
-use crate::storage::template::MAX_REQUEST_PATHS;
-use crate::storage::PathSpec;
 use crate::video_id::VideoId;
 
 #[derive(Debug, Parser)]
@@ -28,7 +29,7 @@ use crate::video_id::VideoId;
     version,
     about = "A durable deletion scheduler for video files"
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     /// Configuration file [default: ./conf.json when it exists].
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -37,7 +38,7 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Run the HTTP server and the deletion pipeline (the default).
     Serve,
     /// Apply pending database migrations and exit.
@@ -87,7 +88,7 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 #[group(required = true, multiple = false)]
-pub struct CancelArgs {
+pub(crate) struct CancelArgs {
     /// Every request in state `failed`.
     #[arg(long)]
     failed: bool,
@@ -210,7 +211,7 @@ fn enqueue(config: &Config, args: Vec<String>, delay_secs: u64) -> anyhow::Resul
         let record = RecordWithPaths::new(items, not_before, Source::Cli, None).into_request();
         let total = record.ids.len();
         let accepted = db
-            .write(|c| queries::record_with_paths(c, &record, now))?
+            .write(|c| queries::record::record_with_paths(c, &record, now))?
             .map_err(anyhow::Error::msg)?;
         (accepted, total)
     } else {
@@ -227,7 +228,8 @@ fn enqueue(config: &Config, args: Vec<String>, delay_secs: u64) -> anyhow::Resul
             paths: Vec::new(),
         }];
         (
-            db.write(|c| queries::record_many(c, &requests, now))?.total,
+            db.write(|c| queries::record::record_many(c, &requests, now))?
+                .total,
             total,
         )
     };
@@ -270,7 +272,7 @@ fn stats(config: &Config, recount: bool) -> anyhow::Result<()> {
             counted.queued, counted.failed, counted.done
         );
     }
-    let stats = db.read(|c| queries::stats(c, now_ms()))?;
+    let stats = db.read(|c| queries::counts::stats(c, now_ms()))?;
     println!("{}", serde_json::to_string_pretty(&stats)?);
     Ok(())
 }

@@ -6,11 +6,11 @@ use actix_web::{HttpResponse, ResponseError};
 use crate::db::DbError;
 
 /// Seconds a client should wait before retrying after a 503.
-pub const RETRY_AFTER_SECS: u32 = 1;
+pub(crate) const RETRY_AFTER_SECS: u32 = 1;
 
 /// The body of every v1 error.
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
-pub struct ErrorBody {
+pub(crate) struct ErrorBody {
     /// What went wrong, for people.
     pub error: String,
     /// Stable, for programs: `invalid_id`, `bad_request`,
@@ -21,7 +21,7 @@ pub struct ErrorBody {
 
 /// An error answered by a v1 route.
 #[derive(Debug, thiserror::Error)]
-pub enum ApiError {
+pub(crate) enum ApiError {
     #[error("{0}")]
     InvalidId(String),
     #[error("{0}")]
@@ -53,14 +53,14 @@ pub enum ApiError {
 
 impl ApiError {
     /// 404 for a request id that has no request or receipt.
-    pub fn no_request() -> ApiError {
+    pub(crate) fn no_request() -> ApiError {
         ApiError::NotFound("no deletion request for this id".into())
     }
 }
 
 impl ApiError {
     /// The stable, machine-readable `code` field.
-    pub fn code(&self) -> &'static str {
+    pub(crate) fn code(&self) -> &'static str {
         match self {
             ApiError::InvalidId(_) => "invalid_id",
             ApiError::BadRequest(_) => "bad_request",

@@ -12,7 +12,7 @@ use prometheus::IntCounter;
 
 /// Protocol errors of clients, counted for every [`crate::metrics::Metrics`]
 /// registry (one process-wide count: the logger is process-wide too).
-pub static PROTOCOL_ERRORS: LazyLock<IntCounter> = LazyLock::new(|| {
+pub(crate) static PROTOCOL_ERRORS: LazyLock<IntCounter> = LazyLock::new(|| {
     IntCounter::new(
         "video_scheduler_http_protocol_errors_total",
         "Malformed requests and broken connections of clients (logged at debug)",
@@ -24,7 +24,7 @@ pub static PROTOCOL_ERRORS: LazyLock<IntCounter> = LazyLock::new(|| {
 const ACTIX_H1: &str = "actix_http::h1";
 
 /// Installs the logger; a second call (tests) does nothing.
-pub fn init() {
+pub(crate) fn init() {
     let inner =
         env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).build();
     let max = inner.filter();

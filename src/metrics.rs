@@ -13,7 +13,7 @@ use prometheus::{
 use crate::db::models::Stats;
 
 /// The metrics the pipeline and the HTTP server update.
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     /// Per id and outcome: `deleted` (files removed), `missing` (nothing was
     /// there: counts as deleted), `failed` (an attempt failed).
@@ -57,23 +57,32 @@ fn seconds_buckets() -> Vec<f64> {
     exponential_buckets(0.0005, 4.0, 9).expect("valid buckets")
 }
 
+/// A counter with labels.
+fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric")
+}
+
+/// A gauge with labels.
+fn gauge_vec(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric")
+}
+
+/// A histogram of seconds.
+fn histogram(name: &str, help: &str) -> Histogram {
+    Histogram::with_opts(HistogramOpts::new(name, help).buckets(seconds_buckets()))
+        .expect("valid metric")
+}
+
 impl Metrics {
-    pub fn new() -> Metrics {
-        let registry = Registry::new();
+    pub(crate) fn new() -> Metrics {
         let counter = |name: &str, help: &str| IntCounter::new(name, help).expect("valid metric");
-        let histogram = |name: &str, help: &str| {
-            Histogram::with_opts(HistogramOpts::new(name, help).buckets(seconds_buckets()))
-                .expect("valid metric")
-        };
+        let gauge = |name: &str, help: &str| IntGauge::new(name, help).expect("valid metric");
         let metrics = Metrics {
-            deletions: IntCounterVec::new(
-                Opts::new(
-                    "video_scheduler_deletions_total",
-                    "Deletion attempts by outcome",
-                ),
+            deletions: counter_vec(
+                "video_scheduler_deletions_total",
+                "Deletion attempts by outcome",
                 &["outcome"],
-            )
-            .expect("valid metric"),
+            ),
             recorded: counter(
                 "video_scheduler_recorded_total",
                 "New deletion requests committed",
@@ -86,32 +95,24 @@ impl Metrics {
             claim_errors: counter("video_scheduler_claim_errors_total", "Claims that failed"),
             claim_seconds: histogram("video_scheduler_claim_seconds", "Time of one claim"),
             ack_seconds: histogram("video_scheduler_ack_seconds", "Time of one ack"),
-            requests: IntGaugeVec::new(
-                Opts::new(
-                    "video_scheduler_requests",
-                    "Deletion requests by state (done: receipts kept)",
-                ),
+            requests: gauge_vec(
+                "video_scheduler_requests",
+                "Deletion requests by state (done: receipts kept)",
                 &["state"],
-            )
-            .expect("valid metric"),
-            oldest_due_seconds: IntGauge::new(
+            ),
+            oldest_due_seconds: gauge(
                 "video_scheduler_oldest_due_seconds",
                 "Age of the oldest claimable request (0 when nothing is due)",
-            )
-            .expect("valid metric"),
-            paused: IntGauge::new(
+            ),
+            paused: gauge(
                 "video_scheduler_paused",
                 "1 while deletions are paused by an operator",
-            )
-            .expect("valid metric"),
-            http_requests: IntCounterVec::new(
-                Opts::new(
-                    "video_scheduler_http_requests_total",
-                    "HTTP requests by route template and status",
-                ),
+            ),
+            http_requests: counter_vec(
+                "video_scheduler_http_requests_total",
+                "HTTP requests by route template and status",
                 &["route", "status"],
-            )
-            .expect("valid metric"),
+            ),
             http_seconds: HistogramVec::new(
                 HistogramOpts::new(
                     "video_scheduler_http_request_seconds",
@@ -121,59 +122,58 @@ impl Metrics {
                 &["route"],
             )
             .expect("valid metric"),
-            storage_ready: IntGaugeVec::new(
-                Opts::new(
-                    "video_scheduler_storage_ready",
-                    "1 while deleting on the storage target is safe",
-                ),
+            storage_ready: gauge_vec(
+                "video_scheduler_storage_ready",
+                "1 while deleting on the storage target is safe",
                 &["target"],
-            )
-            .expect("valid metric"),
-            erased: IntCounterVec::new(
-                Opts::new(
-                    "video_scheduler_erased_total",
-                    "What completed requests erased per storage target: objects, versions \
-                     (by version id), versions_kept (behind a delete marker)",
-                ),
+            ),
+            erased: counter_vec(
+                "video_scheduler_erased_total",
+                "What completed requests erased per storage target: objects, versions \
+                 (by version id), versions_kept (behind a delete marker)",
                 &["target", "what"],
-            )
-            .expect("valid metric"),
+            ),
             activity: crate::activity::Activity::default(),
-            registry,
+            registry: Registry::new(),
         };
-        for outcome in ["deleted", "missing", "failed"] {
-            metrics.deletions.with_label_values(&[outcome]);
-        }
-        for state in ["pending", "running", "failed", "done"] {
-            metrics.requests.with_label_values(&[state]);
-        }
-        for collector in [
-            Box::new(metrics.deletions.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(metrics.recorded.clone()),
-            Box::new(metrics.batches.clone()),
-            Box::new(metrics.batch_seconds.clone()),
-            Box::new(metrics.claim_errors.clone()),
-            Box::new(metrics.claim_seconds.clone()),
-            Box::new(metrics.ack_seconds.clone()),
-            Box::new(metrics.requests.clone()),
-            Box::new(metrics.oldest_due_seconds.clone()),
-            Box::new(metrics.paused.clone()),
-            Box::new(metrics.http_requests.clone()),
-            Box::new(metrics.http_seconds.clone()),
-            Box::new(metrics.storage_ready.clone()),
-            Box::new(metrics.erased.clone()),
-            Box::new(crate::logging::PROTOCOL_ERRORS.clone()),
-        ] {
-            metrics
-                .registry
-                .register(collector)
-                .expect("metric registered once");
-        }
+        metrics.register();
         metrics
     }
 
+    /// Registers every metric, the labelled ones with their known labels
+    /// at zero (a scrape shows them before the first event).
+    fn register(&self) {
+        for outcome in ["deleted", "missing", "failed"] {
+            self.deletions.with_label_values(&[outcome]);
+        }
+        for state in ["pending", "running", "failed", "done"] {
+            self.requests.with_label_values(&[state]);
+        }
+        for collector in [
+            Box::new(self.deletions.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(self.recorded.clone()),
+            Box::new(self.batches.clone()),
+            Box::new(self.batch_seconds.clone()),
+            Box::new(self.claim_errors.clone()),
+            Box::new(self.claim_seconds.clone()),
+            Box::new(self.ack_seconds.clone()),
+            Box::new(self.requests.clone()),
+            Box::new(self.oldest_due_seconds.clone()),
+            Box::new(self.paused.clone()),
+            Box::new(self.http_requests.clone()),
+            Box::new(self.http_seconds.clone()),
+            Box::new(self.storage_ready.clone()),
+            Box::new(self.erased.clone()),
+            Box::new(crate::logging::PROTOCOL_ERRORS.clone()),
+        ] {
+            self.registry
+                .register(collector)
+                .expect("metric registered once");
+        }
+    }
+
     /// Sets the queue's gauges from `stats`.
-    pub fn set_queue(&self, stats: &Stats) {
+    pub(crate) fn set_queue(&self, stats: &Stats) {
         for (state, n) in [
             ("pending", stats.pending),
             ("running", stats.running),
@@ -188,7 +188,7 @@ impl Metrics {
     }
 
     /// Sets each target's readiness gauge.
-    pub fn set_targets(&self, targets: &[crate::storage::TargetHealth]) {
+    pub(crate) fn set_targets(&self, targets: &[crate::storage::TargetHealth]) {
         for target in targets {
             self.storage_ready
                 .with_label_values(&[target.name.as_str()])
@@ -197,7 +197,7 @@ impl Metrics {
     }
 
     /// Counts what one batch's completed requests erased, per target.
-    pub fn count_erased(&self, done: &[crate::db::models::Done]) {
+    pub(crate) fn count_erased(&self, done: &[crate::db::models::Done]) {
         let mut totals: std::collections::BTreeMap<&str, [u64; 3]> = Default::default();
         for d in done {
             for t in &d.removed.targets {
@@ -219,7 +219,7 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition of every metric.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut out = Vec::new();
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut out)

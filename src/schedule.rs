@@ -12,7 +12,7 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 
 /// 9999-12-31T23:59:59.999Z: the latest instant RFC 3339 can write.
-pub const MAX_MS: i64 = 253_402_300_799_999;
+pub(crate) const MAX_MS: i64 = 253_402_300_799_999;
 
 /// The longest `delay_secs`: 10^11 seconds, about 3,169 years. A fixed
 /// bound (not "until year 9999", which moves with the clock), so the API's
@@ -21,7 +21,7 @@ pub const MAX_DELAY_SECS: u64 = 100_000_000_000;
 
 /// Why a schedule is refused; the message names the field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ScheduleError {
+pub(crate) enum ScheduleError {
     #[error("give delay_secs or not_before, not both")]
     Both,
     #[error("delay_secs: at most {max} seconds (about 3,000 years), not {given}")]
@@ -31,7 +31,7 @@ pub enum ScheduleError {
 }
 
 /// Epoch milliseconds at which a request recorded at `now` may run.
-pub fn not_before_ms(
+pub(crate) fn not_before_ms(
     now: i64,
     delay_secs: Option<u64>,
     not_before: Option<&str>,
@@ -65,7 +65,7 @@ pub fn not_before_ms(
 /// `ms` as RFC 3339 UTC with milliseconds. Values outside years 0000-9999
 /// (never written by this crate; only by hand) are shown at the nearest
 /// bound rather than as nothing.
-pub fn rfc3339(ms: i64) -> String {
+pub(crate) fn rfc3339(ms: i64) -> String {
     const MIN_MS: i64 = -62_167_219_200_000; // 0000-01-01T00:00:00Z
     DateTime::<Utc>::from_timestamp_millis(ms.clamp(MIN_MS, MAX_MS))
         .expect("clamped into chrono's range")

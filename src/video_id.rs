@@ -6,7 +6,7 @@
 use std::fmt;
 
 /// Longest id accepted, in bytes: the width of `video_del_rec.id`.
-pub const MAX_LEN: usize = 64;
+pub(crate) const MAX_LEN: usize = 64;
 
 /// A validated video id: 1 to 64 bytes of `[A-Za-z0-9._-]`, and not `.` or `..`.
 ///

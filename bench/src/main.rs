@@ -187,79 +187,7 @@ fn main() -> anyhow::Result<()> {
             executors: args.executors,
         };
         eprintln!("== {backend:?}");
-        let mut f = Figures::default();
-        let run = |m: Measure| args.only.is_empty() || args.only.contains(&m);
-        if run(Measure::Drain) {
-            // With and without receipts, alternating, `--drain-runs` times
-            // each: the medians compare runs made under the same conditions.
-            let (mut with, mut without) = (Vec::new(), Vec::new());
-            for _ in 0..args.drain_runs {
-                with.push(measure::drain(&setup, args.n, true)?);
-                without.push(measure::drain(&setup, args.n, false)?.1);
-            }
-            with.sort_by(|a, b| a.1.total_cmp(&b.1));
-            without.sort_by(f64::total_cmp);
-            (f.drain_secs, f.drain_rate) = with[with.len() / 2];
-            f.drain_rate_no_receipts = without[without.len() / 2];
-            eprintln!(
-                "drain: {:.0}/s ({:.0}/s without receipts; runs {:?} / {:?})",
-                f.drain_rate,
-                f.drain_rate_no_receipts,
-                with.iter().map(|r| r.1 as u64).collect::<Vec<_>>(),
-                without.iter().map(|r| *r as u64).collect::<Vec<_>>()
-            );
-        }
-        if run(Measure::Raw) {
-            f.raw_rate = measure::raw_limit(&setup, args.n)?;
-            eprintln!("raw limit: {:.0}/s", f.raw_rate);
-        }
-        if run(Measure::Seed) {
-            (f.seed_rps, f.seed_p50, f.seed_p99, f.seed_errors) =
-                measure::ingest_seed(&setup, args.ingest_secs, args.connections)?;
-            eprintln!(
-                "seed route: {:.0} req/s, p99 {:.2} ms",
-                f.seed_rps, f.seed_p99
-            );
-        }
-        if run(Measure::Batch) {
-            f.batch_rate = measure::ingest_batch(&setup, args.batch_ids, 10_000, 4)?;
-            eprintln!("batch route: {:.0} ids/s", f.batch_rate);
-        }
-        if run(Measure::Latency) {
-            (f.latency_p50, f.latency_p99, f.idle_cpu) =
-                measure::latency_and_idle(&setup, args.samples, args.idle_secs)?;
-            eprintln!(
-                "latency p99: {:.1} ms, idle {:.2}%",
-                f.latency_p99, f.idle_cpu
-            );
-        }
-        if run(Measure::Rss) {
-            f.rss_mib = measure::peak_rss(&setup, args.rss_rows)?;
-            eprintln!("peak RSS: {:.1} MiB", f.rss_mib);
-        }
-        if run(Measure::Stats) {
-            (f.stats_p50, f.stats_p99) = measure::stats_latency(&setup, args.stats_rows, 200)?;
-            eprintln!(
-                "stats with {} rows: p50 {:.2} ms, p99 {:.2} ms",
-                args.stats_rows, f.stats_p50, f.stats_p99
-            );
-        }
-        if run(Measure::S3) {
-            f.s3_drain_rate = s3::drain(&setup, args.s3_n)?.1;
-            f.s3_raw_rate = s3::raw_limit(args.s3_n)?;
-            eprintln!(
-                "s3 drain: {:.0} ids/s, raw {:.0} ids/s",
-                f.s3_drain_rate, f.s3_raw_rate
-            );
-        }
-        if run(Measure::S3Purge) {
-            f.purge_rate = s3::purge_drain(&setup, args.purge_n)?;
-            f.purge_raw_rate = s3::purge_raw(args.purge_n)?;
-            eprintln!(
-                "s3 purge: {:.0} ids/s, raw {:.0} ids/s",
-                f.purge_rate, f.purge_raw_rate
-            );
-        }
+        let f = measure_backend(&args, &setup)?;
         results.push((backend, f));
     }
     let table = table(&args, &results);
@@ -271,45 +199,91 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The figures as a Markdown table (readable as plain text too).
-fn table(args: &Args, results: &[(Backend, Figures)]) -> String {
-    let mut out = String::new();
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
-        })
-        .unwrap_or_default();
-    let _ = writeln!(
-        out,
-        "Machine: {} cores, {cpu}. Date: {}. n = {}, batch_size = {}, executors = {}, wrk {} connections for {} s, {} batch-route ids, {} latency samples, {} pending rows for RSS, {} pending rows for stats, {} ids from object storage, {} ids purged from a versioned bucket.\n",
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-        chrono_date(),
-        args.n,
-        args.batch_size,
-        args.executors,
-        args.connections,
-        args.ingest_secs,
-        args.batch_ids,
-        args.samples,
-        args.rss_rows,
-        args.stats_rows,
-        args.s3_n,
-        args.purge_n,
-    );
-    let _ = write!(out, "| measure | target |");
-    for (backend, _) in results {
-        let _ = write!(out, " {backend:?} |");
+/// Every measure `args` asks for, on one backend.
+fn measure_backend(args: &Args, setup: &Setup) -> anyhow::Result<Figures> {
+    let mut f = Figures::default();
+    let run = |m: Measure| args.only.is_empty() || args.only.contains(&m);
+    if run(Measure::Drain) {
+        // With and without receipts, alternating, `--drain-runs` times
+        // each: the medians compare runs made under the same conditions.
+        let (mut with, mut without) = (Vec::new(), Vec::new());
+        for _ in 0..args.drain_runs {
+            with.push(measure::drain(setup, args.n, true)?);
+            without.push(measure::drain(setup, args.n, false)?.1);
+        }
+        with.sort_by(|a, b| a.1.total_cmp(&b.1));
+        without.sort_by(f64::total_cmp);
+        (f.drain_secs, f.drain_rate) = with[with.len() / 2];
+        f.drain_rate_no_receipts = without[without.len() / 2];
+        eprintln!(
+            "drain: {:.0}/s ({:.0}/s without receipts; runs {:?} / {:?})",
+            f.drain_rate,
+            f.drain_rate_no_receipts,
+            with.iter().map(|r| r.1 as u64).collect::<Vec<_>>(),
+            without.iter().map(|r| *r as u64).collect::<Vec<_>>()
+        );
     }
-    let _ = write!(out, "\n| --- | --- |");
-    for _ in results {
-        let _ = write!(out, " ---: |");
+    if run(Measure::Raw) {
+        f.raw_rate = measure::raw_limit(setup, args.n)?;
+        eprintln!("raw limit: {:.0}/s", f.raw_rate);
     }
-    out.push('\n');
-    type Row = (&'static str, &'static str, fn(&Figures) -> String);
-    let rows: [Row; 21] = [
+    if run(Measure::Seed) {
+        (f.seed_rps, f.seed_p50, f.seed_p99, f.seed_errors) =
+            measure::ingest_seed(setup, args.ingest_secs, args.connections)?;
+        eprintln!(
+            "seed route: {:.0} req/s, p99 {:.2} ms",
+            f.seed_rps, f.seed_p99
+        );
+    }
+    if run(Measure::Batch) {
+        f.batch_rate = measure::ingest_batch(setup, args.batch_ids, 10_000, 4)?;
+        eprintln!("batch route: {:.0} ids/s", f.batch_rate);
+    }
+    if run(Measure::Latency) {
+        (f.latency_p50, f.latency_p99, f.idle_cpu) =
+            measure::latency_and_idle(setup, args.samples, args.idle_secs)?;
+        eprintln!(
+            "latency p99: {:.1} ms, idle {:.2}%",
+            f.latency_p99, f.idle_cpu
+        );
+    }
+    if run(Measure::Rss) {
+        f.rss_mib = measure::peak_rss(setup, args.rss_rows)?;
+        eprintln!("peak RSS: {:.1} MiB", f.rss_mib);
+    }
+    if run(Measure::Stats) {
+        (f.stats_p50, f.stats_p99) = measure::stats_latency(setup, args.stats_rows, 200)?;
+        eprintln!(
+            "stats with {} rows: p50 {:.2} ms, p99 {:.2} ms",
+            args.stats_rows, f.stats_p50, f.stats_p99
+        );
+    }
+    if run(Measure::S3) {
+        f.s3_drain_rate = s3::drain(setup, args.s3_n)?.1;
+        f.s3_raw_rate = s3::raw_limit(args.s3_n)?;
+        eprintln!(
+            "s3 drain: {:.0} ids/s, raw {:.0} ids/s",
+            f.s3_drain_rate, f.s3_raw_rate
+        );
+    }
+    if run(Measure::S3Purge) {
+        f.purge_rate = s3::purge_drain(setup, args.purge_n)?;
+        f.purge_raw_rate = s3::purge_raw(args.purge_n)?;
+        eprintln!(
+            "s3 purge: {:.0} ids/s, raw {:.0} ids/s",
+            f.purge_rate, f.purge_raw_rate
+        );
+    }
+    Ok(f)
+}
+
+/// One row of the table: its name, its target, and its value from a
+/// backend's figures.
+type Row = (&'static str, &'static str, fn(&Figures) -> String);
+
+/// The table's rows, in order.
+fn rows() -> [Row; 21] {
+    [
         ("drain, deletions/s", "50k SQLite, 20k others", |f| {
             format!("{:.0}", f.drain_rate)
         }),
@@ -375,8 +349,47 @@ fn table(args: &Args, results: &[(Backend, Figures)]) -> String {
         ("versioned purge / raw limit", ">= 0.7", |f| {
             format!("{:.2}", f.purge_rate / f.purge_raw_rate)
         }),
-    ];
-    for (name, target, value) in rows {
+    ]
+}
+
+/// The figures as a Markdown table (readable as plain text too).
+fn table(args: &Args, results: &[(Backend, Figures)]) -> String {
+    let mut out = String::new();
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "Machine: {} cores, {cpu}. Date: {}. n = {}, batch_size = {}, executors = {}, wrk {} connections for {} s, {} batch-route ids, {} latency samples, {} pending rows for RSS, {} pending rows for stats, {} ids from object storage, {} ids purged from a versioned bucket.\n",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        chrono_date(),
+        args.n,
+        args.batch_size,
+        args.executors,
+        args.connections,
+        args.ingest_secs,
+        args.batch_ids,
+        args.samples,
+        args.rss_rows,
+        args.stats_rows,
+        args.s3_n,
+        args.purge_n,
+    );
+    let _ = write!(out, "| measure | target |");
+    for (backend, _) in results {
+        let _ = write!(out, " {backend:?} |");
+    }
+    let _ = write!(out, "\n| --- | --- |");
+    for _ in results {
+        let _ = write!(out, " ---: |");
+    }
+    out.push('\n');
+    for (name, target, value) in rows() {
         let _ = write!(out, "| {name} | {target} |");
         for (_, figures) in results {
             let _ = write!(out, " {} |", value(figures));

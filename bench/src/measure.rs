@@ -7,9 +7,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};
 use tempfile::TempDir;
+use video_scheduler::clock::now_ms;
 use video_scheduler::config::{Config, StorageConfig};
-use video_scheduler::db::queries::{self, RecordRequest};
-use video_scheduler::db::{now_ms, Backend, Db};
+use video_scheduler::db::queries::{self, record::RecordRequest};
+use video_scheduler::db::{Backend, Db};
 use video_scheduler::video_id::VideoId;
 
 use crate::server::{BenchDb, Server};
@@ -82,7 +83,7 @@ impl Fixture {
                 paths: Vec::new(),
             }];
             self.db
-                .write(|c| queries::record_many(c, &requests, now_ms()))?;
+                .write(|c| queries::record::record_many(c, &requests, now_ms()))?;
         }
         Ok(())
     }
@@ -108,7 +109,7 @@ impl Fixture {
         // every poll. The table is checked once they say it is empty.
         loop {
             let queued = self.db.read(queries::counts::totals)?.queued;
-            if queued <= 0 && !self.db.read(queries::any_row)? {
+            if queued <= 0 && !self.db.read(queries::manage::any_row)? {
                 break;
             }
             ensure!(
@@ -170,10 +171,11 @@ pub fn raw_limit(setup: &Setup, n: usize) -> anyhow::Result<f64> {
         for id in chunk {
             std::fs::remove_file(root.join(id))?;
         }
-        fx.db.write_relaxed(|c| queries::delete_ids(c, chunk))?;
+        fx.db
+            .write_relaxed(|c| queries::manage::delete_ids(c, chunk))?;
     }
     let secs = start.elapsed().as_secs_f64();
-    ensure!(!fx.db.read(queries::any_row)?, "rows left");
+    ensure!(!fx.db.read(queries::manage::any_row)?, "rows left");
     Ok(n as f64 / secs)
 }
 

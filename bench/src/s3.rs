@@ -24,8 +24,8 @@ use s3s::auth::SimpleAuth;
 use s3s::dto::*;
 use s3s::service::S3ServiceBuilder;
 use s3s::{s3_error, S3Request, S3Response, S3Result, S3};
+use video_scheduler::clock::now_ms;
 use video_scheduler::config::{Secret, StorageConfig, StorageKind};
-use video_scheduler::db::now_ms;
 
 use crate::measure::{ids, Fixture, Setup};
 
@@ -355,7 +355,7 @@ pub fn purge_drain(setup: &Setup, n: usize) -> anyhow::Result<f64> {
 /// entries, through the scheduler's own client (`RawClient`), as many
 /// requests in flight as the scheduler sends. Returns ids/s.
 pub fn purge_raw(n: usize) -> anyhow::Result<f64> {
-    use video_scheduler::storage::s3::raw::RawClient;
+    use video_scheduler::RawClient;
     let ids = ids("purgeraw", n);
     let s3 = versioned(&ids);
     let client = RawClient::new(&purge_config(&s3)).map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -9,13 +9,13 @@ use super::{Db, DbError};
 use crate::video_id::VideoId;
 
 /// Rows per transaction of a bulk action.
-pub const BATCH: usize = 1000;
+pub(crate) const BATCH: usize = 1000;
 
 /// Failed requests back to pending, due now: those of `ids` (exact text),
 /// or every one. Rows whose id is not a valid video id (left by the Go
 /// scheduler) stay failed: retrying cannot make them deletable. Returns how
 /// many moved.
-pub fn retry(db: &Db, ids: Option<Vec<String>>, now: i64) -> Result<usize, DbError> {
+pub(crate) fn retry(db: &Db, ids: Option<Vec<String>>, now: i64) -> Result<usize, DbError> {
     let valid = |page: &[String]| -> Vec<String> {
         page.iter()
             .filter(|id| VideoId::parse(id).is_ok())
@@ -25,24 +25,24 @@ pub fn retry(db: &Db, ids: Option<Vec<String>>, now: i64) -> Result<usize, DbErr
     let moved = for_each_page(db, State::Failed, ids, |page| {
         let ids = valid(page);
         let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
-        db.write(|c| queries::retry_ids(c, &ids, now))
+        db.write(|c| queries::manage::retry_ids(c, &ids, now))
     })?;
     log::info!("bulk retry: {moved} failed requests moved back to pending");
     Ok(moved)
 }
 
 /// Every failed request whose id is valid back to pending (`retry --failed`).
-pub fn retry_failed(db: &Db, now: i64) -> Result<usize, DbError> {
+pub(crate) fn retry_failed(db: &Db, now: i64) -> Result<usize, DbError> {
     retry(db, None, now)
 }
 
 /// Cancels requests in `state` (`failed` or `pending`): those of `ids`, or
 /// every one. A request claimed meanwhile is running and left alone.
 /// Returns how many were cancelled.
-pub fn cancel(db: &Db, state: State, ids: Option<Vec<String>>) -> Result<usize, DbError> {
+pub(crate) fn cancel(db: &Db, state: State, ids: Option<Vec<String>>) -> Result<usize, DbError> {
     let cancelled = for_each_page(db, state, ids, |page| {
         let ids: Vec<&str> = page.iter().map(String::as_str).collect();
-        db.write(|c| queries::cancel_ids(c, &ids, state))
+        db.write(|c| queries::manage::cancel_ids(c, &ids, state))
     })?;
     log::info!(
         "bulk cancel: {cancelled} {} requests cancelled",
@@ -71,7 +71,7 @@ fn for_each_page(
     }
     let mut after: Option<String> = None;
     loop {
-        let page = db.read(|c| queries::ids_in_state(c, state, after.as_deref(), BATCH))?;
+        let page = db.read(|c| queries::manage::ids_in_state(c, state, after.as_deref(), BATCH))?;
         total += act(&page)?;
         match page.last() {
             Some(last) if page.len() == BATCH => after = Some(last.clone()),
@@ -84,13 +84,13 @@ fn for_each_page(
 /// Go scheduler, which did not check ids), whatever its state, unless an
 /// instance holds a live lease on it. Walks the whole table by id, reading
 /// only ids. Returns the ids cancelled.
-pub fn cancel_invalid(db: &Db, now: i64) -> Result<Vec<String>, DbError> {
+pub(crate) fn cancel_invalid(db: &Db, now: i64) -> Result<Vec<String>, DbError> {
     let mut cancelled = Vec::new();
     let mut after: Option<String> = None;
     loop {
-        let page = db.read(|c| queries::ids_after(c, after.as_deref(), BATCH))?;
+        let page = db.read(|c| queries::manage::ids_after(c, after.as_deref(), BATCH))?;
         for id in page.iter().filter(|id| VideoId::parse(id).is_err()) {
-            if db.write(|c| queries::cancel(c, id, now))? == queries::Change::Done {
+            if db.write(|c| queries::manage::cancel(c, id, now))? == queries::manage::Change::Done {
                 cancelled.push(id.clone());
             }
         }

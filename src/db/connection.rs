@@ -13,6 +13,8 @@ use diesel::connection::SimpleConnection;
 use diesel::r2d2::{Error, ManageConnection, R2D2Connection};
 use diesel::Connection;
 
+use super::url::Backend;
+
 /// Every backend compiled into this binary, behind one connection type.
 #[derive(diesel::MultiConnection)]
 pub enum AnyConnection {
@@ -24,63 +26,16 @@ pub enum AnyConnection {
     Sqlite(diesel::SqliteConnection),
 }
 
-/// Which database a URL names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Sqlite,
-    Mysql,
-    Postgres,
-}
-
-impl Backend {
-    /// Parses the scheme of `url`; returns the backend and the URL its
-    /// driver expects (a file path for SQLite).
-    pub fn from_url(url: &str) -> Result<(Backend, String), String> {
-        let (scheme, rest) = url.split_once("://").ok_or_else(|| {
-            format!("{url:?} has no scheme; use sqlite://, mysql:// or postgres://")
-        })?;
-        let backend = match scheme {
-            "sqlite" => Backend::Sqlite,
-            "mysql" | "mariadb" => Backend::Mysql,
-            "postgres" | "postgresql" => Backend::Postgres,
-            other => {
-                return Err(format!(
-                    "unknown scheme {other}://; use sqlite://, mysql:// or postgres://"
-                ))
-            }
-        };
-        if !backend.compiled() {
-            return Err(format!(
-                "{scheme}:// needs a binary built with `--features {}`",
-                backend.feature()
-            ));
-        }
-        let driver_url = match backend {
-            Backend::Sqlite if rest.is_empty() || rest == ":memory:" => {
-                return Err("sqlite:// needs a file path: sqlite://PATH".into())
-            }
-            Backend::Sqlite => rest.to_owned(),
-            Backend::Mysql => format!("mysql://{rest}"),
-            Backend::Postgres => url.to_owned(),
-        };
-        Ok((backend, driver_url))
-    }
-
-    /// The cargo feature that compiles this backend in.
-    pub fn feature(self) -> &'static str {
+impl AnyConnection {
+    /// The backend this connection talks to.
+    pub fn backend(&self) -> Backend {
         match self {
-            Backend::Sqlite => "sqlite",
-            Backend::Mysql => "mysql",
-            Backend::Postgres => "postgres",
-        }
-    }
-
-    /// Whether this binary can talk to the backend.
-    pub fn compiled(self) -> bool {
-        match self {
-            Backend::Sqlite => cfg!(feature = "sqlite"),
-            Backend::Mysql => cfg!(feature = "mysql"),
-            Backend::Postgres => cfg!(feature = "postgres"),
+            #[cfg(feature = "postgres")]
+            AnyConnection::Pg(_) => Backend::Postgres,
+            #[cfg(feature = "mysql")]
+            AnyConnection::Mysql(_) => Backend::Mysql,
+            #[cfg(feature = "sqlite")]
+            AnyConnection::Sqlite(_) => Backend::Sqlite,
         }
     }
 }
@@ -88,13 +43,10 @@ impl Backend {
 /// r2d2 manager that opens the variant of [`AnyConnection`] named by the URL
 /// and applies its session settings.
 #[derive(Debug, Clone)]
-pub struct Manager {
+pub(crate) struct Manager {
     pub backend: Backend,
     /// What the driver takes: a path for SQLite, the URL otherwise.
     pub driver_url: String,
-    /// Connections for writes whose loss in a crash is harmless (claims,
-    /// acks): on PostgreSQL their commits do not wait for the WAL flush.
-    pub relaxed: bool,
     /// Bumped by [`super::Db`] whenever a connection is found lost: every
     /// connection made before is checked once before its next use.
     pub generation: Arc<AtomicU64>,
@@ -169,22 +121,23 @@ fn setup_failed(e: diesel::result::Error) -> diesel::ConnectionError {
 /// of [`super::Db`] this replaces a `SELECT 1` before every use: one round
 /// trip saved per checkout, and after an outage each old connection is
 /// checked once instead of failing a request.
-pub struct Tracked {
+pub(crate) struct Tracked {
     conn: AnyConnection,
     broken: bool,
     /// The [`Manager::generation`] this connection is known good for.
     pub generation: u64,
     /// SQLite only: the connection runs with `synchronous = NORMAL`.
+    #[cfg(feature = "sqlite")]
     relaxed_sync: bool,
 }
 
 impl Tracked {
-    pub fn mark_broken(&mut self) {
+    pub(crate) fn mark_broken(&mut self) {
         self.broken = true;
     }
 
     /// A round trip proving the connection still works.
-    pub fn ping(&mut self) -> bool {
+    pub(crate) fn ping(&mut self) -> bool {
         self.conn.ping().is_ok()
     }
 
@@ -192,7 +145,7 @@ impl Tracked {
     /// `synchronous` setting when the kind of write changes. In WAL mode,
     /// NORMAL survives a crash of the process but may lose the last commits
     /// on a power loss; FULL survives both. A no-op on other backends.
-    pub fn set_relaxed_sync(&mut self, relaxed: bool) -> diesel::QueryResult<()> {
+    pub(crate) fn set_relaxed_sync(&mut self, relaxed: bool) -> diesel::QueryResult<()> {
         #[cfg(feature = "sqlite")]
         #[allow(irrefutable_let_patterns)]
         if let AnyConnection::Sqlite(c) = &mut self.conn {
@@ -234,6 +187,7 @@ impl ManageConnection for Manager {
             conn,
             broken: false,
             generation: self.generation.load(Ordering::Relaxed),
+            #[cfg(feature = "sqlite")]
             relaxed_sync: false,
         })
     }

@@ -65,39 +65,31 @@ impl Source {
 pub struct Deletion {
     pub id: String,
     pub state: String,
+    /// Paths the request named itself, a JSON list (NULL: none).
+    pub paths: Option<String>,
     pub attempts: i32,
     pub created_at: i64,
+    /// Its schedule while pending, its lease's end while running.
     pub not_before: Option<i64>,
     pub locked_by: Option<String>,
     pub locked_until: Option<i64>,
     pub last_error: Option<String>,
+    /// Where it came from, and the `X-Request-Id` it came with.
     pub source: String,
     pub request_id: Option<String>,
-    /// Paths the request named itself, a JSON list (NULL: none).
-    pub paths: Option<String>,
 }
 
 /// A new request; `state` and `attempts` take their column defaults.
 #[derive(Debug, Insertable)]
 #[diesel(table_name = video_del_rec)]
-pub struct NewDeletion<'a> {
+pub(crate) struct NewDeletion<'a> {
     pub id: &'a str,
     pub created_at: i64,
     pub not_before: i64,
     pub source: &'a str,
     pub request_id: Option<&'a str>,
-}
-
-/// A new request naming paths of its own (`items[].paths`).
-#[derive(Debug, Insertable)]
-#[diesel(table_name = video_del_rec)]
-pub struct NewDeletionWithPaths<'a> {
-    pub id: &'a str,
-    pub created_at: i64,
-    pub not_before: i64,
-    pub source: &'a str,
-    pub request_id: Option<&'a str>,
-    /// A JSON list of path strings; NULL when it named none.
+    /// The paths the request named itself (`items[].paths`), a JSON list
+    /// of path strings; NULL when it named none.
     pub paths: Option<&'a str>,
 }
 
@@ -108,12 +100,13 @@ pub struct NewDeletionWithPaths<'a> {
 #[diesel(table_name = video_del_rec)]
 pub struct Claimed {
     pub id: String,
+    /// Paths the request named itself, a JSON list (NULL: none): with the
+    /// id, what the deletion needs; the rest is for the ack.
+    pub paths: Option<String>,
     pub attempts: i32,
     pub created_at: i64,
     pub source: String,
     pub request_id: Option<String>,
-    /// Paths the request named itself, a JSON list (NULL: none).
-    pub paths: Option<String>,
 }
 
 /// What a claim found.
@@ -157,7 +150,7 @@ pub struct Receipt {
     /// The `X-Request-Id` of the request that recorded it.
     pub request_id: Option<String>,
     /// What was erased on each storage target, a JSON list of
-    /// [`crate::storage::TargetErased`] (NULL for receipts written before
+    /// [`crate::erasure::TargetErased`] (NULL for receipts written before
     /// targets were recorded).
     pub targets: Option<String>,
 }
@@ -177,11 +170,11 @@ pub struct CountDelta {
 pub struct Done {
     pub claimed: Claimed,
     /// What its deletion found.
-    pub removed: crate::storage::Removed,
+    pub removed: crate::erasure::Removed,
 }
 
 /// What a failed deletion does to its row: computed by the executor from the
-/// retry policy, written by [`super::queries::ack`].
+/// retry policy, written by [`super::queries::ack::ack`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Failure {
     pub id: String,

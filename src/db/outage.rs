@@ -21,7 +21,7 @@ struct Outage {
 
 /// The state of the current outage, if any.
 #[derive(Default)]
-pub struct Tracker {
+pub(super) struct Tracker {
     /// Fast path: successes only take the lock while an outage is on.
     on: AtomicBool,
     /// Operations that failed during the current outage.
@@ -34,7 +34,7 @@ impl Tracker {
     /// first failure of an outage is logged with it, and each different
     /// cause after it once (the connection was killed, then a new one is
     /// refused because the database no longer exists).
-    pub fn failed(&self, cause: &str) {
+    pub(super) fn failed(&self, cause: &str) {
         self.failures.fetch_add(1, Ordering::Relaxed);
         let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
         let outage = current.get_or_insert_with(|| Outage {
@@ -53,12 +53,12 @@ impl Tracker {
     }
 
     /// An operation failed fast, without trying, during a known outage.
-    pub fn failed_again(&self) {
+    pub(super) fn failed_again(&self) {
         self.failures.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The latest cause of the current outage (or a generic text).
-    pub fn cause(&self) -> String {
+    pub(super) fn cause(&self) -> String {
         let current = self.current.lock().unwrap_or_else(|e| e.into_inner());
         match current.as_ref().and_then(|o| o.causes.last()) {
             Some(cause) => format!("database unreachable ({cause})"),
@@ -70,7 +70,7 @@ impl Tracker {
     /// is over, unless the operation began before the outage was seen (work
     /// already under way on another connection when the server went away
     /// proves nothing about now, and would make one outage log twice).
-    pub fn succeeded(&self, started: Instant) {
+    pub(super) fn succeeded(&self, started: Instant) {
         if !self.on.load(Ordering::Acquire) {
             return;
         }

@@ -9,18 +9,18 @@ use utoipa::ToSchema;
 
 use super::router::Routes;
 use super::AppState;
-use crate::db::now_ms;
+use crate::clock::now_ms;
 use crate::db::queries::controls;
 use crate::error::{ApiError, ErrorBody};
 
-pub fn routes(routes: &mut Routes) {
+pub(crate) fn routes(routes: &mut Routes) {
     routes.resource("/v1/pause").post(pause);
     routes.resource("/v1/resume").post(resume);
 }
 
 /// Whether deletions are paused.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct Paused {
+pub(crate) struct Paused {
     pub paused: bool,
 }
 

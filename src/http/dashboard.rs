@@ -17,7 +17,7 @@ use crate::activity::{Bucket, BUCKET_MS};
 /// The page, embedded at compile time.
 const PAGE: &str = include_str!("dashboard/index.html");
 
-pub fn routes(routes: &mut Routes) {
+pub(crate) fn routes(routes: &mut Routes) {
     routes.resource("/").get(page);
     routes.resource("/v1/activity").get(activity);
 }
@@ -40,7 +40,7 @@ pub(crate) async fn page() -> HttpResponse {
 
 /// This instance's recent activity.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct ActivityView {
+pub(crate) struct ActivityView {
     /// The instance (its `locked_by`): the counts are this instance's.
     pub instance: String,
     /// Width of a bucket in seconds.

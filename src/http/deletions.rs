@@ -7,53 +7,55 @@
 //! never retried. Anything else invalid is a 400.
 //!
 //! A completed request is shown from its receipt (`state: "done"`) while
-//! the receipt is kept; `?state=done` lists receipts.
+//! the receipt is kept; `?state=done` lists receipts. What is shown is in
+//! [`super::views`]; the bulk actions are in [`super::bulk`].
 
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 
 use super::request_id::RequestId;
 use super::router::Routes;
+use super::views::{DeletionView, RequestView};
 use super::AppState;
-use crate::db::models::{Deletion, Receipt, Source, State, Stats};
-use crate::db::queries::{self, receipts, Change};
-use crate::db::{bulk, now_ms};
+use crate::clock::now_ms;
+use crate::db::models::{Source, State};
+use crate::db::queries::{self, manage::Change, receipts};
 use crate::error::{ApiError, ErrorBody};
+use crate::paths::PathSpec;
+use crate::paths::MAX_REQUEST_PATHS;
 use crate::pipeline::record::{Record, RecordWithPaths, Recorded};
 use crate::schedule;
-use crate::storage::template::MAX_REQUEST_PATHS;
-use crate::storage::{PathSpec, TargetErased, TargetHealth};
 use crate::video_id::VideoId;
 use utoipa::{IntoParams, ToSchema};
 
 /// Most `ids` in one `POST /v1/deletions`.
-pub const MAX_IDS: usize = 10_000;
+pub(crate) const MAX_IDS: usize = 10_000;
 /// Most `items` (ids with paths of their own) in one `POST /v1/deletions`.
-pub const MAX_ITEMS: usize = 1_000;
+pub(crate) const MAX_ITEMS: usize = 1_000;
 /// Default and largest page of `GET /v1/deletions`.
-pub const DEFAULT_LIMIT: usize = 100;
-pub const MAX_LIMIT: usize = 1000;
+pub(crate) const DEFAULT_LIMIT: usize = 100;
+pub(crate) const MAX_LIMIT: usize = 1000;
 /// Longest raw id or `after` cursor accepted, in characters: what the
 /// `id` column holds.
-pub const MAX_RAW_ID: usize = 64;
+pub(crate) const MAX_RAW_ID: usize = 64;
 
 /// Whether `text` could be an id stored in the table (1 to 64 characters).
-fn storable(text: &str) -> bool {
+pub(super) fn storable(text: &str) -> bool {
     !text.is_empty() && text.chars().count() <= MAX_RAW_ID
 }
 
-pub fn routes(routes: &mut Routes) {
+pub(crate) fn routes(routes: &mut Routes) {
     routes.resource("/v1/deletions").post(create).get(list);
     // The bulk actions. `retry` and `cancel` are also valid video ids: GET
     // and DELETE of these paths still mean the request of that id.
     routes
         .resource("/v1/deletions/{id:retry}")
-        .post(bulk_retry)
+        .post(super::bulk::bulk_retry)
         .get(show)
         .delete(cancel);
     routes
         .resource("/v1/deletions/{id:cancel}")
-        .post(bulk_cancel)
+        .post(super::bulk::bulk_cancel)
         .get(show)
         .delete(cancel);
     routes
@@ -61,7 +63,6 @@ pub fn routes(routes: &mut Routes) {
         .get(show)
         .delete(cancel);
     routes.resource("/v1/deletions/{id}/retry").post(retry);
-    routes.resource("/v1/stats").get(stats);
 }
 
 /// Body of `POST /v1/deletions`. At most one of `delay_secs` and
@@ -69,7 +70,7 @@ pub fn routes(routes: &mut Routes) {
 /// (at most 10,000 `ids` and 1,000 `items`).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct CreateBody {
+pub(crate) struct CreateBody {
     #[serde(default)]
     pub ids: Vec<String>,
     /// Ids with paths of their own: files the templates cannot name.
@@ -87,7 +88,7 @@ pub struct CreateBody {
 /// An id with paths of its own (`{"id": "v1", "paths": ["web/3f2a-720.mp4", "hls/3f2a/"]}`).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct ItemBody {
+pub(crate) struct ItemBody {
     pub id: String,
     /// Deleted on every storage target besides its templates, relative to
     /// the root or bucket; a trailing `/` names a directory (prefix). At
@@ -112,113 +113,6 @@ fn whole_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, 
         _ => Err(serde::de::Error::custom(format!(
             "delay_secs: {number} is not a whole number of seconds, 0 or more"
         ))),
-    }
-}
-
-/// A request as the API shows it. Times are RFC 3339 UTC.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct DeletionView {
-    pub id: String,
-    pub state: String,
-    pub attempts: i32,
-    pub created_at: String,
-    /// When it may run: its schedule while pending, its lease expiry while
-    /// running; null only once failed.
-    pub not_before: Option<String>,
-    pub last_error: Option<String>,
-    /// The instance holding the lease, while running.
-    pub locked_by: Option<String>,
-    pub locked_until: Option<String>,
-    /// `seed`, `v1` or `cli`.
-    pub source: String,
-    /// The `X-Request-Id` of the request that recorded it.
-    pub request_id: Option<String>,
-    /// Paths its request named besides the templates (`items[].paths`).
-    pub paths: Vec<String>,
-}
-
-/// A completed request, while its receipt is kept (`state` is `done`).
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ReceiptView {
-    pub id: String,
-    /// Always `done`.
-    pub state: &'static str,
-    /// When the request was recorded.
-    pub requested_at: String,
-    /// When its files were gone and its row removed.
-    pub completed_at: String,
-    /// Attempts, the successful one included.
-    pub attempts: i32,
-    /// Paths (keys, prefixes) removed, and already gone.
-    pub deleted: i32,
-    pub missing: i32,
-    /// The instance that completed it.
-    pub acked_by: String,
-    /// `seed`, `v1` or `cli`.
-    pub source: String,
-    /// The `X-Request-Id` of the request that recorded it.
-    pub request_id: Option<String>,
-    /// What was erased on each storage target (empty for receipts written
-    /// before targets were recorded).
-    pub targets: Vec<TargetErased>,
-}
-
-impl From<Receipt> for ReceiptView {
-    fn from(receipt: Receipt) -> Self {
-        ReceiptView {
-            id: receipt.id,
-            state: "done",
-            requested_at: schedule::rfc3339(receipt.requested_at),
-            completed_at: schedule::rfc3339(receipt.completed_at),
-            attempts: receipt.attempts,
-            deleted: receipt.deleted,
-            missing: receipt.missing,
-            acked_by: receipt.acked_by,
-            source: receipt.source,
-            request_id: receipt.request_id,
-            targets: receipt
-                .targets
-                .as_deref()
-                .and_then(|json| serde_json::from_str(json).ok())
-                .unwrap_or_default(),
-        }
-    }
-}
-
-/// What `GET /v1/deletions/{id}` shows: the live request, or its receipt.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(untagged)]
-pub enum RequestView {
-    Live(DeletionView),
-    Done(ReceiptView),
-}
-
-impl From<Deletion> for DeletionView {
-    fn from(row: Deletion) -> Self {
-        // A row that is not failed always has a time it may run; one written
-        // without (by hand) is due since it was created.
-        let not_before = match (row.not_before, row.state.as_str()) {
-            (Some(ms), _) => Some(schedule::rfc3339(ms)),
-            (None, "failed") => None,
-            (None, _) => Some(schedule::rfc3339(row.created_at)),
-        };
-        DeletionView {
-            id: row.id,
-            state: row.state,
-            attempts: row.attempts,
-            created_at: schedule::rfc3339(row.created_at),
-            not_before,
-            last_error: row.last_error,
-            locked_by: row.locked_by,
-            locked_until: row.locked_until.map(schedule::rfc3339),
-            source: row.source,
-            request_id: row.request_id,
-            paths: row
-                .paths
-                .as_deref()
-                .and_then(|json| serde_json::from_str(json).ok())
-                .unwrap_or_default(),
-        }
     }
 }
 
@@ -262,7 +156,7 @@ impl PathId {
 }
 
 /// A validated `POST /v1/deletions`.
-pub struct Create {
+pub(crate) struct Create {
     /// Each id with the paths its item named (none for `ids`).
     pub items: Vec<(VideoId, Vec<String>)>,
     pub not_before: i64,
@@ -273,7 +167,7 @@ pub struct Create {
 /// Validates a batch body: every id, every path, the schedule. One bad
 /// value anywhere refuses the whole body, naming where it is
 /// (`items[2].paths[0]: ...`).
-pub fn parse_create(body: CreateBody, now: i64) -> Result<Create, ApiError> {
+pub(crate) fn parse_create(body: CreateBody, now: i64) -> Result<Create, ApiError> {
     // Two bounds, each on its own list, so that the OpenAPI document can
     // state them exactly (JSON Schema cannot bound a sum of two lists).
     if body.ids.len() > MAX_IDS {
@@ -371,7 +265,7 @@ pub(crate) async fn show(
     let found = state
         .db
         .read_async(move |c| {
-            Ok(match queries::get(c, &text)? {
+            Ok(match queries::manage::get(c, &text)? {
                 Some(row) => Some(RequestView::Live(row.into())),
                 None => receipts::get(c, &text)?.map(|r| RequestView::Done(r.into())),
             })
@@ -387,7 +281,7 @@ pub(crate) async fn show(
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-pub struct ListQuery {
+pub(crate) struct ListQuery {
     /// `pending`, `running`, `failed`, or `done` (receipts); all live
     /// requests when absent.
     pub state: Option<String>,
@@ -399,7 +293,7 @@ pub struct ListQuery {
 
 /// A page of requests (or, for `state=done`, of receipts).
 #[derive(Debug, Serialize, ToSchema)]
-pub struct Page {
+pub(crate) struct Page {
     pub items: Vec<RequestView>,
     /// Pass as `after` for the next page; null on the last page.
     pub next: Option<String>,
@@ -447,7 +341,7 @@ pub(crate) async fn list(
                     .map(|r| (r.id.clone(), RequestView::Done(r.into())))
                     .collect()
             } else {
-                queries::list(c, filter, after.as_deref(), limit)?
+                queries::manage::list(c, filter, after.as_deref(), limit)?
                     .into_iter()
                     .map(|r| (r.id.clone(), RequestView::Live(r.into())))
                     .collect()
@@ -461,89 +355,6 @@ pub(crate) async fn list(
     }))
 }
 
-/// Body of the bulk actions: every request in `state`, or only those of
-/// `ids` in that state.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct BulkBody {
-    /// `failed` (retry, cancel) or `pending` (cancel).
-    pub state: String,
-    /// At most 10,000 ids (exact text, as stored); all in `state` when
-    /// absent.
-    #[serde(default)]
-    pub ids: Option<Vec<String>>,
-}
-
-/// How many requests a bulk action changed.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Count {
-    pub count: usize,
-}
-
-impl BulkBody {
-    /// The state, if one of `allowed`, and the ids, bounded.
-    fn parse(self, allowed: &[State]) -> Result<(State, Option<Vec<String>>), ApiError> {
-        let state = State::parse(&self.state)
-            .filter(|s| allowed.contains(s))
-            .ok_or_else(|| {
-                let names: Vec<&str> = allowed.iter().map(|s| s.as_str()).collect();
-                ApiError::BadRequest(format!(
-                    "state must be {}, not {:?}",
-                    names.join(" or "),
-                    self.state
-                ))
-            })?;
-        if let Some(ids) = &self.ids {
-            if ids.len() > MAX_IDS {
-                return Err(ApiError::BadRequest(format!(
-                    "at most {MAX_IDS} ids per request, got {}",
-                    ids.len()
-                )));
-            }
-            if let Some(i) = ids.iter().position(|id| !storable(id)) {
-                return Err(ApiError::InvalidId(format!(
-                    "ids[{i}]: between 1 and {MAX_RAW_ID} characters"
-                )));
-            }
-        }
-        Ok((state, self.ids))
-    }
-}
-
-/// `POST /v1/deletions/retry`: every failed request (or those of `ids`)
-/// back to pending, due now, in bounded batches. Ids that are not valid
-/// video ids are never retried.
-#[utoipa::path(post, path = "/v1/deletions/retry", tag = "v1", request_body = BulkBody,
-    responses((status = 200, body = Count), (status = 400, body = ErrorBody), (status = 503, body = ErrorBody)))]
-pub(crate) async fn bulk_retry(
-    state: web::Data<AppState>,
-    body: web::Json<BulkBody>,
-) -> Result<HttpResponse, ApiError> {
-    let (_, ids) = body.into_inner().parse(&[State::Failed])?;
-    let db = state.db.clone();
-    let count = actix_web::rt::task::spawn_blocking(move || bulk::retry(&db, ids, now_ms()))
-        .await
-        .map_err(|_| ApiError::Internal)??;
-    Ok(HttpResponse::Ok().json(Count { count }))
-}
-
-/// `POST /v1/deletions/cancel`: cancels every request in `state` (`failed`
-/// or `pending`; or only those of `ids`), in bounded batches. Running
-/// requests are left alone.
-#[utoipa::path(post, path = "/v1/deletions/cancel", tag = "v1", request_body = BulkBody,
-    responses((status = 200, body = Count), (status = 400, body = ErrorBody), (status = 503, body = ErrorBody)))]
-pub(crate) async fn bulk_cancel(
-    state: web::Data<AppState>,
-    body: web::Json<BulkBody>,
-) -> Result<HttpResponse, ApiError> {
-    let (filter, ids) = body.into_inner().parse(&[State::Failed, State::Pending])?;
-    let db = state.db.clone();
-    let count = actix_web::rt::task::spawn_blocking(move || bulk::cancel(&db, filter, ids))
-        .await
-        .map_err(|_| ApiError::Internal)??;
-    Ok(HttpResponse::Ok().json(Count { count }))
-}
-
 /// `DELETE /v1/deletions/{id}`: cancel unless an instance is deleting it.
 #[utoipa::path(delete, path = "/v1/deletions/{id}", tag = "v1", params(("id" = String, Path, description = "video id (or the percent-encoded text of an existing row whose id is not valid)")),
     responses((status = 204, description = "cancelled"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
@@ -555,7 +366,7 @@ pub(crate) async fn cancel(
     let text = id.text();
     match state
         .db
-        .write_async(move |c| queries::cancel(c, &text, now_ms()))
+        .write_async(move |c| queries::manage::cancel(c, &text, now_ms()))
         .await?
     {
         Change::Done => Ok(HttpResponse::NoContent().finish()),
@@ -577,7 +388,10 @@ pub(crate) async fn retry(
         PathId::Valid(id) => id,
         raw @ PathId::Raw(..) => {
             let text = raw.text();
-            let row = state.db.read_async(move |c| queries::get(c, &text)).await?;
+            let row = state
+                .db
+                .read_async(move |c| queries::manage::get(c, &text))
+                .await?;
             return Err(match row {
                 Some(_) => ApiError::Conflict(
                     "not a valid video id: it is never deleted or retried; cancel it".into(),
@@ -588,7 +402,7 @@ pub(crate) async fn retry(
     };
     match state
         .db
-        .write_async(move |c| queries::retry(c, &id, now_ms()))
+        .write_async(move |c| queries::manage::retry(c, &id, now_ms()))
         .await?
     {
         (Change::Done, Some(row)) => Ok(HttpResponse::Ok().json(DeletionView::from(row))),
@@ -598,30 +412,4 @@ pub(crate) async fn retry(
             s.as_str()
         ))),
     }
-}
-
-/// `GET /v1/stats`: the counts of the whole database, and this instance's
-/// storage targets.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct StatsView {
-    #[serde(flatten)]
-    pub stats: Stats,
-    /// Each storage target's state, as this instance sees it.
-    pub targets: Vec<TargetHealth>,
-}
-
-/// `GET /v1/stats`.
-#[utoipa::path(get, path = "/v1/stats", tag = "v1", responses((status = 200, body = StatsView)))]
-pub(crate) async fn stats(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let storage = state.storage.clone();
-    let view = state
-        .db
-        .read_async(move |c| {
-            Ok(StatsView {
-                stats: queries::stats(c, now_ms())?,
-                targets: storage.health(),
-            })
-        })
-        .await?;
-    Ok(HttpResponse::Ok().json(view))
 }

@@ -7,7 +7,7 @@ use super::router::Routes;
 use super::AppState;
 use crate::error::ApiError;
 
-pub fn routes(routes: &mut Routes) {
+pub(crate) fn routes(routes: &mut Routes) {
     routes.resource("/healthz").get(healthz);
     routes.resource("/readyz").get(readyz);
 }

@@ -4,9 +4,10 @@ use actix_web::{web, HttpResponse};
 
 use super::router::Routes;
 use super::AppState;
-use crate::db::{now_ms, queries};
+use crate::clock::now_ms;
+use crate::db::queries;
 
-pub fn routes(routes: &mut Routes) {
+pub(crate) fn routes(routes: &mut Routes) {
     routes.resource("/metrics").get(metrics);
 }
 
@@ -20,7 +21,11 @@ pub(crate) async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     if let Ok(targets) = targets {
         state.metrics.set_targets(&targets);
     }
-    match state.db.read_async(|c| queries::stats(c, now_ms())).await {
+    match state
+        .db
+        .read_async(|c| queries::counts::stats(c, now_ms()))
+        .await
+    {
         Ok(stats) => state.metrics.set_queue(&stats),
         Err(e) => log::debug!("metrics without fresh queue gauges: {e}"),
     }

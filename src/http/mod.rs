@@ -1,14 +1,17 @@
 //! The HTTP API: routes, shared state, authentication, request limits.
 
-pub mod controls;
-pub mod dashboard;
-pub mod deletions;
-pub mod health;
-pub mod metrics;
-pub mod openapi;
-pub mod request_id;
-pub mod router;
-pub mod seed;
+pub(crate) mod bulk;
+pub(crate) mod controls;
+pub(crate) mod dashboard;
+pub(crate) mod deletions;
+pub(crate) mod health;
+pub(crate) mod metrics;
+pub(crate) mod openapi;
+pub(crate) mod request_id;
+pub(crate) mod router;
+pub(crate) mod seed;
+pub(crate) mod stats;
+pub(crate) mod views;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -32,10 +35,10 @@ use crate::pipeline::record::RecordActor;
 use crate::storage::Storage;
 
 /// Largest request body accepted (413 beyond).
-pub const MAX_BODY_BYTES: usize = 1 << 20;
+pub(crate) const MAX_BODY_BYTES: usize = 1 << 20;
 
 /// What every handler can reach.
-pub struct AppState {
+pub(crate) struct AppState {
     pub db: Db,
     /// For `/readyz`: whether deleting is safe now.
     pub storage: Arc<Storage>,
@@ -53,12 +56,12 @@ pub struct AppState {
 
 /// A route answering GET, and HEAD the same way without the body (the
 /// HTTP/1 encoder drops it): every GET route is registered with this.
-pub fn get() -> actix_web::Route {
+pub(crate) fn get() -> actix_web::Route {
     web::route().guard(guard::Any(guard::Get()).or(guard::Head()))
 }
 
 /// Registers every route.
-pub fn routes(cfg: &mut web::ServiceConfig) {
+pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
     cfg.app_data(
         web::JsonConfig::default()
             .limit(MAX_BODY_BYTES)
@@ -80,6 +83,7 @@ pub fn route_table() -> Vec<(actix_web::http::Method, String)> {
 fn declare(routes: &mut router::Routes) {
     seed::routes(routes);
     deletions::routes(routes);
+    stats::routes(routes);
     controls::routes(routes);
     dashboard::routes(routes);
     health::routes(routes);
@@ -117,7 +121,7 @@ pub const OPEN_ROUTES: [&str; 3] = ["/healthz", "/readyz", "/"];
 
 /// Middleware: when tokens are configured, every route but [`OPEN_ROUTES`]
 /// needs `Authorization: Bearer <token>` (the scheme in any case, RFC 7235).
-pub async fn authenticate(
+pub(crate) async fn authenticate(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
@@ -162,7 +166,7 @@ fn bearer_token(value: &str) -> Option<&str> {
 /// Middleware: a request body must arrive within `client_request_timeout_ms`
 /// (actix bounds only the head): a client trickling its body gets 408 and
 /// its connection is closed, instead of holding a socket and its buffers.
-pub async fn request_deadline(
+pub(crate) async fn request_deadline(
     mut req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
@@ -212,7 +216,7 @@ fn has_body(req: &ServiceRequest) -> bool {
 
 /// Middleware: under `/v1`, actix's own empty 404 (no such route) and 405
 /// (no such method on a route) become JSON errors like every other v1 error.
-pub async fn json_errors_under_v1(
+pub(crate) async fn json_errors_under_v1(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody, BoxBody>>, actix_web::Error> {

@@ -19,7 +19,7 @@ use utoipa::{Modify, OpenApi};
 use super::AppState;
 
 use super::router::Routes;
-use super::{controls, dashboard, deletions, health, metrics, seed};
+use super::{bulk, controls, dashboard, deletions, health, metrics, seed, stats};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -37,9 +37,9 @@ use super::{controls, dashboard, deletions, health, metrics, seed};
         deletions::show,
         deletions::cancel,
         deletions::retry,
-        deletions::bulk_retry,
-        deletions::bulk_cancel,
-        deletions::stats,
+        bulk::bulk_retry,
+        bulk::bulk_cancel,
+        stats::stats,
         controls::pause,
         controls::resume,
         dashboard::page,
@@ -51,7 +51,7 @@ use super::{controls, dashboard, deletions, health, metrics, seed};
     ),
     modifiers(&BearerToken)
 )]
-pub struct ApiDoc;
+pub(crate) struct ApiDoc;
 
 /// Declares the bearer-token scheme of `api_tokens`.
 struct BearerToken;
@@ -66,7 +66,7 @@ impl Modify for BearerToken {
     }
 }
 
-pub fn routes(routes: &mut Routes) {
+pub(crate) fn routes(routes: &mut Routes) {
     routes.resource("/openapi.json").get(document);
 }
 
@@ -83,7 +83,7 @@ pub(crate) async fn document(state: web::Data<AppState>) -> HttpResponse {
 }
 
 /// The document, with the bearer requirement when `secured`.
-pub fn spec(secured: bool) -> Value {
+pub(crate) fn spec(secured: bool) -> Value {
     let mut doc = serde_json::to_value(ApiDoc::openapi()).expect("the document serializes");
     constrain(&mut doc, secured);
     doc
@@ -91,15 +91,15 @@ pub fn spec(secured: bool) -> Value {
 
 /// A valid video id (see `video_id`): 1 to 64 of `[A-Za-z0-9._-]`, not `.`
 /// or `..` (spelled without look-ahead, which not every tool supports).
-pub const VIDEO_ID_PATTERN: &str = "^([A-Za-z0-9_-]|[A-Za-z0-9._-][A-Za-z0-9_-]|\
+pub(crate) const VIDEO_ID_PATTERN: &str = "^([A-Za-z0-9_-]|[A-Za-z0-9._-][A-Za-z0-9_-]|\
     [A-Za-z0-9_-][A-Za-z0-9._-]|[A-Za-z0-9._-]{3,64})$";
 
 /// A path a request may name (`items[].paths`, see
-/// `storage::template::PathSpec::parse_request`): components of anything
+/// `paths::PathSpec::parse_request`): components of anything
 /// but `/`, backslash and control characters, none of them `.`, `..` or
 /// empty, no leading `/`, a trailing `/` for a directory (spelled without
 /// look-ahead, which not every tool supports).
-pub const REQUEST_PATH_PATTERN: &str = concat!(
+pub(crate) const REQUEST_PATH_PATTERN: &str = concat!(
     r"^(?:[^./\\\x00-\x1f\x7f-\x9f]|[^./\\\x00-\x1f\x7f-\x9f][^/\\\x00-\x1f\x7f-\x9f]",
     r"|\.[^./\\\x00-\x1f\x7f-\x9f]|[^/\\\x00-\x1f\x7f-\x9f]{3,})",
     r"(?:/(?:[^./\\\x00-\x1f\x7f-\x9f]|[^./\\\x00-\x1f\x7f-\x9f][^/\\\x00-\x1f\x7f-\x9f]",
@@ -108,30 +108,54 @@ pub const REQUEST_PATH_PATTERN: &str = concat!(
 
 /// Adds to `doc` what the annotations cannot express (see the module doc).
 fn constrain(doc: &mut Value, secured: bool) {
-    let error = json!({ "$ref": "#/components/schemas/ErrorBody" });
-    let json_error = |description: &str| json!({ "description": description, "content": { "application/json": { "schema": error } } });
+    constrain_bodies(doc);
+    literal_ids(doc);
+    let paths = doc["paths"].as_object_mut().expect("paths");
+    for (path, item) in paths.iter_mut() {
+        add_head(path, item);
+        let open = super::OPEN_ROUTES.contains(&path.as_str());
+        for (method, operation) in item.as_object_mut().expect("a path item").iter_mut() {
+            let Some(operation) = operation.as_object_mut() else {
+                continue;
+            };
+            constrain_parameters(operation);
+            add_answers(path, method, operation, secured && !open);
+            if secured {
+                let requirement = if open {
+                    json!([])
+                } else {
+                    json!([{ "bearer": [] }])
+                };
+                operation.insert("security".into(), requirement);
+            }
+        }
+    }
+}
+
+/// A video id, as a schema reference.
+fn video_id() -> Value {
+    json!({ "$ref": "#/components/schemas/VideoId" })
+}
+
+/// The rules of the bodies: ids, items and their paths, the schedule,
+/// the bulk actions' states.
+fn constrain_bodies(doc: &mut Value) {
     let schemas = &mut doc["components"]["schemas"];
     schemas["VideoId"] = json!({
         "type": "string", "minLength": 1, "maxLength": 64,
         "pattern": VIDEO_ID_PATTERN.replace("    ", ""),
         "description": "1 to 64 of A-Z a-z 0-9 . _ -, not `.` or `..`"
     });
-    let video_id = json!({ "$ref": "#/components/schemas/VideoId" });
-    // Ids stored in the table, matched exactly: at most 64 characters; none
-    // (or null) means every request in the state.
-    let raw_ids = json!({
-        "type": ["array", "null"], "maxItems": 10000,
-        "items": { "type": "string", "minLength": 1, "maxLength": 64 }
-    });
-    schemas["ItemBody"]["properties"]["id"] = video_id.clone();
+    schemas["ItemBody"]["properties"]["id"] = video_id();
     schemas["ItemBody"]["properties"]["paths"] = json!({
-        "type": "array", "maxItems": crate::storage::template::MAX_REQUEST_PATHS,
+        "type": "array", "maxItems": crate::paths::MAX_REQUEST_PATHS,
         "items": { "type": "string", "minLength": 1,
-                   "maxLength": crate::storage::template::MAX_REQUEST_PATH_BYTES,
+                   "maxLength": crate::paths::MAX_REQUEST_PATH_BYTES,
                    "pattern": REQUEST_PATH_PATTERN }
     });
     let create = &mut schemas["CreateBody"];
-    create["properties"]["ids"] = json!({ "type": "array", "maxItems": 10000, "items": video_id });
+    create["properties"]["ids"] =
+        json!({ "type": "array", "maxItems": 10000, "items": video_id() });
     create["properties"]["items"] = json!({
         "type": "array", "maxItems": super::deletions::MAX_ITEMS,
         "items": { "$ref": "#/components/schemas/ItemBody" }
@@ -143,6 +167,12 @@ fn constrain(doc: &mut Value, secured: bool) {
         "required": ["delay_secs", "not_before"],
         "properties": { "delay_secs": { "type": "integer" }, "not_before": { "type": "string" } }
     });
+    // Ids stored in the table, matched exactly: at most 64 characters; none
+    // (or null) means every request in the state.
+    let raw_ids = json!({
+        "type": ["array", "null"], "maxItems": 10000,
+        "items": { "type": "string", "minLength": 1, "maxLength": 64 }
+    });
     for (path, states) in [
         ("/v1/deletions/retry", json!(["failed"])),
         ("/v1/deletions/cancel", json!(["failed", "pending"])),
@@ -152,8 +182,11 @@ fn constrain(doc: &mut Value, secured: bool) {
             "properties": { "state": { "enum": states }, "ids": raw_ids }
         });
     }
-    // `retry` and `cancel` are video ids too: their paths answer GET, HEAD
-    // and DELETE as `/v1/deletions/{id}` does.
+}
+
+/// `retry` and `cancel` are video ids too: their paths answer GET, HEAD
+/// and DELETE as `/v1/deletions/{id}` does.
+fn literal_ids(doc: &mut Value) {
     for literal in ["retry", "cancel"] {
         let id_item = doc["paths"]["/v1/deletions/{id}"].clone();
         let item = &mut doc["paths"][format!("/v1/deletions/{literal}")];
@@ -167,105 +200,102 @@ fn constrain(doc: &mut Value, secured: bool) {
             item[method] = operation;
         }
     }
-    let paths = doc["paths"].as_object_mut().expect("paths");
-    for (path, item) in paths.iter_mut() {
-        // HEAD is answered wherever GET is, but on the seed's route (its
-        // GET records a deletion): the same operation without a body.
-        if let (Some(get), false) = (item.get("get"), path.starts_with("/video-delete-record")) {
-            let mut head = get.clone();
-            head["operationId"] = json!(format!(
-                "head_{}",
-                get["operationId"].as_str().unwrap_or("operation")
-            ));
-            for response in head["responses"].as_object_mut().into_iter().flatten() {
-                if let Some(response) = response.1.as_object_mut() {
-                    response.remove("content");
-                }
-            }
-            item["head"] = head;
+}
+
+/// HEAD is answered wherever GET is, but on the seed's route (its GET
+/// records a deletion): the same operation without a body.
+fn add_head(path: &str, item: &mut Value) {
+    let (Some(get), false) = (item.get("get"), path.starts_with("/video-delete-record")) else {
+        return;
+    };
+    let mut head = get.clone();
+    head["operationId"] = json!(format!(
+        "head_{}",
+        get["operationId"].as_str().unwrap_or("operation")
+    ));
+    for response in head["responses"].as_object_mut().into_iter().flatten() {
+        if let Some(response) = response.1.as_object_mut() {
+            response.remove("content");
         }
     }
-    for (path, item) in paths.iter_mut() {
-        let open = super::OPEN_ROUTES.contains(&path.as_str());
-        for (method, operation) in item.as_object_mut().expect("a path item").iter_mut() {
-            let Some(operation) = operation.as_object_mut() else {
-                continue;
-            };
-            for parameter in operation
-                .get_mut("parameters")
-                .and_then(Value::as_array_mut)
-                .into_iter()
-                .flatten()
-            {
-                match (parameter["in"].as_str(), parameter["name"].as_str()) {
-                    (Some("path"), Some("id" | "vid")) => parameter["schema"] = video_id.clone(),
-                    (Some("query"), Some("state")) => {
-                        parameter["schema"] =
-                            json!({ "enum": ["pending", "running", "failed", "done"] })
-                    }
-                    (Some("query"), Some("limit")) => {
-                        parameter["schema"] =
-                            json!({ "type": "integer", "minimum": 1, "maximum": 1000 })
-                    }
-                    (Some("query"), Some("after")) => {
-                        parameter["schema"] = json!({ "type": "string", "maxLength": 64 })
-                    }
-                    _ => {}
-                }
+    item["head"] = head;
+}
+
+/// The rules of path and query parameters.
+fn constrain_parameters(operation: &mut serde_json::Map<String, Value>) {
+    for parameter in operation
+        .get_mut("parameters")
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten()
+    {
+        parameter["schema"] = match (parameter["in"].as_str(), parameter["name"].as_str()) {
+            (Some("path"), Some("id" | "vid")) => video_id(),
+            (Some("query"), Some("state")) => {
+                json!({ "enum": ["pending", "running", "failed", "done"] })
             }
-            let has_body = method == "post" && operation.contains_key("requestBody");
-            let responses = operation
-                .entry("responses")
-                .or_insert_with(|| json!({}))
-                .as_object_mut()
-                .expect("responses");
-            let seed = path.starts_with("/video-delete-record");
-            let mut add = |status: &str, answer: Value| {
-                responses.entry(status).or_insert(answer);
-            };
-            if secured && !open {
-                add("401", json_error("missing or wrong bearer token"));
+            (Some("query"), Some("limit")) => {
+                json!({ "type": "integer", "minimum": 1, "maximum": 1000 })
             }
-            if path.starts_with("/v1/") {
-                add("400", json_error("a malformed request, with the reason"));
-                add("500", json_error("a database error retrying will not fix"));
-                add(
-                    "503",
-                    json_error("the database is unavailable; retry later"),
-                );
-            }
-            if has_body {
-                add("408", json_error("the body did not arrive in time"));
-                add("413", json_error("the body is larger than 1 MiB"));
-            }
-            if seed {
-                let text = |description: &str| json!({ "description": description, "content": { "text/plain": { "schema": { "type": "string" } } } });
-                responses.insert(
-                    "400".into(),
-                    text("`video id should not be empty` or `invalid video id`"),
-                );
-                responses.insert("500".into(), text("`internal error`"));
-                responses.insert(
-                    "503".into(),
-                    text("`database unavailable`, with Retry-After"),
-                );
-            }
-            if secured {
-                let requirement = if open {
-                    json!([])
-                } else {
-                    json!([{ "bearer": [] }])
-                };
-                operation.insert("security".into(), requirement);
-            }
-        }
+            (Some("query"), Some("after")) => json!({ "type": "string", "maxLength": 64 }),
+            _ => continue,
+        };
+    }
+}
+
+/// The answers every operation may give besides its own: 401 (with a
+/// token required), 400/500/503 on v1, 408/413 with a body, and the seed
+/// route's plain-text ones.
+fn add_answers(
+    path: &str,
+    method: &str,
+    operation: &mut serde_json::Map<String, Value>,
+    token_required: bool,
+) {
+    let error = json!({ "$ref": "#/components/schemas/ErrorBody" });
+    let json_error = |description: &str| json!({ "description": description, "content": { "application/json": { "schema": error } } });
+    let has_body = method == "post" && operation.contains_key("requestBody");
+    let responses = operation
+        .entry("responses")
+        .or_insert_with(|| json!({}))
+        .as_object_mut()
+        .expect("responses");
+    let mut add = |status: &str, answer: Value| {
+        responses.entry(status).or_insert(answer);
+    };
+    if token_required {
+        add("401", json_error("missing or wrong bearer token"));
+    }
+    if path.starts_with("/v1/") {
+        add("400", json_error("a malformed request, with the reason"));
+        add("500", json_error("a database error retrying will not fix"));
+        add(
+            "503",
+            json_error("the database is unavailable; retry later"),
+        );
+    }
+    if has_body {
+        add("408", json_error("the body did not arrive in time"));
+        add("413", json_error("the body is larger than 1 MiB"));
+    }
+    if path.starts_with("/video-delete-record") {
+        let text = |description: &str| json!({ "description": description, "content": { "text/plain": { "schema": { "type": "string" } } } });
+        responses.insert(
+            "400".into(),
+            text("`video id should not be empty` or `invalid video id`"),
+        );
+        responses.insert("500".into(), text("`internal error`"));
+        responses.insert(
+            "503".into(),
+            text("`database unavailable`, with Retry-After"),
+        );
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::PathSpec;
+    use crate::paths::PathSpec;
 
     #[test]
     fn the_request_path_pattern_accepts_exactly_what_the_server_does() {

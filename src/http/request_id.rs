@@ -17,13 +17,13 @@ use super::router::RoutePattern;
 use super::AppState;
 
 /// The header, in and out.
-pub const HEADER: HeaderName = HeaderName::from_static("x-request-id");
+pub(crate) const HEADER: HeaderName = HeaderName::from_static("x-request-id");
 /// Longest request id accepted from a client.
-pub const MAX_LEN: usize = 64;
+pub(crate) const MAX_LEN: usize = 64;
 
 /// The id of the request being served.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RequestId(pub String);
+pub(crate) struct RequestId(pub String);
 
 impl RequestId {
     /// The client's id if it is acceptable, else a new one.
@@ -42,7 +42,7 @@ impl RequestId {
     /// A new id: a random (version 4) UUID. Its randomness only has to
     /// make ids distinct, not unguessable, so it comes from a fast
     /// thread-local generator rather than a system call per request.
-    pub fn generate() -> RequestId {
+    pub(crate) fn generate() -> RequestId {
         let bytes = fastrand::u128(..).to_le_bytes();
         RequestId(
             uuid::Builder::from_random_bytes(bytes)
@@ -54,7 +54,7 @@ impl RequestId {
 
 /// 1 to 64 characters of `[A-Za-z0-9._:-]`: safe in a log line, a header
 /// and a column, whatever a client sends.
-pub fn acceptable(id: &str) -> bool {
+pub(crate) fn acceptable(id: &str) -> bool {
     (1..=MAX_LEN).contains(&id.len())
         && id
             .bytes()
@@ -75,7 +75,7 @@ impl FromRequest for RequestId {
 /// Middleware: assigns the request id, echoes it, counts the request in
 /// the HTTP metrics (by route template, so ids do not make labels), and
 /// writes the access line (target `access`, when `access_log` is on).
-pub async fn assign(
+pub(crate) async fn assign(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {

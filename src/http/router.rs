@@ -12,14 +12,14 @@ use actix_web::{web, FromRequest, Handler, HttpRequest, HttpResponse, Responder,
 use crate::error::ApiError;
 
 /// Collects resources into an actix `ServiceConfig`, or only their list.
-pub struct Routes<'a> {
+pub(crate) struct Routes<'a> {
     cfg: Option<&'a mut web::ServiceConfig>,
     table: Vec<(Method, String)>,
 }
 
 impl<'a> Routes<'a> {
     /// Registers into `cfg`; `None` only lists.
-    pub fn new(cfg: Option<&'a mut web::ServiceConfig>) -> Routes<'a> {
+    pub(crate) fn new(cfg: Option<&'a mut web::ServiceConfig>) -> Routes<'a> {
         Routes {
             cfg,
             table: Vec::new(),
@@ -28,7 +28,7 @@ impl<'a> Routes<'a> {
 
     /// A resource at `path` (an actix pattern); its routes are added with
     /// the builder's methods, and it is registered when the builder drops.
-    pub fn resource(&mut self, path: &'static str) -> Resource<'_, 'a> {
+    pub(crate) fn resource(&mut self, path: &'static str) -> Resource<'_, 'a> {
         let inner = self.cfg.is_some().then(|| web::resource(path));
         Resource {
             routes: self,
@@ -40,7 +40,7 @@ impl<'a> Routes<'a> {
     }
 
     /// `(method, path)` of every route, in registration order.
-    pub fn into_table(self) -> Vec<(Method, String)> {
+    pub(crate) fn into_table(self) -> Vec<(Method, String)> {
         self.table
     }
 
@@ -52,7 +52,7 @@ impl<'a> Routes<'a> {
 }
 
 /// One resource being declared.
-pub struct Resource<'r, 'a> {
+pub(crate) struct Resource<'r, 'a> {
     routes: &'r mut Routes<'a>,
     path: &'static str,
     inner: Option<actix_web::Resource>,
@@ -64,7 +64,7 @@ pub struct Resource<'r, 'a> {
 
 impl Resource<'_, '_> {
     /// `method` is answered by `handler`.
-    pub fn route<F, Args>(mut self, method: Method, handler: F) -> Self
+    pub(crate) fn route<F, Args>(mut self, method: Method, handler: F) -> Self
     where
         F: Handler<Args>,
         Args: FromRequest + 'static,
@@ -83,7 +83,7 @@ impl Resource<'_, '_> {
 
     /// GET, and HEAD the same way without the body (the HTTP/1 encoder
     /// drops it): every GET route answers HEAD.
-    pub fn get<F, Args>(mut self, handler: F) -> Self
+    pub(crate) fn get<F, Args>(mut self, handler: F) -> Self
     where
         F: Handler<Args>,
         Args: FromRequest + 'static,
@@ -99,7 +99,7 @@ impl Resource<'_, '_> {
         self
     }
 
-    pub fn post<F, Args>(self, handler: F) -> Self
+    pub(crate) fn post<F, Args>(self, handler: F) -> Self
     where
         F: Handler<Args>,
         Args: FromRequest + 'static,
@@ -108,7 +108,7 @@ impl Resource<'_, '_> {
         self.route(Method::POST, handler)
     }
 
-    pub fn delete<F, Args>(self, handler: F) -> Self
+    pub(crate) fn delete<F, Args>(self, handler: F) -> Self
     where
         F: Handler<Args>,
         Args: FromRequest + 'static,
@@ -118,7 +118,7 @@ impl Resource<'_, '_> {
     }
 
     /// What any other method gets (instead of actix's empty 405).
-    pub fn otherwise<F, Args>(mut self, handler: F) -> Self
+    pub(crate) fn otherwise<F, Args>(mut self, handler: F) -> Self
     where
         F: Handler<Args>,
         Args: FromRequest + 'static,
@@ -173,4 +173,4 @@ impl Drop for Resource<'_, '_> {
 /// is answered (actix's own `match_pattern` matches the path against every
 /// pattern again).
 #[derive(Debug, Clone, Copy)]
-pub struct RoutePattern(pub &'static str);
+pub(crate) struct RoutePattern(pub &'static str);

@@ -8,13 +8,13 @@ use actix_web::{web, HttpResponse};
 use super::request_id::RequestId;
 use super::router::Routes;
 use super::AppState;
+use crate::clock::now_ms;
 use crate::db::models::Source;
-use crate::db::now_ms;
 use crate::error::RETRY_AFTER_SECS;
 use crate::pipeline::record::Record;
 use crate::video_id::{InvalidId, VideoId};
 
-pub fn routes(routes: &mut Routes) {
+pub(crate) fn routes(routes: &mut Routes) {
     // `{vid:.*}`: an id with a `/` in it is still this route, and a 400.
     // GET is registered as a method of its own: a HEAD must not record.
     routes

@@ -4,14 +4,16 @@
 //! unit test drives it with a real storage in a temp directory.
 
 use crate::db::models::{Claimed, Done, Failure};
-use crate::storage::{Outcome, PathSpec, Storage, Unavailable, Video};
+use crate::erasure::Outcome;
+use crate::paths::PathSpec;
+use crate::storage::{Storage, Unavailable, Video};
 use crate::video_id::VideoId;
 
 use super::retry::RetryPolicy;
 
 /// What one batch came to, before its ack.
 #[derive(Debug, Default, PartialEq)]
-pub struct Verdict {
+pub(crate) struct Verdict {
     /// Ids whose paths are all gone: their rows are removed.
     pub done: Vec<Done>,
     /// Ids whose deletion failed: rescheduled with a backoff, or `failed`.
@@ -30,7 +32,7 @@ pub struct Verdict {
 /// `Err` when the storage as a whole cannot be used: nothing was deleted and
 /// no id is at fault (the caller gives the leases back without using an
 /// attempt).
-pub fn execute(
+pub(crate) fn execute(
     storage: &Storage,
     batch: &[Claimed],
     policy: &RetryPolicy,

@@ -14,12 +14,16 @@
 //!
 //! Trouble: a failed claim (the database) or a batch the storage refused as
 //! a whole (its root is not the directory opened at start-up, its marker is
-//! missing) pauses claims with an exponential backoff, from one tick up to
-//! [`MAX_OUTAGE_BACKOFF`], until a claim succeeds or a batch runs. Database
-//! outages are logged by [`Db`]; other database errors and storage trouble
-//! are logged here, once when they start and once when they end.
+//! missing) pauses claims with an exponential backoff, tick × 2^failures
+//! (two ticks after the first failure) up to `dispatch::MAX_OUTAGE_BACKOFF`, until
+//! a claim succeeds or a batch runs. Database outages are logged by
+//! [`Db`]; other database errors and storage trouble are logged here, once
+//! when they start and once when they end.
+//!
+//! Every one of these decisions is made by `Dispatch` (`dispatch.rs`), a
+//! plain struct unit-tested without actors; this actor runs the claims,
+//! sends the batches, waits on the limiter and logs what it is told.
 
-use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,79 +32,38 @@ use actix::prelude::*;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::oneshot;
 
+pub(crate) use super::dispatch::Settings;
+use super::dispatch::{BatchOutcome, ClaimOrder, ClaimOutcome, Dispatch, Report};
 use super::executor::{BatchReport, DeleteBatch, ExecutorActor};
+use crate::clock::now_ms;
 use crate::db::models::{Claim, Claimed};
-use crate::db::{now_ms, queries, Db};
+use crate::db::{queries, Db};
 use crate::metrics::Metrics;
 
-/// Longest pause between claims while the database is unreachable.
-pub const MAX_OUTAGE_BACKOFF: Duration = Duration::from_secs(5);
-
-/// How the dispatcher sizes its work.
-#[derive(Debug, Clone, Copy)]
-pub struct Settings {
-    pub batch_size: usize,
-    pub lease: Duration,
-    /// Batches allowed in execution at once: the number of executors.
-    pub capacity: usize,
-    /// The timer's interval: the first backoff step of an outage.
-    pub tick: Duration,
-    /// `max_deletions_per_sec` (0: no limit).
-    pub max_per_sec: u32,
-}
-
-/// What keeps the dispatcher from claiming.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Cause {
-    /// Claims fail.
-    Database,
-    /// Batches come back refused by the storage.
-    Storage,
-}
-
-/// Trouble as the dispatcher sees it: claims wait until `retry_at`.
-#[derive(Debug)]
-struct Trouble {
-    cause: Cause,
-    since: Instant,
-    failures: u32,
-    /// No claim before this.
-    retry_at: Instant,
-}
-
-/// Claims batches for one process.
-pub struct DispatcherActor {
+/// Claims batches for one process: the glue between `Dispatch`'s
+/// decisions and the database, the executors, the rate limiter and the log.
+pub(crate) struct DispatcherActor {
+    /// Where claims and releases are written.
     db: Db,
+    /// Where claimed batches are sent.
     executors: Addr<ExecutorActor>,
     /// `locked_by` of our claims: unique per process start.
     owner: Arc<str>,
-    settings: Settings,
+    /// How long a claim holds its ids.
+    lease: Duration,
+    /// Claim duration and failures are counted for `/metrics`.
     metrics: Arc<Metrics>,
-    /// Ids of the batches being executed, by batch number: released if
-    /// shutdown runs out of time before they are acked.
-    in_flight: HashMap<u64, Vec<String>>,
-    /// Number of the next batch handed out (keys of `in_flight`).
-    next_batch: u64,
-    /// A claim is in flight: at most one at a time.
-    claiming: bool,
-    /// Work may be due: set by ticks, nudges and full batches.
-    more: bool,
-    /// Shutdown began: no more claims.
-    stopping: bool,
-    /// Claims are paused by a failure, with backoff.
-    trouble: Option<Trouble>,
-    /// The last claim found deletions paused by an operator (logged when
-    /// it changes).
-    paused: bool,
+    /// Every decision: when to claim, how many, backoff, what to log.
+    dispatch: Dispatch,
     /// `max_deletions_per_sec`: ids are handed to executors only as fast
-    /// as this allows (and the limit per second, which caps a claim).
-    limiter: Option<(Arc<DefaultDirectRateLimiter>, NonZeroU32)>,
+    /// as this allows (the claim's size is capped by `Dispatch`).
+    limiter: Option<Arc<DefaultDirectRateLimiter>>,
     /// Callers of [`Shutdown`] waiting for the last batch.
     idle_waiters: Vec<oneshot::Sender<()>>,
 }
 
 impl DispatcherActor {
-    pub fn new(
+    pub(crate) fn new(
         db: Db,
         executors: Addr<ExecutorActor>,
         owner: Arc<str>,
@@ -111,62 +74,37 @@ impl DispatcherActor {
             db,
             executors,
             owner,
-            settings,
+            lease: settings.lease,
             metrics,
-            in_flight: HashMap::new(),
-            next_batch: 0,
-            claiming: false,
-            more: false,
-            stopping: false,
-            trouble: None,
-            paused: false,
-            limiter: NonZeroU32::new(settings.max_per_sec).map(|per_sec| {
-                (
-                    Arc::new(RateLimiter::direct(Quota::per_second(per_sec))),
-                    per_sec,
-                )
-            }),
+            dispatch: Dispatch::new(settings),
+            limiter: NonZeroU32::new(settings.max_per_sec)
+                .map(|per_sec| Arc::new(RateLimiter::direct(Quota::per_second(per_sec)))),
             idle_waiters: Vec::new(),
         }
     }
 
-    /// Starts a claim if one is useful and allowed.
+    /// Starts a claim if [`Dispatch`] finds one useful and allowed.
     fn maybe_claim(&mut self, ctx: &mut Context<Self>) {
-        if self.stopping
-            || self.claiming
-            || !self.more
-            || self.in_flight.len() >= self.settings.capacity
-            || self
-                .trouble
-                .as_ref()
-                .is_some_and(|t| Instant::now() < t.retry_at)
-        {
+        let Some(ClaimOrder { limit }) = self.dispatch.next_claim(Instant::now()) else {
             return;
-        }
-        self.claiming = true;
-        self.more = false;
+        };
         let (db, owner) = (self.db.clone(), self.owner.clone());
         let limiter = self.limiter.clone();
-        // With a rate limit, a claim takes at most one second's worth.
-        let limit = match &limiter {
-            Some((_, per_sec)) => self.settings.batch_size.min(per_sec.get() as usize),
-            None => self.settings.batch_size,
-        };
-        let lease_ms = self.settings.lease.as_millis() as i64;
+        let lease_ms = self.lease.as_millis() as i64;
         let claim_seconds = self.metrics.claim_seconds.clone();
         let claim = async move {
             let started = Instant::now();
             let claim = db
                 .write_relaxed_async(move |conn| {
                     let now = now_ms();
-                    queries::claim(conn, &owner, now, now + lease_ms, limit)
+                    queries::claim::claim(conn, &owner, now, now + lease_ms, limit)
                 })
                 .await;
             claim_seconds.observe(started.elapsed().as_secs_f64());
             // The ids are handed over only as fast as the limit allows:
             // at most a second's wait, while their leases run for
             // `lease_secs`.
-            if let (Ok(Claim::Batch(batch)), Some((limiter, _))) = (&claim, &limiter) {
+            if let (Ok(Claim::Batch(batch)), Some(limiter)) = (&claim, &limiter) {
                 if let Some(n) = NonZeroU32::new(batch.len() as u32) {
                     let _ = limiter.until_n_ready(n).await;
                 }
@@ -174,36 +112,23 @@ impl DispatcherActor {
             claim
         };
         ctx.spawn(claim.into_actor(self).map(move |result, act, ctx| {
-            act.claiming = false;
-            match result {
-                Ok(Claim::Paused) => {
-                    act.recovered(Cause::Database);
-                    if !act.paused {
-                        log::info!("deletions paused by an operator; claiming again once resumed");
-                        act.paused = true;
-                    }
-                }
-                Ok(Claim::Batch(batch)) => {
-                    act.recovered(Cause::Database);
-                    if act.paused {
-                        log::info!("deletions resumed");
-                        act.paused = false;
-                    }
-                    if batch.len() == limit {
-                        act.more = true;
-                    }
-                    if !batch.is_empty() {
-                        act.execute(batch, ctx);
-                    }
-                }
+            let outcome = match &result {
+                Ok(Claim::Paused) => ClaimOutcome::Paused,
+                Ok(Claim::Batch(batch)) => ClaimOutcome::Batch { len: batch.len() },
                 Err(e) => {
                     act.metrics.claim_errors.inc();
-                    if act.trouble.is_none() && !e.is_unavailable() {
-                        // Outages are logged by `Db`; any other error is a
-                        // fault worth an error line, once per streak.
-                        log::error!("claim failed; retrying with backoff: {e}");
+                    ClaimOutcome::Failed {
+                        unavailable: e.is_unavailable(),
+                        error: e.to_string(),
                     }
-                    act.failed(Cause::Database);
+                }
+            };
+            for report in act.dispatch.claim_returned(Instant::now(), outcome) {
+                say(&report);
+            }
+            if let Ok(Claim::Batch(batch)) = result {
+                if !batch.is_empty() {
+                    act.execute(batch, ctx);
                 }
             }
             act.maybe_claim(ctx);
@@ -212,75 +137,44 @@ impl DispatcherActor {
     }
 
     fn execute(&mut self, batch: Vec<Claimed>, ctx: &mut Context<Self>) {
-        let number = self.next_batch;
-        self.next_batch += 1;
-        self.in_flight
-            .insert(number, batch.iter().map(|c| c.id.clone()).collect());
+        let number = self
+            .dispatch
+            .batch_started(batch.iter().map(|c| c.id.clone()).collect());
         let run = self.executors.send(DeleteBatch(batch));
         ctx.spawn(run.into_actor(self).map(move |result, act, ctx| {
-            act.in_flight.remove(&number);
-            match result {
+            let outcome = match result {
                 Ok(BatchReport {
                     storage_unavailable: Some(reason),
                     ..
-                }) => {
-                    if act.trouble.is_none() {
-                        log::warn!("storage unavailable, pausing deletions: {reason}");
-                    }
-                    act.more = true;
-                    act.failed(Cause::Storage);
-                }
-                Ok(_) => act.recovered(Cause::Storage),
+                }) => BatchOutcome::StorageUnavailable { reason },
+                Ok(_) => BatchOutcome::Ran,
                 // The executor is gone (shutdown): the lease will expire.
-                Err(e) => log::error!("executor did not run a batch: {e}"),
+                Err(e) => {
+                    log::error!("executor did not run a batch: {e}");
+                    BatchOutcome::NotRun
+                }
+            };
+            if let Some(report) = act.dispatch.batch_returned(number, Instant::now(), outcome) {
+                say(&report);
             }
             act.maybe_claim(ctx);
             act.notify_if_idle();
         }));
     }
 
-    /// A claim or a batch failed for `cause`: pause claims, longer each time.
-    fn failed(&mut self, cause: Cause) {
-        self.more = true;
-        let tick = self.settings.tick;
-        let trouble = self.trouble.get_or_insert_with(|| Trouble {
-            cause,
-            since: Instant::now(),
-            failures: 0,
-            retry_at: Instant::now(),
-        });
-        trouble.cause = cause;
-        trouble.failures += 1;
-        let backoff = tick
-            .saturating_mul(1 << trouble.failures.min(16))
-            .min(MAX_OUTAGE_BACKOFF.max(tick));
-        trouble.retry_at = Instant::now() + backoff;
-    }
-
-    /// A claim or a batch went through: trouble of that `cause` is over;
-    /// say so once.
-    fn recovered(&mut self, cause: Cause) {
-        if self.trouble.as_ref().is_some_and(|t| t.cause == cause) {
-            let trouble = self.trouble.take().expect("checked above");
-            let what = match trouble.cause {
-                Cause::Database => "claims work",
-                Cause::Storage => "storage is usable",
-            };
-            log::info!(
-                "{what} again after {:.1?} ({} failed tries); dispatching again",
-                trouble.since.elapsed(),
-                trouble.failures
-            );
-        }
-    }
-
     fn notify_if_idle(&mut self) {
-        if self.stopping && self.in_flight.is_empty() && !self.claiming {
+        if self.dispatch.idle() {
             for waiter in self.idle_waiters.drain(..) {
                 let _ = waiter.send(());
             }
         }
     }
+}
+
+/// Logs a line [`Dispatch`] asked for, from this module (the log target
+/// operators filter on).
+fn say(report: &Report) {
+    log::log!(report.level(), "{report}");
 }
 
 impl Actor for DispatcherActor {
@@ -290,12 +184,12 @@ impl Actor for DispatcherActor {
 /// Periodic wake-up from the TimerActor: look for due work.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Tick;
+pub(crate) struct Tick;
 
 /// From the RecordActor: requests due now were just committed.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Nudge;
+pub(crate) struct Nudge;
 
 /// Both wake-ups mean the same: work may be due.
 macro_rules! wake_on {
@@ -304,7 +198,7 @@ macro_rules! wake_on {
             type Result = ();
 
             fn handle(&mut self, _: $message, ctx: &mut Context<Self>) {
-                self.more = true;
+                self.dispatch.wake();
                 self.maybe_claim(ctx);
             }
         }
@@ -316,13 +210,13 @@ wake_on!(Tick, Nudge);
 /// Stop claiming; resolves once every batch in execution is acked.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Shutdown;
+pub(crate) struct Shutdown;
 
 impl Handler<Shutdown> for DispatcherActor {
     type Result = ResponseFuture<()>;
 
     fn handle(&mut self, _: Shutdown, _: &mut Context<Self>) -> Self::Result {
-        self.stopping = true;
+        self.dispatch.stop();
         let (tx, rx) = oneshot::channel();
         self.idle_waiters.push(tx);
         self.notify_if_idle();
@@ -339,20 +233,22 @@ impl Handler<Shutdown> for DispatcherActor {
 /// Resolves to the number of rows released.
 #[derive(Message)]
 #[rtype(result = "usize")]
-pub struct ReleaseInFlight;
+pub(crate) struct ReleaseInFlight;
 
 impl Handler<ReleaseInFlight> for DispatcherActor {
     type Result = ResponseFuture<usize>;
 
     fn handle(&mut self, _: ReleaseInFlight, _: &mut Context<Self>) -> Self::Result {
-        let ids: Vec<String> = self.in_flight.drain().flat_map(|(_, ids)| ids).collect();
+        let ids = self.dispatch.release_in_flight();
         let (db, owner) = (self.db.clone(), self.owner.clone());
         Box::pin(async move {
             if ids.is_empty() {
                 return 0;
             }
             match db
-                .write_relaxed_async(move |c| queries::release(c, &owner, &ids, now_ms(), None))
+                .write_relaxed_async(move |c| {
+                    queries::claim::release(c, &owner, &ids, now_ms(), None)
+                })
                 .await
             {
                 Ok(released) => released,

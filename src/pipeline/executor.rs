@@ -12,8 +12,9 @@ use actix::prelude::*;
 
 use super::batch::{self, Verdict};
 use super::retry::RetryPolicy;
+use crate::clock::now_ms;
 use crate::db::models::{AckCounts, Claimed};
-use crate::db::{now_ms, queries, Db, DbError};
+use crate::db::{queries, Db, DbError};
 use crate::metrics::Metrics;
 use crate::storage::Storage;
 
@@ -22,7 +23,7 @@ use crate::storage::Storage;
 const ACK_TRIES: u32 = 3;
 
 /// Deletes batches of claimed ids.
-pub struct ExecutorActor {
+pub(crate) struct ExecutorActor {
     db: Db,
     storage: Arc<Storage>,
     owner: Arc<str>,
@@ -34,7 +35,7 @@ pub struct ExecutorActor {
 }
 
 impl ExecutorActor {
-    pub fn new(
+    pub(crate) fn new(
         db: Db,
         storage: Arc<Storage>,
         owner: Arc<str>,
@@ -84,7 +85,7 @@ impl ExecutorActor {
             let _timer = self.metrics.ack_seconds.start_timer();
             self.db.write_relaxed(|conn| {
                 let receipts_at = self.receipts.then(now_ms);
-                queries::ack(
+                queries::ack::ack(
                     conn,
                     &self.owner,
                     &verdict.done,
@@ -103,7 +104,7 @@ impl ExecutorActor {
         let retry_at = now_ms().saturating_add(self.retry.base_ms.min(i64::MAX as u64) as i64);
         self.with_retries("giving the batch back", || {
             self.db.write_relaxed(|conn| {
-                queries::release(conn, &self.owner, &ids, retry_at, Some(reason))
+                queries::claim::release(conn, &self.owner, &ids, retry_at, Some(reason))
             })
         })
     }
@@ -140,11 +141,11 @@ impl Actor for ExecutorActor {
 /// Delete the files of these claimed ids and ack the batch.
 #[derive(Message)]
 #[rtype(result = "BatchReport")]
-pub struct DeleteBatch(pub Vec<Claimed>);
+pub(crate) struct DeleteBatch(pub Vec<Claimed>);
 
 /// What one batch did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct BatchReport {
+pub(crate) struct BatchReport {
     /// Ids whose files were removed.
     pub deleted: usize,
     /// Ids that had no file left: counted as deleted.

@@ -9,13 +9,14 @@
 //! PrunerActor --prune expired receipts (one instance at a time)--> video_del_receipt
 //! ```
 
-pub mod batch;
-pub mod dispatcher;
-pub mod executor;
-pub mod pruner;
-pub mod record;
+pub(crate) mod batch;
+mod dispatch;
+pub(crate) mod dispatcher;
+pub(crate) mod executor;
+pub(crate) mod pruner;
+pub(crate) mod record;
 pub mod retry;
-pub mod timer;
+pub(crate) mod timer;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,7 +35,7 @@ use retry::RetryPolicy;
 use timer::{StopTimer, TimerActor};
 
 /// The running actors of one process.
-pub struct Pipeline {
+pub(crate) struct Pipeline {
     pub record: Addr<RecordActor>,
     pub dispatcher: Addr<DispatcherActor>,
     timer: Addr<TimerActor>,
@@ -45,7 +46,7 @@ pub struct Pipeline {
 
 impl Pipeline {
     /// Starts the actors on the current actix system.
-    pub fn start(
+    pub(crate) fn start(
         db: Db,
         storage: Arc<Storage>,
         metrics: Arc<Metrics>,
@@ -108,7 +109,7 @@ impl Pipeline {
     /// Stops ticking and claiming, and waits up to `timeout` for the
     /// batches in execution to be acked; releases the leases of those still
     /// running after that.
-    pub async fn shutdown(&self, timeout: Duration) {
+    pub(crate) async fn shutdown(&self, timeout: Duration) {
         let _ = self.timer.send(StopTimer).await;
         let _ = self.pruner.send(StopPruner).await;
         let drained = actix_web::rt::time::timeout(timeout, self.dispatcher.send(Shutdown)).await;

@@ -15,18 +15,19 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
+use crate::clock::now_ms;
 use crate::db::queries::{controls, receipts};
-use crate::db::{now_ms, Db, DbError};
+use crate::db::{Db, DbError};
 
 /// Receipts deleted per transaction.
-pub const PRUNE_BATCH: usize = 10_000;
+pub(crate) const PRUNE_BATCH: usize = 10_000;
 /// Pause between two pruning transactions of one round.
 const PRUNE_PAUSE: Duration = Duration::from_millis(100);
 /// The name of the lease in `video_del_control`.
 const LEASE: &str = "pruner";
 
 /// Prunes expired receipts, one instance at a time.
-pub struct PrunerActor {
+pub(crate) struct PrunerActor {
     db: Db,
     owner: Arc<str>,
     retention: Duration,
@@ -38,7 +39,12 @@ pub struct PrunerActor {
 }
 
 impl PrunerActor {
-    pub fn new(db: Db, owner: Arc<str>, retention_days: u32, every: Duration) -> PrunerActor {
+    pub(crate) fn new(
+        db: Db,
+        owner: Arc<str>,
+        retention_days: u32,
+        every: Duration,
+    ) -> PrunerActor {
         PrunerActor {
             db,
             owner,
@@ -119,7 +125,7 @@ impl Actor for PrunerActor {
 /// Stops pruning (shutdown); a round in progress ends with its transaction.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct StopPruner;
+pub(crate) struct StopPruner;
 
 impl Handler<StopPruner> for PrunerActor {
     type Result = ();

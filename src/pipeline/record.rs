@@ -11,9 +11,10 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 
 use super::dispatcher::{DispatcherActor, Nudge};
+use crate::clock::now_ms;
 use crate::db::models::Source;
-use crate::db::queries::{self, RecordRequest};
-use crate::db::{now_ms, Db, DbError};
+use crate::db::queries::{self, record::RecordRequest};
+use crate::db::{Db, DbError};
 use crate::metrics::Metrics;
 use crate::video_id::VideoId;
 
@@ -21,7 +22,7 @@ use crate::video_id::VideoId;
 type Reply = oneshot::Sender<Result<Option<usize>, DbError>>;
 
 /// The single entry point of new requests into the table.
-pub struct RecordActor {
+pub(crate) struct RecordActor {
     db: Db,
     dispatcher: Addr<DispatcherActor>,
     metrics: Arc<Metrics>,
@@ -33,7 +34,11 @@ pub struct RecordActor {
 }
 
 impl RecordActor {
-    pub fn new(db: Db, dispatcher: Addr<DispatcherActor>, metrics: Arc<Metrics>) -> RecordActor {
+    pub(crate) fn new(
+        db: Db,
+        dispatcher: Addr<DispatcherActor>,
+        metrics: Arc<Metrics>,
+    ) -> RecordActor {
         RecordActor {
             db,
             dispatcher,
@@ -55,7 +60,7 @@ impl RecordActor {
             let now = now_ms();
             let due_now = requests.iter().any(|r| r.not_before <= now);
             let result = db
-                .write_async(move |conn| queries::record_many(conn, &requests, now))
+                .write_async(move |conn| queries::record::record_many(conn, &requests, now))
                 .await;
             (result, due_now)
         };
@@ -92,7 +97,7 @@ impl Actor for RecordActor {
 /// Answered once the rows are committed.
 #[derive(Message)]
 #[rtype(result = "Result<Option<Recorded>, DbError>")]
-pub struct Record {
+pub(crate) struct Record {
     ids: Vec<VideoId>,
     not_before: i64,
     counted: bool,
@@ -104,7 +109,7 @@ impl Record {
     /// A request whose answer says how many ids were new. Duplicates are
     /// dropped; ids are sorted so every transaction touches keys in the same
     /// order.
-    pub fn new(mut ids: Vec<VideoId>, not_before: i64) -> Record {
+    pub(crate) fn new(mut ids: Vec<VideoId>, not_before: i64) -> Record {
         ids.sort_unstable();
         ids.dedup();
         Record {
@@ -118,7 +123,7 @@ impl Record {
 
     /// Where the request came from, and its `X-Request-Id`: kept with its
     /// rows and in their receipts.
-    pub fn from(self, source: Source, request_id: Option<String>) -> Record {
+    pub(crate) fn from(self, source: Source, request_id: Option<String>) -> Record {
         Record {
             source,
             request_id,
@@ -128,7 +133,7 @@ impl Record {
 
     /// A request whose answer is only "committed" (`None` counts): it can
     /// share one INSERT with the other uncounted requests of its group.
-    pub fn uncounted(ids: Vec<VideoId>, not_before: i64) -> Record {
+    pub(crate) fn uncounted(ids: Vec<VideoId>, not_before: i64) -> Record {
         Record {
             counted: false,
             ..Record::new(ids, not_before)
@@ -138,7 +143,7 @@ impl Record {
 
 /// How many ids of a counted [`Record`] were new.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
-pub struct Recorded {
+pub(crate) struct Recorded {
     /// New rows.
     pub accepted: usize,
     /// Ids that were already in the table, left as they were.
@@ -178,11 +183,11 @@ impl Handler<Record> for RecordActor {
 
 /// Record deletion requests whose ids name paths of their own
 /// (`items[].paths`), in a transaction of their own (see
-/// [`queries::record_with_paths`]). Answered once committed: how many ids
+/// [`queries::record::record_with_paths`]). Answered once committed: how many ids
 /// were new, or why the request was refused (nothing recorded then).
 #[derive(Message)]
 #[rtype(result = "Result<Result<Recorded, String>, DbError>")]
-pub struct RecordWithPaths {
+pub(crate) struct RecordWithPaths {
     request: RecordRequest,
 }
 
@@ -190,7 +195,7 @@ impl RecordWithPaths {
     /// `items`: each id with the paths its request named (maybe none). An
     /// id given twice gets the paths of both; ids are sorted so that every
     /// transaction touches keys in the same order.
-    pub fn new(
+    pub(crate) fn new(
         items: Vec<(VideoId, Vec<String>)>,
         not_before: i64,
         source: Source,
@@ -220,9 +225,9 @@ impl RecordWithPaths {
 }
 
 impl RecordWithPaths {
-    /// The request as [`queries::record_with_paths`] takes it (the CLI
+    /// The request as [`queries::record::record_with_paths`] takes it (the CLI
     /// records without the actor).
-    pub fn into_request(self) -> RecordRequest {
+    pub(crate) fn into_request(self) -> RecordRequest {
         self.request
     }
 }
@@ -242,7 +247,7 @@ impl Handler<RecordWithPaths> for RecordActor {
             let now = now_ms();
             let due_now = request.not_before <= now;
             let recorded = db
-                .write_async(move |conn| queries::record_with_paths(conn, &request, now))
+                .write_async(move |conn| queries::record::record_with_paths(conn, &request, now))
                 .await?;
             Ok(recorded.map(|accepted| {
                 metrics.recorded.inc_by(accepted as u64);

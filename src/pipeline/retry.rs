@@ -16,7 +16,7 @@ pub struct RetryPolicy {
 }
 
 impl RetryPolicy {
-    pub fn from_config(config: &Config) -> RetryPolicy {
+    pub(crate) fn from_config(config: &Config) -> RetryPolicy {
         RetryPolicy {
             max_attempts: config.max_attempts,
             base_ms: config.retry_base_ms,
@@ -28,7 +28,7 @@ impl RetryPolicy {
     /// capped at `max`, then "equal jitter": uniform in `[d/2, d]`, so that
     /// requests failing together do not retry together, and the delay never
     /// collapses to zero.
-    pub fn delay_ms(&self, attempts: u32) -> u64 {
+    pub(crate) fn delay_ms(&self, attempts: u32) -> u64 {
         let factor = 1u64
             .checked_shl(attempts.saturating_sub(1))
             .unwrap_or(u64::MAX);
@@ -51,7 +51,7 @@ impl RetryPolicy {
 
     /// A failure that retrying cannot fix (an id the seed's table accepted
     /// but that is not a safe path component): `failed` at once.
-    pub fn permanent(&self, claimed: &Claimed, error: String) -> Failure {
+    pub(crate) fn permanent(&self, claimed: &Claimed, error: String) -> Failure {
         Failure {
             id: claimed.id.clone(),
             attempts: claimed.attempts.saturating_add(1),

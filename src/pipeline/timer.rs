@@ -12,13 +12,13 @@ use actix::prelude::*;
 use super::dispatcher::{DispatcherActor, Tick};
 
 /// Sends [`Tick`] to the dispatcher at a fixed interval.
-pub struct TimerActor {
+pub(crate) struct TimerActor {
     dispatcher: Addr<DispatcherActor>,
     every: Duration,
 }
 
 impl TimerActor {
-    pub fn new(dispatcher: Addr<DispatcherActor>, every: Duration) -> TimerActor {
+    pub(crate) fn new(dispatcher: Addr<DispatcherActor>, every: Duration) -> TimerActor {
         TimerActor { dispatcher, every }
     }
 }
@@ -36,7 +36,7 @@ impl Actor for TimerActor {
 /// Stops the timer (shutdown).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct StopTimer;
+pub(crate) struct StopTimer;
 
 impl Handler<StopTimer> for TimerActor {
     type Result = ();

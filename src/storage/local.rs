@@ -34,11 +34,11 @@ use cap_std::fs::Dir;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
 
-use super::template::{self, PathSpec, Template};
 use super::{
     DeleteError, Erased, OpenError, Target, TargetHealth, TargetResult, Unavailable, Video,
 };
 use crate::config::StorageConfig;
+use crate::paths::{self, PathSpec, Template};
 
 /// The root directory as opened, and who it is.
 #[derive(Debug)]
@@ -61,7 +61,7 @@ impl OpenedRoot {
 
 /// Deletes the files of videos under one root directory.
 #[derive(Debug)]
-pub struct LocalStorage {
+pub(crate) struct LocalStorage {
     /// `storage.root` as configured, for the identity check and messages.
     path: PathBuf,
     /// Replaced only when the path comes to name another directory holding
@@ -76,7 +76,7 @@ pub struct LocalStorage {
 impl LocalStorage {
     /// Opens (creating if needed) the root. Templates were validated with the
     /// configuration.
-    pub fn open(config: &StorageConfig) -> Result<LocalStorage, OpenError> {
+    pub(crate) fn open(config: &StorageConfig) -> Result<LocalStorage, OpenError> {
         let path = &config.root;
         let failed = |reason: String| OpenError {
             key: "root",
@@ -107,7 +107,7 @@ impl LocalStorage {
             path: path.clone(),
             root: RwLock::new(root),
             marker: config.marker.clone(),
-            templates: template::parse_all(&config.paths),
+            templates: paths::parse_all(&config.paths),
             name: config.name().to_owned(),
         })
     }
@@ -120,8 +120,7 @@ impl LocalStorage {
     fn delete_one(&self, root: &Dir, video: &Video<'_>) -> Result<Erased, DeleteError> {
         let mut erased = Erased::default();
         let mut first_error = None;
-        for PathSpec { path, dir } in template::video_paths(&self.templates, video.id, video.paths)
-        {
+        for PathSpec { path, dir } in paths::video_paths(&self.templates, video.id, video.paths) {
             let result = if dir {
                 remove_dir_path(root, &path)
             } else {

@@ -7,35 +7,33 @@
 //! erased when every target has nothing of it left, and a target that
 //! cannot be used safely stops the work of all of them.
 //!
-//! On each target a video's paths are its `paths` [`template`]s rendered
-//! for its id, plus the paths its request named itself. A path that does
-//! not exist counts as erased.
+//! On each target a video's paths are its `paths` templates
+//! ([`crate::paths`]) rendered for its id, plus the paths its request
+//! named itself. A path that does not exist counts as erased.
 
-pub mod local;
+pub(crate) mod local;
 #[cfg(feature = "s3")]
-pub mod s3;
-pub mod template;
+pub(crate) mod s3;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::config::{Config, StorageConfig, StorageKind};
+use crate::erasure::{Removed, TargetErased};
 use crate::video_id::VideoId;
 
-pub use local::LocalStorage;
-pub use template::PathSpec;
+pub(crate) use local::LocalStorage;
 
 /// What to erase of one request: the id its templates are rendered with,
 /// and the paths the request named.
 #[derive(Debug, Clone, Copy)]
-pub struct Video<'a> {
+pub(crate) struct Video<'a> {
     pub id: &'a VideoId,
-    pub paths: &'a [PathSpec],
+    pub paths: &'a [crate::paths::PathSpec],
 }
 
 /// What erasing one video found on one target: the receipt's counts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Erased {
+pub(crate) struct Erased {
     /// Paths (templated or named) that had something, now gone.
     pub deleted: u32,
     /// Paths that had nothing (count as erased).
@@ -49,61 +47,11 @@ pub struct Erased {
     pub versions_kept: u32,
 }
 
-/// One target's counts in a receipt.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
-pub struct TargetErased {
-    /// The target's name (`default` for a single storage object).
-    pub name: String,
-    /// Files (local) or objects (keys) removed.
-    pub objects: u32,
-    /// Object versions and delete markers deleted by version id.
-    pub versions: u32,
-    /// Paths that had nothing.
-    pub missing: u32,
-    /// Versions left in the bucket behind a delete marker (`markers`).
-    pub versions_kept: u32,
-}
-
-/// What erasing one video's paths found on every target.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Removed {
-    /// Paths that had something, now gone, summed over the targets.
-    pub deleted: u32,
-    /// Paths that had nothing, summed over the targets.
-    pub missing: u32,
-    /// Per target, in the configured order.
-    pub targets: Vec<TargetErased>,
-}
-
-/// The video as a whole, for metrics and logs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// At least one of its paths existed and is now gone.
-    Deleted,
-    /// None of its paths existed: counts as deleted.
-    Missing,
-}
-
-impl Removed {
-    pub fn outcome(&self) -> Outcome {
-        if self.deleted > 0 {
-            Outcome::Deleted
-        } else {
-            Outcome::Missing
-        }
-    }
-
-    /// The per-target counts as stored with the receipt (a JSON list).
-    pub fn targets_json(&self) -> String {
-        serde_json::to_string(&self.targets).expect("counts serialize")
-    }
-}
-
 /// A deletion of one id that did not happen; the message goes to
 /// `last_error` and the id is retried.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{path}: {reason}")]
-pub struct DeleteError {
+pub(crate) struct DeleteError {
     /// The path relative to the storage root (or the object key), after
     /// `target NAME: ` when several targets are configured.
     pub path: String,
@@ -116,18 +64,18 @@ pub struct DeleteError {
 /// an attempt.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
-pub struct Unavailable(pub String);
+pub(crate) struct Unavailable(pub String);
 
 /// One result per video of a batch, in the batch's order.
-pub type BatchResult = Vec<Result<Removed, DeleteError>>;
+pub(crate) type BatchResult = Vec<Result<Removed, DeleteError>>;
 
 /// One target's results, per video of a batch, in the batch's order.
-pub type TargetResult = Vec<Result<Erased, DeleteError>>;
+pub(crate) type TargetResult = Vec<Result<Erased, DeleteError>>;
 
 /// A target's state, for `/readyz`, `/v1/stats`, the metrics and the
 /// dashboard.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
-pub struct TargetHealth {
+pub(crate) struct TargetHealth {
     pub name: String,
     /// `local` or `s3`.
     pub kind: &'static str,
@@ -146,7 +94,7 @@ pub struct TargetHealth {
 
 /// One place videos are erased from. Calls block the calling thread (an
 /// executor thread, never the async reactor).
-pub trait Target: Send + Sync + 'static {
+pub(crate) trait Target: Send + Sync + 'static {
     /// Whether deleting is safe now; cheap enough to call before every
     /// batch and from `/readyz` (no request to a remote server).
     fn check(&self) -> Result<(), Unavailable>;
@@ -163,7 +111,7 @@ pub trait Target: Send + Sync + 'static {
 }
 
 /// Every configured target, in order.
-pub struct Storage {
+pub(crate) struct Storage {
     targets: Vec<(Arc<str>, Box<dyn Target>)>,
     /// Configured as a list: messages name the target.
     listed: bool,
@@ -171,7 +119,7 @@ pub struct Storage {
 
 impl Storage {
     /// Targets as configured (`listed`: named in messages).
-    pub fn new(targets: Vec<(Arc<str>, Box<dyn Target>)>, listed: bool) -> Storage {
+    pub(crate) fn new(targets: Vec<(Arc<str>, Box<dyn Target>)>, listed: bool) -> Storage {
         Storage { targets, listed }
     }
 
@@ -185,7 +133,7 @@ impl Storage {
 
     /// Whether deleting is safe on every target now: the first that is not
     /// says why.
-    pub fn check(&self) -> Result<(), Unavailable> {
+    pub(crate) fn check(&self) -> Result<(), Unavailable> {
         for (name, target) in &self.targets {
             target
                 .check()
@@ -200,7 +148,7 @@ impl Storage {
     /// deleted anywhere when a target is known to be unusable; a target
     /// found unusable during the batch makes the whole batch `Err` (what
     /// the others deleted is deleted again, harmlessly, by the retry).
-    pub fn delete_batch(&self, videos: &[Video<'_>]) -> Result<BatchResult, Unavailable> {
+    pub(crate) fn delete_batch(&self, videos: &[Video<'_>]) -> Result<BatchResult, Unavailable> {
         self.check()?;
         let per_target: Vec<Result<TargetResult, Unavailable>> = match self.targets.as_slice() {
             [(_, one)] => vec![one.delete_batch(videos)],
@@ -263,7 +211,7 @@ impl Storage {
     }
 
     /// What and where, for the start-up log.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let described: Vec<String> = self
             .targets
             .iter()
@@ -273,7 +221,7 @@ impl Storage {
     }
 
     /// Every target's state, in order.
-    pub fn health(&self) -> Vec<TargetHealth> {
+    pub(crate) fn health(&self) -> Vec<TargetHealth> {
         self.targets.iter().map(|(_, t)| t.health()).collect()
     }
 }
@@ -294,7 +242,7 @@ pub struct OpenError {
 
 /// Opens every target that `config.storage` names. Blocks (an S3 target
 /// reads its bucket's versioning): call it off the async reactor.
-pub fn open(config: &Config) -> Result<Storage, OpenError> {
+pub(crate) fn open(config: &Config) -> Result<Storage, OpenError> {
     let mut targets: Vec<(Arc<str>, Box<dyn Target>)> = Vec::new();
     for target in config.storage.iter() {
         let name: Arc<str> = target.name().into();
@@ -334,6 +282,8 @@ fn open_target(target: &StorageConfig, lease_secs: u64) -> Result<Box<dyn Target
 /// How long the requests of one batch may be retried (object storage): a
 /// third of the lease, so that a batch retried to the end still acks well
 /// before another instance may claim its ids, and at most a minute.
-pub fn retry_budget(lease_secs: u64) -> Duration {
+#[cfg(feature = "s3")]
+pub(crate) fn retry_budget(lease_secs: u64) -> std::time::Duration {
+    use std::time::Duration;
     Duration::from_secs(lease_secs / 3).clamp(Duration::from_secs(1), Duration::from_secs(60))
 }

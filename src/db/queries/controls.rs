@@ -21,7 +21,7 @@ pub fn paused(conn: &mut Conn) -> QueryResult<bool> {
 }
 
 /// Pauses or resumes deletions for every instance.
-pub fn set_paused(conn: &mut Conn, paused: bool, now: i64) -> QueryResult<()> {
+pub(crate) fn set_paused(conn: &mut Conn, paused: bool, now: i64) -> QueryResult<()> {
     diesel::update(c::video_del_control.find(PAUSED))
         .set((c::value.eq(i64::from(paused)), c::updated_at.eq(now)))
         .execute(conn)
@@ -30,7 +30,7 @@ pub fn set_paused(conn: &mut Conn, paused: bool, now: i64) -> QueryResult<()> {
 
 /// Takes (or renews) the lease `name` for `owner` until `until`, unless
 /// another instance holds it unexpired. Whether `owner` holds it now.
-pub fn take_lease(
+pub(crate) fn take_lease(
     conn: &mut Conn,
     name: &str,
     owner: &str,

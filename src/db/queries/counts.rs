@@ -7,21 +7,23 @@
 
 use diesel::prelude::*;
 
-use super::super::models::CountDelta;
+use super::super::models::{CountDelta, State, Stats};
 use super::super::schema::video_del_counts::dsl as c;
+use super::super::schema::video_del_rec::dsl as t;
 use super::super::schema::{video_del_rec, video_del_receipt};
 use super::super::{AnyConnection, Conn};
+use super::controls;
 
 /// Rows of `video_del_counts` (as the migration creates them).
-pub const SHARDS: i32 = 16;
+pub(crate) const SHARDS: i32 = 16;
 
 /// The row a transaction adds its changes to.
-pub fn shard() -> i32 {
+pub(crate) fn shard() -> i32 {
     fastrand::i32(0..SHARDS)
 }
 
 /// Adds `delta` to the kept counts (nothing when there is nothing to add).
-pub fn add(conn: &mut Conn, delta: CountDelta) -> QueryResult<()> {
+pub(crate) fn add(conn: &mut Conn, delta: CountDelta) -> QueryResult<()> {
     if delta == CountDelta::default() {
         return Ok(());
     }
@@ -94,5 +96,29 @@ pub fn recount(conn: &mut Conn) -> QueryResult<CountDelta> {
             ))
             .execute(conn)?;
         Ok(counted)
+    })
+}
+
+/// Counts by state from the kept counts (a sum over 16 rows), the running
+/// rows from the `(state, id)` index (at most the rows leased now), the
+/// oldest due `not_before` (one probe of the `not_before` index) and the
+/// pause switch. A few index probes whatever the size of the table.
+pub fn stats(conn: &mut Conn, now: i64) -> QueryResult<Stats> {
+    let kept = totals(conn)?;
+    let running: i64 = t::video_del_rec
+        .filter(t::state.eq(State::Running.as_str()))
+        .count()
+        .get_result(conn)?;
+    let oldest_due: Option<i64> = t::video_del_rec
+        .select(diesel::dsl::min(t::not_before))
+        .filter(t::not_before.le(now))
+        .first(conn)?;
+    Ok(Stats {
+        pending: kept.queued - running,
+        running,
+        failed: kept.failed,
+        done: kept.done,
+        oldest_due_age_ms: oldest_due.map(|due| (now - due).max(0)),
+        paused: controls::paused(conn)?,
     })
 }

@@ -22,25 +22,25 @@ use diesel::{QueryResult, RunQueryDsl};
 
 /// A statement with its binds so far; see the module documentation.
 #[must_use = "a statement does nothing until it is run"]
-pub struct Prepared<B> {
+pub(super) struct Prepared<B> {
     sql: &'static str,
     binds: B,
 }
 
 /// Starts a statement; its `?` are filled by [`Prepared::bind`], in order.
-pub fn prepared(sql: &'static str) -> Prepared<()> {
+pub(super) fn prepared(sql: &'static str) -> Prepared<()> {
     Prepared { sql, binds: () }
 }
 
 /// One bound value, of SQL type `ST`.
-pub struct Bind<ST, V> {
+pub(super) struct Bind<ST, V> {
     value: V,
     sql_type: PhantomData<ST>,
 }
 
 impl<B> Prepared<B> {
     /// Binds the next `?` to `value`.
-    pub fn bind<ST, V>(self, value: V) -> Prepared<(B, Bind<ST, V>)> {
+    pub(super) fn bind<ST, V>(self, value: V) -> Prepared<(B, Bind<ST, V>)> {
         Prepared {
             sql: self.sql,
             binds: (
@@ -56,7 +56,7 @@ impl<B> Prepared<B> {
 
 /// The binds of a statement, pushed in order between the pieces of its
 /// text.
-pub trait Binds<DB: Backend> {
+pub(super) trait Binds<DB: Backend> {
     /// Pushes every bind, each followed by the next piece of `sql`.
     fn walk<'b>(
         &'b self,

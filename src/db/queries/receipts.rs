@@ -6,8 +6,6 @@ use diesel::prelude::*;
 
 use super::super::models::{CountDelta, Receipt};
 use super::super::schema::video_del_receipt::dsl as r;
-#[cfg(feature = "mysql")]
-use super::super::AnyConnection;
 use super::super::Conn;
 use super::counts;
 
@@ -26,7 +24,7 @@ use super::counts;
 pub fn write(
     conn: &mut diesel::MysqlConnection,
     owner: &str,
-    groups: &super::Outcomes<'_>,
+    groups: &super::ack::Outcomes<'_>,
     removed: &[String],
     completed_at: i64,
     replace: bool,
@@ -87,15 +85,10 @@ pub fn get(conn: &mut Conn, id: &str) -> QueryResult<Option<Receipt>> {
 /// A page of receipts in id order, after `after` (keyset pagination on the
 /// primary key).
 pub fn list(conn: &mut Conn, after: Option<&str>, limit: usize) -> QueryResult<Vec<Receipt>> {
-    let mut query = r::video_del_receipt
+    let query = r::video_del_receipt
         .select(Receipt::as_select())
-        .order(r::id.asc())
-        .limit(limit as i64)
         .into_boxed();
-    if let Some(after) = after {
-        query = query.filter(r::id.gt(after));
-    }
-    query.load(conn)
+    keyset_page!(conn, query, r::id, after, limit)
 }
 
 /// A page of receipts completed in `[since, until)`, in completion order
@@ -127,19 +120,19 @@ pub fn completed_between(
 
 /// Deletes up to `limit` receipts completed before `before`, oldest first,
 /// and keeps the count. Returns how many went.
-pub fn prune(conn: &mut Conn, before: i64, limit: usize) -> QueryResult<usize> {
+pub(crate) fn prune(conn: &mut Conn, before: i64, limit: usize) -> QueryResult<usize> {
     conn.transaction(|conn| {
-        let pruned = match conn {
+        let pruned = match conn.backend() {
             // MySQL cannot delete from a table it selects from in a
             // subquery, but takes ORDER BY and LIMIT in a DELETE.
             #[cfg(feature = "mysql")]
-            AnyConnection::Mysql(c) => diesel::sql_query(
+            crate::db::Backend::Mysql => diesel::sql_query(
                 "DELETE FROM video_del_receipt WHERE completed_at < ? \
                  ORDER BY completed_at LIMIT ?",
             )
             .bind::<diesel::sql_types::BigInt, _>(before)
             .bind::<diesel::sql_types::BigInt, _>(limit as i64)
-            .execute(c)?,
+            .execute(conn)?,
             _ => {
                 let oldest = r::video_del_receipt
                     .select(r::id)

@@ -7,13 +7,23 @@
 //! within the batch's budget.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::Method;
-use object_store::aws::{AmazonS3, AwsAuthorizer};
-use object_store::client::{HttpClient, HttpErrorKind, HttpRequestBody};
+use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey, AwsAuthorizer};
+use object_store::client::{
+    HttpClient, HttpConnector, HttpErrorKind, HttpRequestBody, ReqwestConnector,
+};
+use object_store::{BackoffConfig, ClientOptions, RetryConfig};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 use super::{describe, xml};
+use crate::config::StorageConfig;
+use crate::storage::OpenError;
+
+/// Longest wait for one answer.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What a query value may keep unencoded: RFC 3986's unreserved
 /// characters, as SigV4 canonicalises them.
@@ -25,7 +35,7 @@ const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
 
 /// Sends signed requests to one bucket.
 #[derive(Debug)]
-pub struct Client {
+pub(super) struct Client {
     http: HttpClient,
     /// Holds the credential provider, so credentials are found and
     /// refreshed as for object_store's own requests.
@@ -38,7 +48,7 @@ pub struct Client {
 
 /// A request that failed as a whole.
 #[derive(Debug, Clone)]
-pub struct RequestError {
+pub(super) struct RequestError {
     pub reason: String,
     /// Worth trying again: throttling (503 SlowDown, 429), another 5xx, or
     /// no answer (refused, reset, timed out). A 4xx (wrong credentials, no
@@ -61,7 +71,7 @@ impl RequestError {
 
 /// A request to the bucket: `operation` names it in errors
 /// (`ListObjectsV2`).
-pub struct Request {
+pub(super) struct Request {
     pub operation: &'static str,
     pub method: Method,
     /// The query string after `?`, its values encoded with [`push_query`].
@@ -72,7 +82,7 @@ pub struct Request {
 
 impl Request {
     /// A GET of the bucket with `query`.
-    pub fn get(operation: &'static str, query: String) -> Request {
+    pub(super) fn get(operation: &'static str, query: String) -> Request {
         Request {
             operation,
             method: Method::GET,
@@ -84,7 +94,7 @@ impl Request {
 }
 
 impl Client {
-    pub fn new(
+    pub(super) fn new(
         http: HttpClient,
         store: Arc<AmazonS3>,
         bucket_url: String,
@@ -101,7 +111,7 @@ impl Client {
     /// Signs and sends `request`; the answer's body when it succeeded, else
     /// the reason in the server's words (`ListObjectsV2: 403 Forbidden:
     /// SignatureDoesNotMatch: ...`).
-    pub async fn send(&self, request: Request) -> Result<Vec<u8>, RequestError> {
+    pub(super) async fn send(&self, request: Request) -> Result<Vec<u8>, RequestError> {
         let Request {
             operation,
             method,
@@ -156,9 +166,112 @@ impl Client {
     }
 }
 
+/// The bucket's client, from the same settings as object_store's (the
+/// standard `AWS_*` variables first, the configuration winning), its name,
+/// and where it is (`AWS` or the endpoint). No request is made.
+pub(super) fn connect(
+    config: &StorageConfig,
+    retry_budget: Duration,
+) -> Result<(Client, String, String), OpenError> {
+    let failed = |key, reason: String| OpenError {
+        key,
+        reason,
+        refused: false,
+    };
+    let bucket = config.bucket.clone().unwrap_or_default();
+    let builder = settings(config, &bucket);
+    let has_keys = builder
+        .get_config_value(&AmazonS3ConfigKey::AccessKeyId)
+        .is_some()
+        && builder
+            .get_config_value(&AmazonS3ConfigKey::SecretAccessKey)
+            .is_some();
+    let endpoint = builder.get_config_value(&AmazonS3ConfigKey::Endpoint);
+    if !has_keys && endpoint.is_some() {
+        // Without keys object_store would ask the EC2 metadata service,
+        // which a MinIO or R2 deployment does not have.
+        return Err(failed(
+            "access_key_id",
+            "storage.access_key_id and storage.secret_access_key (or AWS_ACCESS_KEY_ID and \
+             AWS_SECRET_ACCESS_KEY) are needed for a custom storage.endpoint"
+                .into(),
+        ));
+    }
+    let options = ClientOptions::new()
+        .with_allow_http(
+            endpoint
+                .as_deref()
+                .is_some_and(|e| e.starts_with("http://")),
+        )
+        .with_timeout(REQUEST_TIMEOUT.min(retry_budget.max(Duration::from_secs(1))))
+        .with_connect_timeout(CONNECT_TIMEOUT);
+    let region = builder
+        .get_config_value(&AmazonS3ConfigKey::Region)
+        .unwrap_or_default();
+    let virtual_hosted = builder
+        .get_config_value(&AmazonS3ConfigKey::VirtualHostedStyleRequest)
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    // object_store sends no request of ours: it provides credentials (and
+    // refreshes them); its retry settings only serve those.
+    let store = builder
+        .with_retry(RetryConfig {
+            backoff: BackoffConfig {
+                init_backoff: Duration::from_millis(100),
+                max_backoff: Duration::from_secs(2),
+                base: 2.0,
+            },
+            max_retries: 10,
+            retry_timeout: retry_budget,
+        })
+        .with_client_options(options.clone())
+        .build()
+        .map_err(|e| failed("bucket", format!("storage.kind s3: {e}")))?;
+    let http = ReqwestConnector::default()
+        .connect(&options)
+        .map_err(|e| failed("endpoint", format!("storage.kind s3: {e}")))?;
+    let client = Client::new(
+        http,
+        Arc::new(store),
+        bucket_url(endpoint.as_deref(), virtual_hosted, &bucket, &region),
+        region,
+    );
+    Ok((client, bucket, endpoint.unwrap_or_else(|| "AWS".into())))
+}
+
+/// object_store's settings for the bucket: the standard `AWS_*` variables
+/// first, the configuration winning.
+fn settings(config: &StorageConfig, bucket: &str) -> AmazonS3Builder {
+    let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+    if let Some(endpoint) = &config.endpoint {
+        // A custom endpoint (MinIO, RGW, R2...): path-style requests,
+        // http:// allowed when the endpoint says so.
+        builder = builder
+            .with_endpoint(endpoint)
+            .with_virtual_hosted_style_request(false)
+            .with_allow_http(endpoint.starts_with("http://"));
+    }
+    if let Some(region) = &config.region {
+        builder = builder.with_region(region);
+    } else if builder
+        .get_config_value(&AmazonS3ConfigKey::Region)
+        .is_none()
+    {
+        builder = builder.with_region("us-east-1");
+    }
+    if let (Some(id), Some(secret)) = (&config.access_key_id, &config.secret_access_key) {
+        builder = builder
+            .with_access_key_id(id)
+            .with_secret_access_key(secret.expose());
+    }
+    if let Some(token) = &config.session_token {
+        builder = builder.with_token(token.expose());
+    }
+    builder
+}
+
 /// The URL object_store sends a bucket's requests to, from the same
 /// settings (its builder keeps it private).
-pub fn bucket_url(
+pub(super) fn bucket_url(
     endpoint: Option<&str>,
     virtual_hosted: bool,
     bucket: &str,
@@ -173,7 +286,7 @@ pub fn bucket_url(
 }
 
 /// Appends `&name=value` to a query, the value encoded as SigV4 wants it.
-pub fn push_query(query: &mut String, name: &str, value: &str) {
+pub(super) fn push_query(query: &mut String, name: &str, value: &str) {
     if !query.is_empty() {
         query.push('&');
     }

@@ -13,11 +13,11 @@ use super::client::{Client, Request, RequestError};
 use super::xml::{self, Item};
 
 /// Most entries in one DeleteObjects request (the S3 API's limit).
-pub const MAX_ENTRIES: usize = 1000;
+pub(super) const MAX_ENTRIES: usize = 1000;
 
 /// One entry to delete: a key, or one version of it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Entry<'a> {
+pub(super) struct Entry<'a> {
     pub key: &'a str,
     /// `None`: a plain delete (on a versioned bucket, a delete marker).
     pub version_id: Option<&'a str>,
@@ -25,7 +25,7 @@ pub struct Entry<'a> {
 
 /// What the server answered for one entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Answer {
+pub(super) enum Answer {
     Deleted {
         /// A plain delete (no version id) made a delete marker: the
         /// object's bytes are still there.
@@ -39,7 +39,7 @@ pub enum Answer {
 /// `bypass_governance`, versions under governance-mode retention too.
 /// `Ok` holds one answer per entry, in order; `Err` when the request failed
 /// as a whole.
-pub async fn delete(
+pub(super) async fn delete(
     client: &Client,
     entries: &[Entry<'_>],
     bypass_governance: bool,
@@ -100,10 +100,8 @@ struct Record {
     message: Option<String>,
 }
 
-/// Matches the answer's records to `entries`: by key and version id, or
-/// by key alone when the server left the version out. An entry the answer
-/// does not mention failed (it may or may not be deleted: it is retried).
-fn read_answer(body: &[u8], entries: &[Entry<'_>]) -> Result<Vec<Answer>, String> {
+/// The `<Deleted>` and `<Error>` records of a DeleteObjects answer.
+fn read_records(body: &[u8]) -> Result<(Vec<Record>, Vec<Record>), String> {
     let mut deleted: Vec<Record> = Vec::new();
     let mut errors: Vec<Record> = Vec::new();
     let mut record = Record::default();
@@ -129,6 +127,14 @@ fn read_answer(body: &[u8], entries: &[Entry<'_>]) -> Result<Vec<Answer>, String
             Item::End(_) => {}
         },
     )?;
+    Ok((deleted, errors))
+}
+
+/// Matches the answer's records to `entries`: by key and version id, or
+/// by key alone when the server left the version out. An entry the answer
+/// does not mention failed (it may or may not be deleted: it is retried).
+fn read_answer(body: &[u8], entries: &[Entry<'_>]) -> Result<Vec<Answer>, String> {
+    let (deleted, errors) = read_records(body)?;
     let mut answers: Vec<Option<Answer>> = vec![None; entries.len()];
     let mut exact: HashMap<(&str, Option<&str>), VecDeque<usize>> = HashMap::new();
     for (i, e) in entries.iter().enumerate() {

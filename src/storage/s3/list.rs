@@ -13,7 +13,7 @@ use super::xml::{self, Item};
 
 /// One page of a listing.
 #[derive(Debug, Default, PartialEq)]
-pub struct Page {
+pub(super) struct Page {
     pub keys: Vec<String>,
     /// Where the next page starts; `None` on the last page.
     pub next: Option<String>,
@@ -21,7 +21,7 @@ pub struct Page {
 
 /// Where a request starts in the key space.
 #[derive(Debug, Clone, Copy)]
-pub enum Begin<'a> {
+pub(super) enum Begin<'a> {
     /// The first key (of the prefix).
     Start,
     /// The first key after this one (`start-after`).
@@ -32,7 +32,11 @@ pub enum Begin<'a> {
 
 /// One page (up to 1,000 keys, the API's page size) of the keys under
 /// `prefix`, from `from` on, in key order.
-pub async fn page(client: &Client, prefix: &str, from: Begin<'_>) -> Result<Page, RequestError> {
+pub(super) async fn page(
+    client: &Client,
+    prefix: &str,
+    from: Begin<'_>,
+) -> Result<Page, RequestError> {
     let mut query = "list-type=2".to_owned();
     push_query(&mut query, "prefix", prefix);
     match from {

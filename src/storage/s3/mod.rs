@@ -34,42 +34,36 @@ use std::time::{Duration, Instant};
 
 use backon::{ExponentialBuilder, Retryable};
 use futures_util::StreamExt;
-use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
-use object_store::client::{HttpConnector, ReqwestConnector};
-use object_store::{BackoffConfig, ClientOptions, RetryConfig};
 
 mod client;
 mod delete;
 mod list;
 mod plain;
-pub mod raw;
+pub(crate) mod raw;
 mod versioned;
 mod versioning;
 mod versions;
 mod xml;
 
-use self::client::{Client, RequestError};
+use self::client::{connect, Client, RequestError};
 use self::delete::Answer;
 use self::versioning::{Status, Versioning, Watch};
-use super::template::{self, Template};
 use super::{
     DeleteError, Erased, OpenError, Target, TargetHealth, TargetResult, Unavailable, Video,
 };
 use crate::config::{StorageConfig, Versions};
+use crate::paths::{self, Template};
 
 /// Listings of one batch in flight at once.
 const LISTS_IN_FLIGHT: usize = 32;
 /// DeleteObjects requests of one batch in flight at once.
 const DELETES_IN_FLIGHT: usize = 8;
-/// Longest wait for one answer.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest wait for the bucket's versioning at start-up; without it the
 /// server starts anyway, deleting nothing there until it is read.
 const START_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Erases the objects of videos in one bucket.
-pub struct S3Storage {
+pub(crate) struct S3Storage {
     client: Arc<Client>,
     /// Runs the requests; see the module's doc for why it is ours.
     runtime: tokio::runtime::Runtime,
@@ -103,7 +97,10 @@ impl S3Storage {
     /// [`START_CHECK_TIMEOUT`]) and starts keeping it fresh. Refuses a
     /// bucket with MFA Delete on when versions are to be purged.
     /// `retry_budget` bounds the retries of one batch's requests.
-    pub fn open(config: &StorageConfig, retry_budget: Duration) -> Result<S3Storage, OpenError> {
+    pub(crate) fn open(
+        config: &StorageConfig,
+        retry_budget: Duration,
+    ) -> Result<S3Storage, OpenError> {
         let failed = |key, reason: String| OpenError {
             key,
             reason,
@@ -148,7 +145,7 @@ impl S3Storage {
         Ok(S3Storage {
             client,
             runtime,
-            templates: template::parse_all(&config.paths),
+            templates: paths::parse_all(&config.paths),
             name: config.name().to_owned(),
             description: format!("s3 bucket {bucket} at {at}"),
             bucket,
@@ -292,102 +289,6 @@ impl S3Storage {
             .flat_map(|(_, answers)| answers)
             .collect()
     }
-}
-
-/// The bucket's client, from the same settings as object_store's (the
-/// standard `AWS_*` variables first, the configuration winning), its name,
-/// and where it is (`AWS` or the endpoint). No request is made.
-fn connect(
-    config: &StorageConfig,
-    retry_budget: Duration,
-) -> Result<(Client, String, String), OpenError> {
-    let failed = |key, reason: String| OpenError {
-        key,
-        reason,
-        refused: false,
-    };
-    let bucket = config.bucket.clone().unwrap_or_default();
-    let mut builder = AmazonS3Builder::from_env().with_bucket_name(&bucket);
-    if let Some(endpoint) = &config.endpoint {
-        // A custom endpoint (MinIO, RGW, R2...): path-style requests,
-        // http:// allowed when the endpoint says so.
-        builder = builder
-            .with_endpoint(endpoint)
-            .with_virtual_hosted_style_request(false)
-            .with_allow_http(endpoint.starts_with("http://"));
-    }
-    if let Some(region) = &config.region {
-        builder = builder.with_region(region);
-    } else if builder
-        .get_config_value(&AmazonS3ConfigKey::Region)
-        .is_none()
-    {
-        builder = builder.with_region("us-east-1");
-    }
-    if let (Some(id), Some(secret)) = (&config.access_key_id, &config.secret_access_key) {
-        builder = builder
-            .with_access_key_id(id)
-            .with_secret_access_key(secret.expose());
-    }
-    if let Some(token) = &config.session_token {
-        builder = builder.with_token(token.expose());
-    }
-    let has_keys = builder
-        .get_config_value(&AmazonS3ConfigKey::AccessKeyId)
-        .is_some()
-        && builder
-            .get_config_value(&AmazonS3ConfigKey::SecretAccessKey)
-            .is_some();
-    let endpoint = builder.get_config_value(&AmazonS3ConfigKey::Endpoint);
-    if !has_keys && endpoint.is_some() {
-        // Without keys object_store would ask the EC2 metadata service,
-        // which a MinIO or R2 deployment does not have.
-        return Err(failed(
-            "access_key_id",
-            "storage.access_key_id and storage.secret_access_key (or AWS_ACCESS_KEY_ID and \
-             AWS_SECRET_ACCESS_KEY) are needed for a custom storage.endpoint"
-                .into(),
-        ));
-    }
-    let options = ClientOptions::new()
-        .with_allow_http(
-            endpoint
-                .as_deref()
-                .is_some_and(|e| e.starts_with("http://")),
-        )
-        .with_timeout(REQUEST_TIMEOUT.min(retry_budget.max(Duration::from_secs(1))))
-        .with_connect_timeout(CONNECT_TIMEOUT);
-    let region = builder
-        .get_config_value(&AmazonS3ConfigKey::Region)
-        .unwrap_or_default();
-    let virtual_hosted = builder
-        .get_config_value(&AmazonS3ConfigKey::VirtualHostedStyleRequest)
-        .is_some_and(|v| v.eq_ignore_ascii_case("true"));
-    // object_store sends no request of ours: it provides credentials (and
-    // refreshes them); its retry settings only serve those.
-    let store = builder
-        .with_retry(RetryConfig {
-            backoff: BackoffConfig {
-                init_backoff: Duration::from_millis(100),
-                max_backoff: Duration::from_secs(2),
-                base: 2.0,
-            },
-            max_retries: 10,
-            retry_timeout: retry_budget,
-        })
-        .with_client_options(options.clone())
-        .build()
-        .map_err(|e| failed("bucket", format!("storage.kind s3: {e}")))?;
-    let http = ReqwestConnector::default()
-        .connect(&options)
-        .map_err(|e| failed("endpoint", format!("storage.kind s3: {e}")))?;
-    let client = Client::new(
-        http,
-        Arc::new(store),
-        client::bucket_url(endpoint.as_deref(), virtual_hosted, &bucket, &region),
-        region,
-    );
-    Ok((client, bucket, endpoint.unwrap_or_else(|| "AWS".into())))
 }
 
 /// Why a bucket with MFA Delete on cannot be purged.

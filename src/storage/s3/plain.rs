@@ -27,7 +27,7 @@ use super::delete::Answer;
 use super::list::{self, Begin};
 use super::versions;
 use super::{Doomed, S3Storage, Tally, LISTS_IN_FLIGHT};
-use crate::storage::template::{self, Template};
+use crate::paths::{self, Template};
 use crate::storage::{TargetResult, Video};
 
 /// Keys of other videos read in a row before a key-range walk jumps to the
@@ -41,10 +41,10 @@ const GAPS_BEFORE_PER_PREFIX: usize = 2;
 /// (or could not be looked at): the bucket may be versioned now. Says
 /// what was seen.
 #[derive(Debug)]
-pub struct Versioned(pub String);
+pub(super) struct Versioned(pub String);
 
 /// Erases `videos` with plain deletes.
-pub async fn erase(
+pub(super) async fn erase(
     s3: &S3Storage,
     videos: &[Video<'_>],
     started: Instant,
@@ -55,7 +55,7 @@ pub async fn erase(
     // directories are listed by template, below, to walk them together).
     let mut named_dirs: Vec<(usize, String)> = Vec::new();
     for (i, video) in videos.iter().enumerate() {
-        for spec in template::video_paths(&s3.templates, video.id, video.paths) {
+        for spec in paths::video_paths(&s3.templates, video.id, video.paths) {
             if !spec.dir {
                 // S3 cannot tell a missing key from a deleted one.
                 tallies[i].erased.deleted += 1;
@@ -70,30 +70,7 @@ pub async fn erase(
             }
         }
     }
-    let mut listed: Vec<(usize, String, Result<Vec<String>, String>)> = Vec::new();
-    for template in s3.templates.iter().filter(|t| t.dir) {
-        // The prefixes of this template, sorted as S3 lists keys.
-        let mut prefixes: Vec<(String, usize)> = videos
-            .iter()
-            .enumerate()
-            .map(|(i, video)| (format!("{}/", template.render(video.id)), i))
-            .collect();
-        prefixes.sort_unstable();
-        let sorted: Vec<&str> = prefixes.iter().map(|(p, _)| p.as_str()).collect();
-        let keys = list_prefixes(s3, template, &sorted, started).await;
-        for ((prefix, i), keys) in prefixes.into_iter().zip(keys) {
-            listed.push((i, prefix, keys));
-        }
-    }
-    let named: Vec<_> = futures_util::stream::iter(named_dirs)
-        .map(|(i, prefix)| async move {
-            let keys = list(s3, &prefix, started).await;
-            (i, prefix, keys)
-        })
-        .buffer_unordered(LISTS_IN_FLIGHT)
-        .collect()
-        .await;
-    listed.extend(named);
+    let listed = list_directories(s3, videos, named_dirs, started).await;
     if s3.versions.is_some() {
         let empty: Vec<&str> = listed
             .iter()
@@ -154,6 +131,45 @@ async fn holds_versions(s3: &S3Storage, prefixes: &[&str], started: Instant) -> 
         .collect()
         .await;
     found.into_iter().flatten().next()
+}
+
+/// A prefix of a video (`(video, prefix, its keys)`).
+type Listed = (usize, String, Result<Vec<String>, String>);
+
+/// The keys under every directory path of `videos`: each directory
+/// template's prefixes together (sorted, walked when dense), then the
+/// directories the requests named, one listing each.
+async fn list_directories(
+    s3: &S3Storage,
+    videos: &[Video<'_>],
+    named_dirs: Vec<(usize, String)>,
+    started: Instant,
+) -> Vec<Listed> {
+    let mut listed: Vec<Listed> = Vec::new();
+    for template in s3.templates.iter().filter(|t| t.dir) {
+        // The prefixes of this template, sorted as S3 lists keys.
+        let mut prefixes: Vec<(String, usize)> = videos
+            .iter()
+            .enumerate()
+            .map(|(i, video)| (format!("{}/", template.render(video.id)), i))
+            .collect();
+        prefixes.sort_unstable();
+        let sorted: Vec<&str> = prefixes.iter().map(|(p, _)| p.as_str()).collect();
+        let keys = list_prefixes(s3, template, &sorted, started).await;
+        for ((prefix, i), keys) in prefixes.into_iter().zip(keys) {
+            listed.push((i, prefix, keys));
+        }
+    }
+    let named: Vec<Listed> = futures_util::stream::iter(named_dirs)
+        .map(|(i, prefix)| async move {
+            let keys = list(s3, &prefix, started).await;
+            (i, prefix, keys)
+        })
+        .buffer_unordered(LISTS_IN_FLIGHT)
+        .collect()
+        .await;
+    listed.extend(named);
+    listed
 }
 
 /// The keys under each of `prefixes` (sorted, each ending in `/`), in the

@@ -22,14 +22,14 @@ use super::delete::Answer;
 use super::versioning::Status;
 use super::versions::{self, Entry};
 use super::{Doomed, S3Storage, Tally, LISTS_IN_FLIGHT};
-use crate::storage::template::{self, PathSpec};
+use crate::paths::{self, PathSpec};
 use crate::storage::{TargetResult, Video};
 
 /// Every path of every video, listed: `(video, path, its entries)`.
 type Listed = Vec<(usize, PathSpec, Result<Vec<Entry>, String>)>;
 
 /// Deletes every version and delete marker of `videos`' paths.
-pub async fn purge(s3: &S3Storage, videos: &[Video<'_>], started: Instant) -> TargetResult {
+pub(super) async fn purge(s3: &S3Storage, videos: &[Video<'_>], started: Instant) -> TargetResult {
     let mut tallies = vec![Tally::default(); videos.len()];
     let mut doomed: Vec<Doomed> = Vec::new();
     for (i, spec, entries) in list_all(s3, videos, started).await {
@@ -61,7 +61,7 @@ pub async fn purge(s3: &S3Storage, videos: &[Video<'_>], started: Instant) -> Ta
 /// Hides each key of `videos`' paths behind a delete marker, counting the
 /// versions kept. On a Suspended bucket the marker replaces the key's
 /// `null` version, which is then not kept.
-pub async fn markers(
+pub(super) async fn markers(
     s3: &S3Storage,
     videos: &[Video<'_>],
     status: Status,
@@ -122,7 +122,7 @@ async fn list_all(s3: &S3Storage, videos: &[Video<'_>], started: Instant) -> Lis
         .iter()
         .enumerate()
         .flat_map(|(i, video)| {
-            template::video_paths(&s3.templates, video.id, video.paths)
+            paths::video_paths(&s3.templates, video.id, video.paths)
                 .into_iter()
                 .map(move |spec| (i, spec))
         })

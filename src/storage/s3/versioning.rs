@@ -17,7 +17,7 @@ use super::xml::{self, Item};
 
 /// The bucket's `Status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
+pub(super) enum Status {
     /// Never versioned: a delete removes the object.
     Unversioned,
     /// A plain delete adds a delete marker; every version stays.
@@ -28,7 +28,7 @@ pub enum Status {
 }
 
 impl Status {
-    pub fn as_str(self) -> &'static str {
+    pub(super) fn as_str(self) -> &'static str {
         match self {
             Status::Unversioned => "unversioned",
             Status::Enabled => "Enabled",
@@ -39,7 +39,7 @@ impl Status {
 
 /// What GetBucketVersioning said.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Versioning {
+pub(super) struct Versioning {
     pub status: Status,
     /// Deleting a version needs an MFA code, which the scheduler has none
     /// of.
@@ -47,7 +47,7 @@ pub struct Versioning {
 }
 
 /// Reads the bucket's versioning once.
-pub async fn read(client: &Client) -> Result<Versioning, RequestError> {
+pub(super) async fn read(client: &Client) -> Result<Versioning, RequestError> {
     match client
         .send(Request::get("GetBucketVersioning", "versioning=".into()))
         .await
@@ -99,7 +99,7 @@ struct Reading {
 
 /// The bucket's versioning as last read, read again when stale.
 #[derive(Debug)]
-pub struct Watch {
+pub(super) struct Watch {
     bucket: String,
     /// `storage.versioning_check_secs`.
     every: Duration,
@@ -114,7 +114,7 @@ pub struct Watch {
 const MAX_RETRY: Duration = Duration::from_secs(30);
 
 impl Watch {
-    pub fn new(bucket: String, every: Duration) -> Watch {
+    pub(super) fn new(bucket: String, every: Duration) -> Watch {
         Watch {
             bucket,
             every,
@@ -125,7 +125,7 @@ impl Watch {
 
     /// The last reading, without a request (for `/readyz` and the stats):
     /// `Err` says why it is not known.
-    pub fn last(&self) -> Result<Versioning, String> {
+    pub(super) fn last(&self) -> Result<Versioning, String> {
         match &*self.last.lock().unwrap_or_else(|e| e.into_inner()) {
             None => Err(format!(
                 "bucket {}: its versioning has not been read yet",
@@ -158,7 +158,7 @@ impl Watch {
 
     /// The state to delete by: the last reading while it is fresh, else a
     /// new one.
-    pub async fn current(&self, client: &Client) -> Result<Versioning, String> {
+    pub(super) async fn current(&self, client: &Client) -> Result<Versioning, String> {
         if self.fresh_for() > Duration::ZERO {
             return self.last();
         }
@@ -167,7 +167,7 @@ impl Watch {
 
     /// Reads the versioning again: when stale, or always with `force` (a
     /// delete just showed the bucket is not what the last reading said).
-    pub async fn refresh(&self, client: &Client, force: bool) -> Result<Versioning, String> {
+    pub(super) async fn refresh(&self, client: &Client, force: bool) -> Result<Versioning, String> {
         let _one = self.reading.lock().await;
         if !force && self.fresh_for() > Duration::ZERO {
             return self.last();
@@ -217,7 +217,7 @@ impl Watch {
     /// Keeps the reading fresh while no batch needs it, so that `/readyz`
     /// and the stats say what the bucket is now. Runs until the runtime
     /// stops.
-    pub async fn keep_fresh(self: std::sync::Arc<Self>, client: std::sync::Arc<Client>) {
+    pub(super) async fn keep_fresh(self: std::sync::Arc<Self>, client: std::sync::Arc<Client>) {
         loop {
             tokio::time::sleep(self.fresh_for()).await;
             let _ = self.refresh(&client, false).await;

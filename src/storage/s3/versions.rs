@@ -12,7 +12,7 @@ use super::xml::{self, Item};
 
 /// One version or delete marker.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
+pub(super) struct Entry {
     pub key: String,
     /// `null` for the version written while versioning was off or
     /// suspended.
@@ -25,7 +25,7 @@ pub struct Entry {
 
 /// One page of a listing.
 #[derive(Debug, Default, PartialEq)]
-pub struct Page {
+pub(super) struct Page {
     pub entries: Vec<Entry>,
     /// Where the next page starts (key and version id markers); `None` on
     /// the last page.
@@ -35,7 +35,7 @@ pub struct Page {
 /// One page (up to 1,000 entries) of the versions under `prefix`, in key
 /// order and newest first within a key, after `after` (the previous
 /// page's `next`).
-pub async fn page(
+pub(super) async fn page(
     client: &Client,
     prefix: &str,
     after: Option<(&str, &str)>,

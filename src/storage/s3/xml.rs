@@ -12,7 +12,7 @@
 use quick_xml::events::Event;
 
 /// What [`read`] hands its caller, in document order.
-pub enum Item<'a> {
+pub(super) enum Item<'a> {
     /// A wanted field's text.
     Field(Field<'a>),
     /// A record (or a root field that was not wanted) closed: its name.
@@ -20,7 +20,7 @@ pub enum Item<'a> {
 }
 
 /// A field's text, inside a record or on the root element.
-pub struct Field<'a> {
+pub(super) struct Field<'a> {
     /// The record's element name (`Version`), `None` on the root.
     pub record: Option<&'a [u8]>,
     /// The field's element name (`Key`).
@@ -32,7 +32,7 @@ pub struct Field<'a> {
 /// order (entities resolved, text split around them joined), and each
 /// record's name when it closes. `want(record, field)` says which fields
 /// to read at all.
-pub fn read(
+pub(super) fn read(
     body: &[u8],
     want: impl Fn(Option<&[u8]>, &[u8]) -> bool,
     mut on: impl FnMut(Item<'_>),
@@ -107,7 +107,7 @@ fn push_text(value: &mut String, event: Event<'_>) -> Result<(), String> {
 }
 
 /// `Code: Message` of an S3 error answer, when it is one.
-pub fn s3_error(body: &[u8]) -> Option<String> {
+pub(super) fn s3_error(body: &[u8]) -> Option<String> {
     let (mut code, mut message) = (None, None);
     read(
         body,
@@ -126,7 +126,7 @@ pub fn s3_error(body: &[u8]) -> Option<String> {
 }
 
 /// Escapes text for an XML element's content.
-pub fn escape(text: &str) -> std::borrow::Cow<'_, str> {
+pub(super) fn escape(text: &str) -> std::borrow::Cow<'_, str> {
     quick_xml::escape::escape(text)
 }
 

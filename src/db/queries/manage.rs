@@ -1,0 +1,221 @@
+//! What operators do to requests: look one up, list them (keyset pages),
+//! cancel and retry one or many (the bulk actions call these in batches of
+//! 1,000). Each write touches rows by primary key and names the state it
+//! changes, so the kept counts follow exactly; a running row whose lease is
+//! live is never cancelled.
+
+use diesel::prelude::*;
+
+use super::counts;
+use crate::db::models::{CountDelta, Deletion, State};
+use crate::db::schema::video_del_rec::dsl as t;
+use crate::db::Conn;
+use crate::video_id::VideoId;
+
+/// One request by id (its exact text: rows left by the Go scheduler may
+/// hold ids that are not valid video ids).
+pub fn get(conn: &mut Conn, id: &str) -> QueryResult<Option<Deletion>> {
+    t::video_del_rec
+        .find(id)
+        .select(Deletion::as_select())
+        .first(conn)
+        .optional()
+}
+
+/// A page of requests in id order, after `after`, optionally of one state.
+/// Keyset pagination: served by the primary key or the `(state, id)` index.
+pub fn list(
+    conn: &mut Conn,
+    state: Option<State>,
+    after: Option<&str>,
+    limit: usize,
+) -> QueryResult<Vec<Deletion>> {
+    let mut query = t::video_del_rec.select(Deletion::as_select()).into_boxed();
+    if let Some(state) = state {
+        query = query.filter(t::state.eq(state.as_str()));
+    }
+    keyset_page!(conn, query, t::id, after, limit)
+}
+
+/// What a cancel or a retry found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Change {
+    Done,
+    NotFound,
+    /// The row is in a state that forbids the change.
+    Conflict(State),
+}
+
+/// Cancels a request unless an instance holds a live lease on it. `id` is
+/// the row's exact text (it may not be a valid video id). Each DELETE
+/// names the state it removes, so the kept counts follow exactly.
+pub(crate) fn cancel(conn: &mut Conn, id: &str, now: i64) -> QueryResult<Change> {
+    conn.transaction(|conn| {
+        let row = t::video_del_rec.find(id);
+        let failed =
+            diesel::delete(row.filter(t::state.eq(State::Failed.as_str()))).execute(conn)? as i64;
+        let queued = diesel::delete(
+            row.filter(t::state.ne(State::Failed.as_str())).filter(
+                t::state
+                    .ne(State::Running.as_str())
+                    .or(t::locked_until.le(now)),
+            ),
+        )
+        .execute(conn)? as i64;
+        if failed + queued > 0 {
+            counts::add(
+                conn,
+                CountDelta {
+                    queued: -queued,
+                    failed: -failed,
+                    done: 0,
+                },
+            )?;
+            return Ok(Change::Done);
+        }
+        Ok(match get(conn, id)? {
+            None => Change::NotFound,
+            Some(_) => Change::Conflict(State::Running),
+        })
+    })
+}
+
+/// Moves a failed request back to pending, due now, with its attempts
+/// reset. On success, the row as the same transaction left it.
+pub(crate) fn retry(
+    conn: &mut Conn,
+    id: &VideoId,
+    now: i64,
+) -> QueryResult<(Change, Option<Deletion>)> {
+    conn.transaction(|conn| {
+        let moved = retry_ids(conn, &[id.as_str()], now)? > 0;
+        let row = get(conn, id.as_str())?;
+        Ok(match (moved, row) {
+            (true, row) => (Change::Done, row),
+            (false, None) => (Change::NotFound, None),
+            (false, Some(row)) => (
+                Change::Conflict(State::parse(&row.state).unwrap_or(State::Pending)),
+                None,
+            ),
+        })
+    })
+}
+
+/// Ids of every request after `after`, in id order (the primary key only).
+pub(crate) fn ids_after(
+    conn: &mut Conn,
+    after: Option<&str>,
+    limit: usize,
+) -> QueryResult<Vec<String>> {
+    keyset_page!(
+        conn,
+        t::video_del_rec.select(t::id).into_boxed(),
+        t::id,
+        after,
+        limit
+    )
+}
+
+/// Ids of requests in `state` after `after`, in id order: a page for the
+/// bulk actions (walks the `(state, id)` index).
+pub(crate) fn ids_in_state(
+    conn: &mut Conn,
+    state: State,
+    after: Option<&str>,
+    limit: usize,
+) -> QueryResult<Vec<String>> {
+    let query = t::video_del_rec
+        .select(t::id)
+        .filter(t::state.eq(state.as_str()))
+        .into_boxed();
+    keyset_page!(conn, query, t::id, after, limit)
+}
+
+/// `video_del_rec` filtered to some ids.
+type TheseIds<'a> = diesel::dsl::Filter<t::video_del_rec, diesel::dsl::EqAny<t::id, &'a [&'a str]>>;
+
+/// The rows of `ids` that are in `state`, by primary key (no id: no row).
+fn these_in<'a>(
+    ids: &'a [&'a str],
+    state: State,
+) -> diesel::dsl::Filter<TheseIds<'a>, diesel::dsl::Eq<t::state, &'static str>> {
+    t::video_del_rec
+        .filter(t::id.eq_any(ids))
+        .filter(t::state.eq(state.as_str()))
+}
+
+/// Moves these requests back to pending, due now, those of them still
+/// failed. Returns how many moved.
+pub(crate) fn retry_ids(conn: &mut Conn, ids: &[&str], now: i64) -> QueryResult<usize> {
+    let moved = diesel::update(these_in(ids, State::Failed))
+        .set(retry_columns(now))
+        .execute(conn)?;
+    counts::add(
+        conn,
+        CountDelta {
+            queued: moved as i64,
+            failed: -(moved as i64),
+            done: 0,
+        },
+    )?;
+    Ok(moved)
+}
+
+/// Cancels these requests, those of them still in `state` (a pending one
+/// being claimed right now is running, and left alone). Returns how many.
+pub(crate) fn cancel_ids(conn: &mut Conn, ids: &[&str], state: State) -> QueryResult<usize> {
+    let cancelled = diesel::delete(these_in(ids, state)).execute(conn)?;
+    let n = cancelled as i64;
+    let delta = match state {
+        State::Failed => CountDelta {
+            failed: -n,
+            ..CountDelta::default()
+        },
+        _ => CountDelta {
+            queued: -n,
+            ..CountDelta::default()
+        },
+    };
+    counts::add(conn, delta)?;
+    Ok(cancelled)
+}
+
+#[allow(clippy::type_complexity)]
+fn retry_columns(
+    now: i64,
+) -> (
+    diesel::dsl::Eq<t::state, &'static str>,
+    diesel::dsl::Eq<t::attempts, i32>,
+    diesel::dsl::Eq<t::not_before, i64>,
+) {
+    (
+        t::state.eq(State::Pending.as_str()),
+        t::attempts.eq(0),
+        t::not_before.eq(now),
+    )
+}
+
+/// Deletes rows by id, whoever holds them, without keeping counts: the
+/// benchmark's raw limit (no lease, no fence) measures the cost of the bare
+/// statement.
+pub fn delete_ids(conn: &mut Conn, ids: &[String]) -> QueryResult<usize> {
+    diesel::delete(t::video_del_rec.filter(t::id.eq_any(ids))).execute(conn)
+}
+
+/// Whether any request is left, in any state: one index probe.
+pub fn any_row(conn: &mut Conn) -> QueryResult<bool> {
+    Ok(!t::video_del_rec
+        .select(t::id)
+        .limit(1)
+        .load::<String>(conn)?
+        .is_empty())
+}
+
+/// Cheapest statement proving the table is there and readable.
+pub(crate) fn ping(conn: &mut Conn) -> QueryResult<()> {
+    t::video_del_rec
+        .select(t::id)
+        .limit(1)
+        .load::<String>(conn)
+        .map(drop)
+}

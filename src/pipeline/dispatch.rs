@@ -1,0 +1,486 @@
+//! The dispatcher's decisions as a plain struct: when to claim and how
+//! many ids, what a claim's or a batch's outcome changes, the backoff while
+//! the database or the storage is in trouble, and which batches are in
+//! flight. No actor, no database, no clock: the caller passes the time in,
+//! so unit tests drive it step by step, as [`super::batch::execute`] is
+//! driven without an executor. The [`super::dispatcher::DispatcherActor`]
+//! runs the claims, sends the batches, waits on the rate limiter and logs
+//! the [`Report`]s it is handed.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+mod report;
+
+pub(super) use report::Report;
+
+/// Longest pause between claims while the database is unreachable.
+pub(super) const MAX_OUTAGE_BACKOFF: Duration = Duration::from_secs(5);
+
+/// How the dispatcher sizes its work.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Settings {
+    /// Ids claimed at most at once: one executor's batch.
+    pub batch_size: usize,
+    /// How long a claim holds its ids before another may claim them.
+    pub lease: Duration,
+    /// Batches allowed in execution at once: the number of executors.
+    pub capacity: usize,
+    /// The timer's interval: the first backoff step of an outage.
+    pub tick: Duration,
+    /// `max_deletions_per_sec` (0: no limit).
+    pub max_per_sec: u32,
+}
+
+/// What keeps the dispatcher from claiming.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Cause {
+    /// Claims fail.
+    Database,
+    /// Batches come back refused by the storage.
+    Storage,
+}
+
+/// Trouble as the dispatcher sees it: claims wait until `retry_at`.
+#[derive(Debug)]
+struct Trouble {
+    /// What failed last: only a success of that kind ends the trouble.
+    cause: Cause,
+    /// When the streak began: the recovery line says how long it lasted.
+    since: Instant,
+    /// Failures in the streak: the backoff's exponent, and reported at the end.
+    failures: u32,
+    /// No claim before this.
+    retry_at: Instant,
+}
+
+/// The order to claim: the actor runs the claim and reports its outcome
+/// with [`Dispatch::claim_returned`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct ClaimOrder {
+    /// Ids to claim at most: the batch size, or a second's worth under a
+    /// rate limit.
+    pub limit: usize,
+}
+
+/// What a claim came back with.
+#[derive(Debug)]
+pub(super) enum ClaimOutcome {
+    /// Ids claimed (possibly none).
+    Batch { len: usize },
+    /// An operator paused deletions: nothing was claimed.
+    Paused,
+    /// The claim failed; `unavailable` for an outage, which `Db` logs itself.
+    Failed { unavailable: bool, error: String },
+}
+
+/// What an executor made of a batch.
+#[derive(Debug)]
+pub(super) enum BatchOutcome {
+    /// The batch ran (whatever each id's fate).
+    Ran,
+    /// The storage refused the batch as a whole; nothing was deleted.
+    StorageUnavailable { reason: String },
+    /// The executor is gone (shutdown): the lease will expire.
+    NotRun,
+}
+
+/// Every decision of the dispatcher, and the state they rest on.
+#[derive(Debug)]
+pub(super) struct Dispatch {
+    /// Batch size, executors, tick and rate limit: what the decisions weigh.
+    settings: Settings,
+    /// Ids of the batches being executed, by batch number: their count is
+    /// checked against `capacity`, shutdown waits for them, and their leases
+    /// are released if shutdown runs out of time before they are acked.
+    in_flight: HashMap<u64, Vec<String>>,
+    /// Number of the next batch handed out (keys of `in_flight`).
+    next_batch: u64,
+    /// The limit of the claim in flight, if one is: at most one at a time
+    /// (two would race for the same rows), and a batch that fills it means
+    /// more is due at once.
+    claiming: Option<usize>,
+    /// Work may be due: set by ticks, nudges, full batches and failures;
+    /// without it an idle dispatcher would claim in a loop.
+    more: bool,
+    /// Shutdown began: no more claims, and "idle" can be announced.
+    stopping: bool,
+    /// Claims are held back by a failure, with a growing backoff, so an
+    /// outage is not hammered once a tick.
+    trouble: Option<Trouble>,
+    /// The last claim found deletions paused by an operator: the change is
+    /// logged once each way, not on every claim.
+    paused: bool,
+}
+
+impl Dispatch {
+    pub(super) fn new(settings: Settings) -> Dispatch {
+        Dispatch {
+            settings,
+            in_flight: HashMap::new(),
+            next_batch: 0,
+            claiming: None,
+            more: false,
+            stopping: false,
+            trouble: None,
+            paused: false,
+        }
+    }
+
+    /// A tick or a nudge: work may be due.
+    pub(super) fn wake(&mut self) {
+        self.more = true;
+    }
+
+    /// A claim to run at `now`, if one is useful and allowed; the claim is
+    /// then in flight until [`Dispatch::claim_returned`].
+    pub(super) fn next_claim(&mut self, now: Instant) -> Option<ClaimOrder> {
+        if self.stopping
+            || self.claiming.is_some()
+            || !self.more
+            || self.in_flight.len() >= self.settings.capacity
+            || self.trouble.as_ref().is_some_and(|t| now < t.retry_at)
+        {
+            return None;
+        }
+        // With a rate limit, a claim takes at most one second's worth.
+        let limit = match self.settings.max_per_sec {
+            0 => self.settings.batch_size,
+            per_sec => self.settings.batch_size.min(per_sec as usize),
+        };
+        self.claiming = Some(limit);
+        self.more = false;
+        Some(ClaimOrder { limit })
+    }
+
+    /// The claim in flight came back at `now` with `outcome`: what to log.
+    pub(super) fn claim_returned(&mut self, now: Instant, outcome: ClaimOutcome) -> Vec<Report> {
+        let limit = self.claiming.take();
+        let mut reports = Vec::new();
+        match outcome {
+            ClaimOutcome::Paused => {
+                reports.extend(self.recovered(Cause::Database, now));
+                if !self.paused {
+                    reports.push(Report::Paused);
+                    self.paused = true;
+                }
+            }
+            ClaimOutcome::Batch { len } => {
+                reports.extend(self.recovered(Cause::Database, now));
+                if self.paused {
+                    reports.push(Report::Resumed);
+                    self.paused = false;
+                }
+                if Some(len) == limit {
+                    self.more = true;
+                }
+            }
+            ClaimOutcome::Failed { unavailable, error } => {
+                // Outages are logged by `Db`; any other error is a fault
+                // worth an error line, once per streak.
+                if self.trouble.is_none() && !unavailable {
+                    reports.push(Report::ClaimFailed { error });
+                }
+                self.failed(Cause::Database, now);
+            }
+        }
+        reports
+    }
+
+    /// A claimed batch of `ids` goes to an executor: its number, for
+    /// [`Dispatch::batch_returned`].
+    pub(super) fn batch_started(&mut self, ids: Vec<String>) -> u64 {
+        let number = self.next_batch;
+        self.next_batch += 1;
+        self.in_flight.insert(number, ids);
+        number
+    }
+
+    /// Batch `number` came back at `now` with `outcome`: what to log.
+    pub(super) fn batch_returned(
+        &mut self,
+        number: u64,
+        now: Instant,
+        outcome: BatchOutcome,
+    ) -> Option<Report> {
+        self.in_flight.remove(&number);
+        match outcome {
+            BatchOutcome::StorageUnavailable { reason } => {
+                let report = self
+                    .trouble
+                    .is_none()
+                    .then_some(Report::StorageUnavailable { reason });
+                self.failed(Cause::Storage, now);
+                report
+            }
+            BatchOutcome::Ran => self.recovered(Cause::Storage, now),
+            BatchOutcome::NotRun => None,
+        }
+    }
+
+    /// Shutdown began: claim no more.
+    pub(super) fn stop(&mut self) {
+        self.stopping = true;
+    }
+
+    /// Shutdown began and nothing is running any more: no batch, no claim.
+    pub(super) fn idle(&self) -> bool {
+        self.stopping && self.in_flight.is_empty() && self.claiming.is_none()
+    }
+
+    /// The ids of every batch still being executed, forgotten here (their
+    /// leases are given back by the caller).
+    pub(super) fn release_in_flight(&mut self) -> Vec<String> {
+        self.in_flight.drain().flat_map(|(_, ids)| ids).collect()
+    }
+
+    /// A claim or a batch failed for `cause` at `now`: pause claims, longer
+    /// each time. A failure of the other cause takes the streak over.
+    fn failed(&mut self, cause: Cause, now: Instant) {
+        self.more = true;
+        let trouble = self.trouble.get_or_insert(Trouble {
+            cause,
+            since: now,
+            failures: 0,
+            retry_at: now,
+        });
+        trouble.cause = cause;
+        trouble.failures += 1;
+        trouble.retry_at = now + backoff(self.settings.tick, trouble.failures);
+    }
+
+    /// A claim or a batch went through at `now`: trouble of that `cause` is
+    /// over; say so once.
+    fn recovered(&mut self, cause: Cause, now: Instant) -> Option<Report> {
+        let trouble = self.trouble.take_if(|t| t.cause == cause)?;
+        Some(Report::Recovered {
+            cause,
+            after: now.saturating_duration_since(trouble.since),
+            failures: trouble.failures,
+        })
+    }
+}
+
+/// The pause after the `failures`-th failure in a row: `tick` × 2^failures,
+/// capped at [`MAX_OUTAGE_BACKOFF`] (or the tick, if that is longer).
+fn backoff(tick: Duration, failures: u32) -> Duration {
+    tick.saturating_mul(1 << failures.min(16))
+        .min(MAX_OUTAGE_BACKOFF.max(tick))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use BatchOutcome::{NotRun, Ran};
+    use ClaimOutcome::{Batch, Paused};
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    /// Batches of 10, a tick of 100 ms, `capacity` executors.
+    fn dispatch(capacity: usize, max_per_sec: u32) -> Dispatch {
+        let (batch_size, lease, tick) = (10, Duration::from_secs(60), ms(100));
+        let settings = Settings {
+            batch_size,
+            lease,
+            capacity,
+            tick,
+            max_per_sec,
+        };
+        Dispatch::new(settings)
+    }
+
+    fn failed(unavailable: bool) -> ClaimOutcome {
+        let error = "boom".into();
+        ClaimOutcome::Failed { unavailable, error }
+    }
+
+    fn refused() -> BatchOutcome {
+        let reason = "no marker".into();
+        BatchOutcome::StorageUnavailable { reason }
+    }
+
+    fn recovered(cause: Cause, after_ms: u64, failures: u32) -> Report {
+        let after = ms(after_ms);
+        Report::Recovered {
+            cause,
+            after,
+            failures,
+        }
+    }
+
+    /// Wakes `d`, claims at `now` and gets `outcome` back: what it reported.
+    fn claim(d: &mut Dispatch, now: Instant, outcome: ClaimOutcome) -> Vec<Report> {
+        d.wake();
+        d.next_claim(now).expect("a claim is allowed");
+        d.claim_returned(now, outcome)
+    }
+
+    /// Claims a full batch at `now` and hands it out: its number.
+    fn full_batch(d: &mut Dispatch, now: Instant, first: u32) -> u64 {
+        assert!(claim(d, now, Batch { len: 10 }).is_empty());
+        d.batch_started((first..first + 10).map(|i| i.to_string()).collect())
+    }
+
+    #[test]
+    fn a_claim_is_ordered_only_when_work_may_be_due_and_one_at_a_time() {
+        let (t, mut d) = (Instant::now(), dispatch(2, 0));
+        assert_eq!(d.next_claim(t), None, "nothing woke it");
+        d.wake();
+        assert_eq!(d.next_claim(t), Some(ClaimOrder { limit: 10 }));
+        d.wake();
+        assert_eq!(d.next_claim(t), None, "a claim is in flight");
+        assert!(d.claim_returned(t, Batch { len: 3 }).is_empty());
+        assert!(d.next_claim(t).is_some(), "woken while claiming");
+        d.claim_returned(t, Batch { len: 3 });
+        assert_eq!(d.next_claim(t), None, "a short batch: nothing more due");
+    }
+
+    #[test]
+    fn a_full_batch_claims_again_at_once_while_an_executor_is_free() {
+        let (t, mut d) = (Instant::now(), dispatch(2, 0));
+        let first = full_batch(&mut d, t, 0);
+        full_batch(&mut d, t, 10);
+        assert_eq!(d.next_claim(t), None, "both executors are busy");
+        assert_eq!(d.batch_returned(first, t, Ran), None);
+        assert!(d.next_claim(t).is_some(), "the full batch left more due");
+    }
+
+    #[test]
+    fn the_rate_limit_caps_a_claim_at_a_second_s_worth() {
+        let t = Instant::now();
+        for (per_sec, limit) in [(0, 10), (4, 4), (10, 10), (50, 10)] {
+            let mut d = dispatch(2, per_sec);
+            d.wake();
+            assert_eq!(d.next_claim(t), Some(ClaimOrder { limit }), "{per_sec}/s");
+            d.claim_returned(t, Batch { len: limit });
+            assert!(d.next_claim(t).is_some(), "{limit} of {limit} is full");
+        }
+    }
+
+    #[test]
+    fn trouble_backs_off_two_four_eight_ticks_up_to_the_cap() {
+        let (mut now, mut d) = (Instant::now(), dispatch(1, 0));
+        for pause in [200, 400, 800, 1600, 3200, 5000, 5000] {
+            claim(&mut d, now, failed(true));
+            d.wake();
+            assert_eq!(d.next_claim(now + ms(pause - 1)), None, "{pause} ms");
+            now += ms(pause);
+        }
+        assert_eq!(backoff(Duration::from_secs(9), 3), Duration::from_secs(9));
+        assert_eq!(backoff(ms(100), u32::MAX), MAX_OUTAGE_BACKOFF);
+    }
+
+    #[test]
+    fn recovery_is_reported_once_with_the_streak_s_numbers_and_resets_the_backoff() {
+        let (t, mut d) = (Instant::now(), dispatch(1, 0));
+        for at in [0, 200, 600] {
+            assert!(claim(&mut d, t + ms(at), failed(true)).is_empty());
+        }
+        let back = claim(&mut d, t + ms(1400), Batch { len: 0 });
+        assert_eq!(back, [recovered(Cause::Database, 1400, 3)]);
+        assert!(claim(&mut d, t + ms(1400), Batch { len: 0 }).is_empty());
+        claim(&mut d, t + ms(2000), failed(true));
+        d.wake();
+        assert_eq!(d.next_claim(t + ms(2199)), None);
+        assert!(d.next_claim(t + ms(2200)).is_some(), "two ticks again");
+    }
+
+    #[test]
+    fn a_claim_error_is_reported_once_a_streak_and_an_outage_never() {
+        let (t, mut d) = (Instant::now(), dispatch(1, 0));
+        let first = claim(&mut d, t, failed(false));
+        assert_eq!(
+            first,
+            [Report::ClaimFailed {
+                error: "boom".into()
+            }]
+        );
+        assert!(claim(&mut d, t + ms(200), failed(false)).is_empty());
+        assert_eq!(claim(&mut d, t + ms(600), Batch { len: 0 }).len(), 1);
+        assert!(claim(&mut d, t + ms(600), failed(true)).is_empty());
+        assert!(claim(&mut d, t + ms(800), failed(false)).is_empty());
+    }
+
+    #[test]
+    fn storage_trouble_is_not_ended_by_a_claim_nor_database_trouble_by_a_batch() {
+        let (t, mut d) = (Instant::now(), dispatch(2, 0));
+        let a = full_batch(&mut d, t, 0);
+        let b = full_batch(&mut d, t, 10);
+        let said = d.batch_returned(a, t, refused());
+        assert!(matches!(said, Some(Report::StorageUnavailable { .. })));
+        d.wake();
+        assert_eq!(d.next_claim(t + ms(199)), None, "backs off");
+        let c = full_batch(&mut d, t + ms(200), 20);
+        assert_eq!(d.batch_returned(c, t + ms(200), refused()), None, "once");
+        let back = d.batch_returned(b, t + ms(300), Ran);
+        assert_eq!(back, Some(recovered(Cause::Storage, 300, 2)));
+
+        let a = full_batch(&mut d, t + ms(300), 0);
+        claim(&mut d, t + ms(300), failed(true));
+        assert_eq!(d.batch_returned(a, t + ms(300), Ran), None);
+        d.wake();
+        assert_eq!(d.next_claim(t + ms(499)), None, "the database is still out");
+    }
+
+    /// One trouble at a time: the last failure's cause is the one that
+    /// must succeed to end it, and its line counts the whole streak.
+    #[test]
+    fn a_failure_of_the_other_cause_takes_the_streak_over() {
+        let (t, mut d) = (Instant::now(), dispatch(2, 0));
+        let a = full_batch(&mut d, t, 0);
+        let b = full_batch(&mut d, t, 10);
+        assert!(d.batch_returned(a, t, refused()).is_some());
+        let error = claim(&mut d, t + ms(200), failed(false));
+        assert!(error.is_empty(), "not said: a streak is on");
+        assert_eq!(d.batch_returned(b, t + ms(300), Ran), None);
+        let back = claim(&mut d, t + ms(600), Batch { len: 0 });
+        assert_eq!(back, [recovered(Cause::Database, 600, 2)]);
+    }
+
+    #[test]
+    fn pause_and_resume_are_reported_once_each() {
+        let (t, mut d) = (Instant::now(), dispatch(1, 0));
+        assert_eq!(claim(&mut d, t, Paused), [Report::Paused]);
+        assert!(claim(&mut d, t, Paused).is_empty());
+        assert_eq!(claim(&mut d, t, Batch { len: 0 }), [Report::Resumed]);
+        assert!(claim(&mut d, t, Batch { len: 0 }).is_empty());
+        claim(&mut d, t, failed(true));
+        let reports = claim(&mut d, t + ms(200), Paused);
+        assert_eq!(
+            reports,
+            [recovered(Cause::Database, 200, 1), Report::Paused]
+        );
+    }
+
+    #[test]
+    fn after_stopping_nothing_is_claimed_and_idle_comes_with_the_last_batch() {
+        let (t, mut d) = (Instant::now(), dispatch(2, 0));
+        let a = full_batch(&mut d, t, 0);
+        d.next_claim(t).expect("the full batch asks for more");
+        d.stop();
+        d.batch_returned(a, t, Ran);
+        assert!(!d.idle(), "a claim is in flight");
+        d.claim_returned(t, Batch { len: 10 });
+        let b = d.batch_started(vec!["b".into()]);
+        assert!(!d.idle(), "the batch claimed before the stop runs");
+        d.wake();
+        assert_eq!(d.next_claim(t), None, "stopping, though more is due");
+        d.batch_returned(b, t, NotRun);
+        assert!(d.idle());
+    }
+
+    #[test]
+    fn releasing_gives_back_every_running_batch_s_ids() {
+        let (t, mut d) = (Instant::now(), dispatch(2, 0));
+        full_batch(&mut d, t, 0);
+        let b = full_batch(&mut d, t, 10);
+        d.stop();
+        let mut ids = d.release_in_flight();
+        ids.sort_by_key(|id| id.parse::<u32>().unwrap());
+        assert_eq!(ids, (0..20).map(|i| i.to_string()).collect::<Vec<_>>());
+        assert!(d.idle() && d.release_in_flight().is_empty());
+        assert_eq!(d.batch_returned(b, t, Ran), None, "late: harmless");
+    }
+}

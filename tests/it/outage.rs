@@ -1,0 +1,185 @@
+//! A database outage, made by cutting a TCP proxy between the real binary
+//! and MariaDB/PostgreSQL: 503s with Retry-After, `/readyz` down and up, one
+//! log line per outage, and the work finishing by itself afterwards.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+
+use crate::common::process::{write_config, ServerProcess};
+use crate::common::proxy::Proxy;
+use crate::common::{wait_until, workspace, Backend};
+use serde_json::json;
+use video_scheduler::db::Db;
+
+#[cfg(feature = "mysql")]
+#[test]
+fn mysql_outage_gives_503_and_work_resumes_by_itself() {
+    database_outage(Backend::Mysql);
+}
+
+#[cfg(feature = "postgres")]
+#[test]
+fn postgres_outage_gives_503_and_work_resumes_by_itself() {
+    database_outage(Backend::Postgres);
+}
+
+/// `url` with its `host:port` replaced by `addr`, and that `host:port`.
+fn through(url: &str, addr: SocketAddr) -> (String, SocketAddr) {
+    let start = url
+        .find('@')
+        .map(|at| at + 1)
+        .unwrap_or_else(|| url.find("://").unwrap() + 3);
+    let end = start + url[start..].find('/').unwrap();
+    let target = url[start..end].to_socket_addrs().unwrap().next().unwrap();
+    (format!("{}{addr}{}", &url[..start], &url[end..]), target)
+}
+
+fn files_left(root: &std::path::Path) -> usize {
+    std::fs::read_dir(root).unwrap().count()
+}
+
+fn database_outage(backend: Backend) {
+    let (ws, mut config) = workspace(backend);
+    config.tick_ms = 50;
+    config.lease_secs = 5;
+    let direct = Db::connect(&config.database_url, 1).unwrap();
+    let (proxied, target) = through(&config.database_url, "127.0.0.1:1".parse().unwrap());
+    let proxy = Proxy::start(target);
+    config.database_url = through(&proxied, proxy.addr).0;
+    let root = config.storage[0].root.clone();
+    std::fs::create_dir_all(&root).unwrap();
+    let mut server =
+        ServerProcess::start(&config, &write_config(&config, ws.dir.path(), "conf.json"));
+
+    // Before: work flows.
+    for i in 0..100 {
+        std::fs::write(root.join(format!("before-{i}")), b"").unwrap();
+        assert_eq!(
+            server
+                .get(&format!("/video-delete-record/before-{i}"))
+                .status,
+            200
+        );
+    }
+    wait_until("the first files are deleted", || files_left(&root) == 0);
+
+    // During: answers are 503 with Retry-After, nothing crashes.
+    for i in 0..100 {
+        std::fs::write(root.join(format!("during-{i}")), b"").unwrap();
+    }
+    proxy.cut();
+    wait_until("the seed route answers 503", || {
+        server.get("/video-delete-record/during-0").status == 503
+    });
+    let seed = server.get("/video-delete-record/during-1");
+    assert_eq!(
+        (seed.status, seed.body.as_str()),
+        (503, "database unavailable")
+    );
+    assert_eq!(seed.retry_after.as_deref(), Some("1"));
+    let batch = server.post("/v1/deletions", json!({ "ids": ["during-2"] }));
+    assert_eq!(batch.status, 503);
+    assert_eq!(batch.json()["code"], "unavailable");
+    assert!(batch.retry_after.is_some());
+    let ready = server.get("/readyz");
+    assert_eq!(ready.status, 503);
+    assert_eq!(
+        server.get("/healthz").status,
+        200,
+        "the process itself is fine"
+    );
+    assert!(server.alive());
+
+    // After: ready again by itself, and everything recorded gets done.
+    proxy.restore();
+    wait_until("/readyz is 200 again", || {
+        server.get("/readyz").status == 200
+    });
+    let ids: Vec<String> = (0..100).map(|i| format!("during-{i}")).collect();
+    let reply = server.post("/v1/deletions", json!({ "ids": ids }));
+    assert_eq!(reply.status, 202, "{}", reply.body);
+    wait_until("every file is deleted", || files_left(&root) == 0);
+    wait_until("every row is gone", || {
+        crate::common::row_count(&direct) == 0
+    });
+    assert!(server.alive());
+    let log = server.log();
+    assert_eq!(
+        log.matches(OUTAGE_STARTS).count(),
+        1,
+        "one warning per outage, whoever meets it:\n{log}"
+    );
+    assert_eq!(log.matches("database is back").count(), 1, "{log}");
+    assert!(
+        !log.contains("claim failed"),
+        "the dispatcher does not repeat it:\n{log}"
+    );
+}
+
+/// Waits until the server logged the start of an outage whose cause
+/// contains `words`, then checks it said so once.
+fn logs_outage_in_the_server_s_words(server: &ServerProcess, words: &str) {
+    wait_until("the outage is logged", || {
+        server.log().contains(OUTAGE_STARTS)
+    });
+    wait_until("the server's own words are logged", || {
+        server.log().contains(words)
+    });
+    let ready = server.get("/readyz");
+    assert_eq!(ready.status, 503);
+    let reason = ready.json()["error"].as_str().unwrap().to_owned();
+    assert!(reason.contains(words), "{reason}");
+    // A few more failing claims and requests must not log it again, nor
+    // the receipt pruner's rounds (every second in these tests) that meet
+    // the outage meanwhile: the server stays unready for two of them.
+    for _ in 0..20 {
+        assert_eq!(server.get("/video-delete-record/x").status, 503);
+    }
+    let window = std::time::Instant::now();
+    wait_until("two pruning rounds met the outage", || {
+        assert_eq!(server.get("/readyz").status, 503);
+        window.elapsed() >= std::time::Duration::from_millis(2500)
+    });
+    let log = server.log();
+    assert_eq!(log.matches(words).count(), 1, "said once:\n{log}");
+    assert_eq!(log.matches(OUTAGE_STARTS).count(), 1, "{log}");
+}
+
+/// The line that starts an outage, from the module that owns outages.
+const OUTAGE_STARTS: &str = "db::outage] database unavailable: ";
+
+#[cfg(feature = "postgres")]
+#[test]
+fn postgres_a_dropped_database_is_logged_in_the_server_s_words() {
+    let (ws, mut config) = workspace(Backend::Postgres);
+    config.tick_ms = 50;
+    config.receipts.prune_every_secs = 1;
+    std::fs::create_dir_all(&config.storage[0].root).unwrap();
+    let server = ServerProcess::start(&config, &write_config(&config, ws.dir.path(), "conf.json"));
+    assert_eq!(server.get("/readyz").status, 200);
+    let name = ws.db.name().to_owned();
+    ws.db.admin(&format!("DROP DATABASE {name} WITH (FORCE)"));
+    logs_outage_in_the_server_s_words(&server, &format!("database \"{name}\" does not exist"));
+}
+
+#[cfg(feature = "mysql")]
+#[test]
+fn mysql_a_revoked_login_is_logged_in_the_server_s_words() {
+    let (ws, mut config) = workspace(Backend::Mysql);
+    config.tick_ms = 50;
+    config.receipts.prune_every_secs = 1;
+    std::fs::create_dir_all(&config.storage[0].root).unwrap();
+    let name = ws.db.name().to_owned();
+    let user = format!("u_{name}");
+    ws.db
+        .admin(&format!("CREATE USER '{user}'@'%' IDENTIFIED BY 'pw'"));
+    ws.db
+        .admin(&format!("GRANT ALL ON {name}.* TO '{user}'@'%'"));
+    let at = config.database_url.find("://").unwrap() + 3;
+    let host = &config.database_url[config.database_url.find('@').unwrap() + 1..];
+    config.database_url = format!("{}{user}:pw@{host}", &config.database_url[..at]);
+    let server = ServerProcess::start(&config, &write_config(&config, ws.dir.path(), "conf.json"));
+    assert_eq!(server.get("/readyz").status, 200);
+    ws.db.admin(&format!("DROP USER '{user}'@'%'"));
+    ws.db.admin(&format!("KILL CONNECTION USER '{user}'"));
+    logs_outage_in_the_server_s_words(&server, &format!("Access denied for user '{user}'"));
+}
