@@ -156,6 +156,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         metrics,
         tokens: config.api_tokens.clone().into(),
         request_timeout: Duration::from_millis(config.client_request_timeout_ms),
+        record_timeout: Duration::from_millis(config.record_timeout_ms),
         access_log: config.access_log,
         instance: pipeline.owner.clone(),
     });

@@ -64,6 +64,11 @@ pub struct Config {
     /// clients cannot hold sockets and memory indefinitely. At least one
     /// second: actix's clock for the head's deadline ticks every 500 ms.
     pub client_request_timeout_ms: u64,
+    /// How long a record may wait for its commit before it answers 503
+    /// (it may still commit: a retry then answers `already_queued`), so
+    /// that a database that stopped answering (a lost synchronous standby,
+    /// a partition) never holds callers.
+    pub record_timeout_ms: u64,
     /// Most HTTP connections open at once (the process stops accepting
     /// beyond it; the kernel's backlog holds the rest).
     pub max_connections: usize,
@@ -115,6 +120,7 @@ impl Default for Config {
             shutdown_timeout_secs: 30,
             pool_size: 8,
             client_request_timeout_ms: 10_000,
+            record_timeout_ms: 5_000,
             max_connections: 1024,
             max_deletions_per_sec: 0,
             receipts: ReceiptsConfig::default(),
@@ -158,6 +164,7 @@ pub(crate) const RANGES: &[(&str, u64, u64)] = &[
     ("shutdown_timeout_secs", 0, 3600),
     ("pool_size", 1, 1000),
     ("client_request_timeout_ms", 1000, 3_600_000),
+    ("record_timeout_ms", 100, 600_000),
     ("max_connections", 1, 1_000_000),
     ("max_deletions_per_sec", 0, 10_000_000),
     ("receipts.retention_days", 0, 36_500),
@@ -230,7 +237,7 @@ impl Config {
     }
 
     /// The value of each key of [`RANGES`], in the same order.
-    fn numbers(&self) -> [u64; 14] {
+    fn numbers(&self) -> [u64; 15] {
         [
             self.tick_ms,
             self.batch_size as u64,
@@ -242,6 +249,7 @@ impl Config {
             self.shutdown_timeout_secs,
             u64::from(self.pool_size),
             self.client_request_timeout_ms,
+            self.record_timeout_ms,
             self.max_connections as u64,
             u64::from(self.max_deletions_per_sec),
             u64::from(self.receipts.retention_days),

@@ -182,7 +182,14 @@ impl ManageConnection for Manager {
     type Error = Error;
 
     fn connect(&self) -> Result<Tracked, Error> {
-        let conn = self.open().map_err(Error::ConnectionError)?;
+        // A driver's words may quote what it was given: no password in
+        // them goes further (logs, `/readyz`, the start-up error).
+        let conn = self.open().map_err(|e| {
+            Error::ConnectionError(diesel::ConnectionError::BadConnection(super::url::scrub(
+                &e.to_string(),
+                &self.driver_url,
+            )))
+        })?;
         Ok(Tracked {
             conn,
             broken: false,

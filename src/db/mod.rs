@@ -101,10 +101,10 @@ pub struct Db {
     /// same pool as `read`: the server arbitrates concurrent writers.
     write: Pool<Manager>,
     /// For [`Db::write_relaxed`]: on SQLite the same single writer (switched
-    /// to `synchronous = NORMAL`); on PostgreSQL a pool of its own whose
-    /// sessions run with the server's default `synchronous_commit` (the
-    /// README's claim that they turn it off is not true yet: the setting was
-    /// never applied, found while narrowing visibility; issue 28 decides).
+    /// to `synchronous = NORMAL`); on PostgreSQL a pool of its own, so that
+    /// records cannot starve the pipeline, committing durably: an ack holds
+    /// a receipt, and one undone by a server crash would be redone as
+    /// `missing` (README, "Guarantees").
     relaxed: Pool<Manager>,
 }
 
@@ -181,12 +181,26 @@ impl Db {
         applied.map_err(|e| DbError::Migration(e.to_string()))
     }
 
-    /// Reachable and migrated: what `/readyz` reports.
+    /// Reachable, taking writes, and migrated: what `/readyz` reports. A
+    /// server that refused a write stays unready until a write succeeds
+    /// (reads prove nothing); a hot standby is asked directly.
     pub fn ready(&self) -> Result<(), DbError> {
+        if let Some(cause) = self.outage.refusing_writes() {
+            return Err(DbError::Unavailable(cause));
+        }
+        if let Some(what) = self.read(queries::manage::read_only)? {
+            return Err(DbError::Unavailable(what.to_owned()));
+        }
         if !self.is_migrated()? {
             return Err(DbError::NotMigrated);
         }
         self.read(queries::manage::ping)
+    }
+
+    /// Why the database is unavailable, in the server's words, while an
+    /// outage is known; `None` otherwise. Answers at once.
+    pub(crate) fn outage_cause(&self) -> Option<String> {
+        self.outage.current_cause()
     }
 
     /// Whether every migration of this binary is applied.
@@ -219,7 +233,7 @@ impl Db {
         let started = Instant::now();
         let mut conn = self.get(&self.read)?;
         let result = f(&mut conn);
-        self.settle(&mut conn, started, result)
+        self.settle(&mut conn, started, false, result)
     }
 
     /// Runs `f`, a whole transaction, on a writer connection (blocking).
@@ -235,9 +249,9 @@ impl Db {
     /// [`Db::write`] for writes whose loss in a crash is harmless because
     /// the work they record is redone safely: claims (the row becomes due
     /// again), acks (the files are already gone: found missing), releases.
-    /// Their commits do not wait for the disk: PostgreSQL's
-    /// `synchronous_commit = off`, SQLite's `synchronous = NORMAL`. A process
-    /// crash loses none of them; a power loss may lose the last few.
+    /// On SQLite their commits do not wait for the disk (`synchronous =
+    /// NORMAL`): a process crash loses none of them; a power loss may lose
+    /// the last few. Elsewhere they commit durably (README, "Guarantees").
     pub fn write_relaxed<T>(
         &self,
         f: impl FnMut(&mut Conn) -> QueryResult<T>,
@@ -254,7 +268,7 @@ impl Db {
         let started = Instant::now();
         let mut conn = self.get(pool)?;
         if let Err(e) = conn.set_relaxed_sync(relaxed) {
-            return self.settle(&mut conn, started, Err(e));
+            return self.settle(&mut conn, started, true, Err(e));
         }
         let mut attempt = 1;
         loop {
@@ -264,7 +278,7 @@ impl Db {
                     std::thread::sleep(Duration::from_millis(fastrand::u64(1..=5 * attempt)));
                     attempt += 1;
                 }
-                result => return self.settle(&mut conn, started, result),
+                result => return self.settle(&mut conn, started, true, result),
             }
         }
     }
@@ -319,17 +333,27 @@ impl Db {
 
     /// Turns the result of work on `conn` into ours: a lost connection is
     /// marked for disposal (and every older connection for a check) and is
-    /// an outage; a success of work `started` after an outage began ends it.
+    /// an outage; so is a server that takes no writes (its connection is
+    /// dropped, so that the next one may reach a promoted or healed
+    /// server). A success of work `started` after an outage began ends it;
+    /// the second kind only a write (`wrote`) ends.
     fn settle<T>(
         &self,
         conn: &mut connection::Tracked,
         started: Instant,
+        wrote: bool,
         result: QueryResult<T>,
     ) -> Result<T, DbError> {
         match result {
             Ok(value) => {
-                self.outage.succeeded(started);
+                self.outage.succeeded(started, wrote);
                 Ok(value)
+            }
+            Err(e) if refuses_writes(&e).is_some() => {
+                conn.mark_broken();
+                let cause = refuses_writes(&e).unwrap_or_default();
+                self.outage.refused_write(&cause);
+                Err(DbError::Unavailable(cause))
             }
             Err(e) if is_connection_lost(&e) => {
                 conn.mark_broken();
@@ -424,6 +448,30 @@ const CONNECTION_LOST: &[&str] = &[
     "broken pipe",
     "connection reset",
 ];
+
+/// Why the server refused a statement because it takes no writes now: a
+/// PostgreSQL hot standby or read-only session (SQLSTATE 25006), a
+/// MariaDB/MySQL server started `--read-only` (1290, 1836), a Galera node
+/// outside the primary component or not synced (1047). `None` for any
+/// other error. A fixed text per kind (the server's words name the
+/// statement), so that an outage logs it once whatever was refused.
+fn refuses_writes(e: &diesel::result::Error) -> Option<String> {
+    use diesel::result::{DatabaseErrorKind, Error};
+    let Error::DatabaseError(kind, info) = e else {
+        return None;
+    };
+    let message = info.message().to_ascii_lowercase();
+    let what = if matches!(kind, DatabaseErrorKind::ReadOnlyTransaction) {
+        "connected to a read-only server (a hot standby or a read-only session: SQLSTATE 25006)"
+    } else if message.contains("wsrep has not yet prepared node") {
+        "Galera node not synced (WSREP not ready for application use: error 1047)"
+    } else if message.contains("--read-only") || message.contains("read-only mode") {
+        "connected to a read-only server (--read-only: error 1290)"
+    } else {
+        return None;
+    };
+    Some(what.to_owned())
+}
 
 /// A transaction the server rolled back to break a deadlock or a
 /// serialization conflict: safe to run again.

@@ -17,6 +17,9 @@ struct Outage {
     since: Instant,
     /// The causes logged so far, the latest last.
     causes: Vec<String>,
+    /// The server answers but takes no writes (a hot standby, a read-only
+    /// or unsynced node): reads prove nothing, only a write ends it.
+    until_write: bool,
 }
 
 /// The state of the current outage, if any.
@@ -35,12 +38,24 @@ impl Tracker {
     /// cause after it once (the connection was killed, then a new one is
     /// refused because the database no longer exists).
     pub(super) fn failed(&self, cause: &str) {
+        self.failed_with(cause, false);
+    }
+
+    /// A write failed because the server takes none (see
+    /// [`Outage::until_write`]): an outage that only a write ends.
+    pub(super) fn refused_write(&self, cause: &str) {
+        self.failed_with(cause, true);
+    }
+
+    fn failed_with(&self, cause: &str, until_write: bool) {
         self.failures.fetch_add(1, Ordering::Relaxed);
         let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
         let outage = current.get_or_insert_with(|| Outage {
             since: Instant::now(),
             causes: Vec::new(),
+            until_write,
         });
+        outage.until_write |= until_write;
         self.on.store(true, Ordering::Release);
         if outage.causes.len() < CAUSES_LOGGED && !outage.causes.iter().any(|c| c == cause) {
             if outage.causes.is_empty() {
@@ -57,6 +72,26 @@ impl Tracker {
         self.failures.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// The latest cause of the current outage, `None` when there is none.
+    pub(super) fn current_cause(&self) -> Option<String> {
+        if !self.on.load(Ordering::Acquire) {
+            return None;
+        }
+        let current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        current.as_ref()?.causes.last().cloned()
+    }
+
+    /// The cause of the current outage when it is one that only a write
+    /// ends: reads succeed meanwhile, and must not make it look over.
+    pub(super) fn refusing_writes(&self) -> Option<String> {
+        if !self.on.load(Ordering::Acquire) {
+            return None;
+        }
+        let current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        let outage = current.as_ref().filter(|o| o.until_write)?;
+        outage.causes.last().cloned()
+    }
+
     /// The latest cause of the current outage (or a generic text).
     pub(super) fn cause(&self) -> String {
         let current = self.current.lock().unwrap_or_else(|e| e.into_inner());
@@ -70,12 +105,15 @@ impl Tracker {
     /// is over, unless the operation began before the outage was seen (work
     /// already under way on another connection when the server went away
     /// proves nothing about now, and would make one outage log twice).
-    pub(super) fn succeeded(&self, started: Instant) {
+    pub(super) fn succeeded(&self, started: Instant, wrote: bool) {
         if !self.on.load(Ordering::Acquire) {
             return;
         }
         let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        if current.as_ref().is_some_and(|o| started < o.since) {
+        if current
+            .as_ref()
+            .is_some_and(|o| started < o.since || (o.until_write && !wrote))
+        {
             return;
         }
         if let Some(Outage { since, .. }) = current.take() {

@@ -1,5 +1,6 @@
 //! A database URL: which backend its scheme names (and the URL its driver
-//! wants), and how to print it without its password. The only part of the
+//! wants; PostgreSQL's keyword form `host=... dbname=...` is taken too),
+//! and how to print it, or a driver's message about it, without a password. The only part of the
 //! database layer the configuration needs (to check `database_url`, and to
 //! show it), so it imports nothing else.
 
@@ -15,9 +16,19 @@ impl Backend {
     /// Parses the scheme of `url`; returns the backend and the URL its
     /// driver expects (a file path for SQLite).
     pub(crate) fn from_url(url: &str) -> Result<(Backend, String), String> {
-        let (scheme, rest) = url.split_once("://").ok_or_else(|| {
-            format!("{url:?} has no scheme; use sqlite://, mysql:// or postgres://")
-        })?;
+        let Some((scheme, rest)) = url.split_once("://") else {
+            // Not echoed: what is not a URL may still hold a password.
+            if !is_keyword_form(url) {
+                return Err(
+                    "has no scheme; use sqlite://PATH, mysql://..., postgres://... \
+                            or PostgreSQL's keyword form (host=... dbname=...)"
+                        .into(),
+                );
+            }
+            return Backend::Postgres
+                .usable("PostgreSQL's keyword form")
+                .map(|b| (b, url.to_owned()));
+        };
         let backend = match scheme {
             "sqlite" => Backend::Sqlite,
             "mysql" | "mariadb" => Backend::Mysql,
@@ -28,12 +39,7 @@ impl Backend {
                 ))
             }
         };
-        if !backend.compiled() {
-            return Err(format!(
-                "{scheme}:// needs a binary built with `--features {}`",
-                backend.feature()
-            ));
-        }
+        backend.usable(&format!("{scheme}://"))?;
         let driver_url = match backend {
             Backend::Sqlite if rest.is_empty() || rest == ":memory:" => {
                 return Err("sqlite:// needs a file path: sqlite://PATH".into())
@@ -43,6 +49,17 @@ impl Backend {
             Backend::Postgres => url.to_owned(),
         };
         Ok((backend, driver_url))
+    }
+
+    /// Itself when compiled in, otherwise why not.
+    fn usable(self, written: &str) -> Result<Backend, String> {
+        match self.compiled() {
+            true => Ok(self),
+            false => Err(format!(
+                "{written} needs a binary built with `--features {}`",
+                self.feature()
+            )),
+        }
     }
 
     /// The cargo feature that compiles this backend in.
@@ -64,16 +81,260 @@ impl Backend {
     }
 }
 
-/// `url` without its password, for messages.
+/// What stands for a password in anything printed.
+const MASK: &str = "***";
+
+/// `url` with every password in it masked, for messages, logs and the
+/// effective configuration: the userinfo's (`user:PASSWORD@host`), a
+/// `password=` query parameter's, and in PostgreSQL's keyword form
+/// (`host=... password=...`) the `password` value's. When in doubt it
+/// masks more (a URL whose userinfo cannot be told from its path shows
+/// `***` for all of it), never less.
 pub(crate) fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            let credentials = &url[scheme_end + 3..at];
-            match credentials.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
-                None => url.to_owned(),
+    match url.split_once("://") {
+        Some((scheme, rest)) => format!("{scheme}://{}", redact_after_scheme(rest)),
+        None => redact_keywords(url),
+    }
+}
+
+/// Every password that `url` holds, as written and percent-decoded, so
+/// that a message a driver made (which may quote what it was given) can be
+/// cleaned of them by [`scrub`].
+fn passwords(url: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    match url.split_once("://") {
+        Some((_, rest)) => {
+            let masked = redact_query(rest);
+            if let Some((user, at)) = userinfo_password(&masked) {
+                found.push(masked[user.len() + 1..at].to_owned());
+            }
+            for pair in rest.split(['?', '&', '#']) {
+                if let Some((key, value)) = pair.split_once('=') {
+                    if key.eq_ignore_ascii_case("password") {
+                        found.push(value.to_owned());
+                    }
+                }
             }
         }
-        _ => url.to_owned(),
+        None => found.extend(keyword_values(url, "password").map(|(_, value)| value.to_owned())),
+    }
+    let decoded: Vec<String> = found.iter().filter_map(|p| percent_decode(p)).collect();
+    found.extend(decoded);
+    found.retain(|p| !p.is_empty());
+    // Longest first: a password that contains another is masked whole.
+    found.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    found
+}
+
+/// `message` (a driver's error, say) with every password of `url` masked,
+/// and the URL itself redacted wherever it appears whole.
+pub(crate) fn scrub(message: &str, url: &str) -> String {
+    let mut clean = message.replace(url, &redact(url));
+    for password in passwords(url) {
+        clean = clean.replace(&password, MASK);
+    }
+    clean
+}
+
+/// The part after `scheme://`: `password` query parameters first (their
+/// values may hold `@`), then the userinfo up to the last `@` left (a
+/// password may hold `@`, `/` or `?` unencoded).
+fn redact_after_scheme(rest: &str) -> String {
+    let rest = redact_query(rest);
+    match userinfo_password(&rest) {
+        Some((user, at)) => format!("{user}:{MASK}{}", &rest[at..]),
+        None => rest,
+    }
+}
+
+/// In `rest` (after `scheme://`, its query already masked): the user and
+/// where the `@` ending the userinfo is, when the userinfo has a password.
+fn userinfo_password(rest: &str) -> Option<(&str, usize)> {
+    let at = rest.rfind('@')?;
+    let (user, _) = rest[..at].split_once(':')?;
+    Some((user, at))
+}
+
+/// `text` with the value of every `password=` that starts a query
+/// parameter (after `?` or `&`, any case) masked up to the next `&` or `#`.
+fn redact_query(text: &str) -> String {
+    const KEY: &str = "password=";
+    let lower = text.to_ascii_lowercase();
+    let (mut out, mut copied, mut from) = (String::with_capacity(text.len()), 0, 0);
+    while let Some(found) = lower[from..].find(KEY) {
+        let start = from + found;
+        let value = start + KEY.len();
+        from = value;
+        if start == 0 || !matches!(text.as_bytes()[start - 1], b'?' | b'&') {
+            continue;
+        }
+        let end = text[value..]
+            .find(['&', '#'])
+            .map_or(text.len(), |n| value + n);
+        out.push_str(&text[copied..value]);
+        out.push_str(MASK);
+        (copied, from) = (end, end);
+    }
+    out.push_str(&text[copied..]);
+    out
+}
+
+/// PostgreSQL's keyword form with the `password` value masked.
+fn redact_keywords(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut last = 0;
+    for (span, _) in keyword_values(text, "password") {
+        out.push_str(&text[last..span.start]);
+        out.push_str(MASK);
+        last = span.end;
+    }
+    out.push_str(&text[last..]);
+    out
+}
+
+/// The values of `key` in libpq's keyword form (`key = value`, a value
+/// either a bare word or single-quoted with `\'` and `\\` escapes), each
+/// with the byte span it takes in `text` (quotes included).
+fn keyword_values<'a>(
+    text: &'a str,
+    key: &'a str,
+) -> impl Iterator<Item = (std::ops::Range<usize>, &'a str)> + 'a {
+    let mut pos = 0;
+    std::iter::from_fn(move || loop {
+        let rest = &text[pos..];
+        let trimmed = rest.trim_start();
+        if trimmed.is_empty() {
+            return None;
+        }
+        let name_start = pos + (rest.len() - trimmed.len());
+        let name_len = trimmed
+            .find(|c: char| c == '=' || c.is_whitespace())
+            .unwrap_or(trimmed.len());
+        let name = &text[name_start..name_start + name_len];
+        let after_name = &text[name_start + name_len..];
+        let Some(after_eq) = after_name.trim_start().strip_prefix('=') else {
+            pos = name_start + name_len.max(1);
+            continue;
+        };
+        let value_start = text.len() - after_eq.trim_start().len();
+        let value_end = value_end(text, value_start);
+        pos = value_end;
+        if name.eq_ignore_ascii_case(key) {
+            return Some((value_start..value_end, &text[value_start..value_end]));
+        }
+    })
+}
+
+/// Where the keyword-form value starting at `start` ends.
+fn value_end(text: &str, start: usize) -> usize {
+    let bytes = text.as_bytes();
+    if bytes.get(start) != Some(&b'\'') {
+        return text[start..]
+            .find(char::is_whitespace)
+            .map_or(text.len(), |n| start + n);
+    }
+    let mut i = start + 1;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' => i += 2,
+            b'\'' => return i + 1,
+            _ => i += 1,
+        }
+    }
+    text.len()
+}
+
+/// Whether `text` is PostgreSQL's keyword form (`host=... dbname=...`):
+/// it starts with a word followed by `=`.
+fn is_keyword_form(text: &str) -> bool {
+    let trimmed = text.trim_start();
+    let name_len = trimmed
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .unwrap_or(trimmed.len());
+    name_len > 0 && trimmed[name_len..].trim_start().starts_with('=')
+}
+
+/// `%XX` sequences decoded; `None` when there are none or they do not make
+/// UTF-8.
+fn percent_decode(text: &str) -> Option<String> {
+    if !text.contains('%') {
+        return None;
+    }
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok());
+        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MARKER: &str = "s3cr3t-m@rker";
+
+    #[test]
+    fn the_userinfo_password_is_masked_even_with_an_at_sign_in_it() {
+        let url = format!("postgres://app:{MARKER}@db.internal:5432/videos");
+        assert_eq!(redact(&url), "postgres://app:***@db.internal:5432/videos");
+        assert_eq!(
+            redact("mysql://root@127.0.0.1/test"),
+            "mysql://root@127.0.0.1/test"
+        );
+        assert_eq!(
+            redact("sqlite://video-scheduler.db"),
+            "sqlite://video-scheduler.db"
+        );
+    }
+
+    #[test]
+    fn a_password_query_parameter_is_masked() {
+        let url =
+            format!("postgres://app@h/db?sslmode=require&password={MARKER}&application_name=x");
+        let shown = redact(&url);
+        assert_eq!(
+            shown,
+            "postgres://app@h/db?sslmode=require&password=***&application_name=x"
+        );
+        let url = format!("postgresql:///videos?host=/run/postgresql&PASSWORD={MARKER}");
+        assert!(!redact(&url).contains("m@rker"), "{}", redact(&url));
+    }
+
+    #[test]
+    fn the_keyword_form_s_password_is_masked_bare_or_quoted() {
+        let text = format!("host=127.0.0.1 port=5432 password={MARKER} dbname=videos");
+        assert_eq!(
+            redact(&text),
+            "host=127.0.0.1 port=5432 password=*** dbname=videos"
+        );
+        let text = r"host=h password = 'it\'s a secret' dbname=v";
+        assert_eq!(redact(text), "host=h password = *** dbname=v");
+        assert!(is_keyword_form(text));
+        assert!(!is_keyword_form("video-scheduler.db"));
+    }
+
+    #[test]
+    fn scrub_masks_a_password_a_driver_repeats_encoded_or_not() {
+        let url = "postgres://app:p%40ss%2Fword@h/db";
+        let message = "could not connect to postgres://app:p%40ss%2Fword@h/db (password p@ss/word)";
+        let clean = scrub(message, url);
+        assert!(
+            !clean.contains("p@ss/word") && !clean.contains("p%40ss"),
+            "{clean}"
+        );
     }
 }

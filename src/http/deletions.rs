@@ -225,7 +225,15 @@ pub(crate) async fn create(
     request_id: RequestId,
 ) -> Result<HttpResponse, ApiError> {
     let create = parse_create(body.into_inner(), now_ms())?;
-    let stopped = |_| ApiError::Unavailable("the recorder stopped".into());
+    let timeout = state.record_timeout;
+    let stopped = |e| match e {
+        actix::MailboxError::Timeout => ApiError::Unavailable(format!(
+            "not committed within record_timeout_ms ({} ms); it may still commit: \
+             a retry answers already_queued for what did",
+            timeout.as_millis()
+        )),
+        actix::MailboxError::Closed => ApiError::Unavailable("the recorder stopped".into()),
+    };
     let recorded = if create.named_paths {
         let record = RecordWithPaths::new(
             create.items,
@@ -236,6 +244,7 @@ pub(crate) async fn create(
         state
             .record
             .send(record)
+            .timeout(timeout)
             .await
             .map_err(stopped)??
             .map_err(ApiError::BadRequest)?
@@ -245,6 +254,7 @@ pub(crate) async fn create(
         state
             .record
             .send(record)
+            .timeout(timeout)
             .await
             .map_err(stopped)??
             .ok_or(ApiError::Internal)?

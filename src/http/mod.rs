@@ -48,6 +48,8 @@ pub(crate) struct AppState {
     pub tokens: Arc<[String]>,
     /// How long a request body may take to arrive (`client_request_timeout_ms`).
     pub request_timeout: Duration,
+    /// How long a record waits for its commit (`record_timeout_ms`).
+    pub record_timeout: Duration,
     /// Log one line per request (`access_log`).
     pub access_log: bool,
     /// This process's `locked_by`, shown by the dashboard.

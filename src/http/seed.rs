@@ -47,7 +47,7 @@ async fn not_allowed() -> HttpResponse {
     responses((status = 200, description = "committed (empty body)"),
         (status = 400, description = "`video id should not be empty` or `invalid video id` (text)"),
         (status = 500, description = "`internal error` (text): a database error retrying will not fix; logged with its cause"),
-        (status = 503, description = "`database unavailable` (text), with Retry-After")))]
+        (status = 503, description = "`database unavailable` (text), with Retry-After; also when the commit did not return within `record_timeout_ms` (it may still commit)")))]
 pub(crate) async fn record(
     state: web::Data<AppState>,
     vid: web::Path<String>,
@@ -61,6 +61,7 @@ pub(crate) async fn record(
     match state
         .record
         .send(Record::uncounted(vec![id], now_ms()).from(Source::Seed, Some(request_id.0)))
+        .timeout(state.record_timeout)
         .await
     {
         Ok(Ok(_)) => HttpResponse::Ok().finish(),

@@ -43,6 +43,7 @@ mod outage;
 mod pipeline;
 mod receipts;
 mod root_safety;
+mod secrets;
 mod storage_faults;
 #[cfg(feature = "s3")]
 mod targets;

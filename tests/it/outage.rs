@@ -22,6 +22,76 @@ fn postgres_outage_gives_503_and_work_resumes_by_itself() {
     database_outage(Backend::Postgres);
 }
 
+#[cfg(feature = "mysql")]
+#[test]
+fn mysql_a_record_the_database_does_not_answer_is_503_within_record_timeout() {
+    held_network(Backend::Mysql);
+}
+
+#[cfg(feature = "postgres")]
+#[test]
+fn postgres_a_record_the_database_does_not_answer_is_503_within_record_timeout() {
+    held_network(Backend::Postgres);
+}
+
+/// The network to the database holds (nothing forwarded, nothing closed):
+/// every record answers 503 once `record_timeout_ms` (here 1 s) has passed,
+/// never hangs (the client gives up only after 10 s), and `/readyz` answers
+/// 503 too; once the network heals, records work again and what the held
+/// records committed meanwhile answers `already_queued`.
+fn held_network(backend: Backend) {
+    let (ws, mut config) = workspace(backend);
+    config.tick_ms = 50;
+    config.record_timeout_ms = 1000;
+    let (proxied, target) = through(&config.database_url, "127.0.0.1:1".parse().unwrap());
+    let proxy = Proxy::start(target);
+    config.database_url = through(&proxied, proxy.addr).0;
+    std::fs::create_dir_all(&config.storage[0].root).unwrap();
+    let server = ServerProcess::start(&config, &write_config(&config, ws.dir.path(), "conf.json"));
+    assert_eq!(server.get("/video-delete-record/before").status, 200);
+
+    proxy.hold();
+    let within = std::time::Duration::from_secs(10);
+    for i in 0..3 {
+        let answer = ureq::post(&server.url("/v1/deletions"))
+            .timeout(within)
+            .send_json(json!({ "ids": [format!("held-{i}")] }));
+        match answer {
+            Err(ureq::Error::Status(503, reply)) => {
+                assert!(reply.header("Retry-After").is_some());
+                let body = reply.into_string().unwrap();
+                assert!(body.contains("may still commit"), "{body}");
+            }
+            other => panic!("a record while the network holds: {other:?}"),
+        }
+    }
+    let seed = ureq::get(&server.url("/video-delete-record/held-seed"))
+        .timeout(within)
+        .call();
+    assert!(matches!(seed, Err(ureq::Error::Status(503, _))), "{seed:?}");
+    readyz_answers_503_before_a_probe_gives_up(&server);
+
+    proxy.restore();
+    wait_until("records are taken again", || {
+        server
+            .post("/v1/deletions", json!({ "ids": ["after"] }))
+            .status
+            == 202
+    });
+    let again = server.post(
+        "/v1/deletions",
+        json!({ "ids": ["held-0", "held-1", "held-2"] }),
+    );
+    assert_eq!(again.status, 202, "{}", again.body);
+    let counts = again.json();
+    assert_eq!(
+        counts["accepted"].as_u64().unwrap() + counts["already_queued"].as_u64().unwrap(),
+        3,
+        "{counts}"
+    );
+    drop(server);
+}
+
 /// `url` with its `host:port` replaced by `addr`, and that `host:port`.
 fn through(url: &str, addr: SocketAddr) -> (String, SocketAddr) {
     let start = url
@@ -80,8 +150,7 @@ fn database_outage(backend: Backend) {
     assert_eq!(batch.status, 503);
     assert_eq!(batch.json()["code"], "unavailable");
     assert!(batch.retry_after.is_some());
-    let ready = server.get("/readyz");
-    assert_eq!(ready.status, 503);
+    readyz_answers_503_before_a_probe_gives_up(&server);
     assert_eq!(
         server.get("/healthz").status,
         200,
@@ -113,6 +182,25 @@ fn database_outage(backend: Backend) {
         !log.contains("claim failed"),
         "the dispatcher does not repeat it:\n{log}"
     );
+}
+
+/// For four seconds of an outage (longer than the pool waits for a
+/// connection, 3 s), every `/readyz` answers 503 with the cause before an
+/// orchestrator's probe would give up: 1 s by default; this client allows 2.
+fn readyz_answers_503_before_a_probe_gives_up(server: &ServerProcess) {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(4);
+    while std::time::Instant::now() < until {
+        let answer = ureq::get(&server.url("/readyz"))
+            .timeout(std::time::Duration::from_secs(2))
+            .call();
+        match answer {
+            Err(ureq::Error::Status(503, reply)) => {
+                let body = reply.into_string().unwrap();
+                assert!(body.contains("database unavailable"), "{body}");
+            }
+            other => panic!("/readyz during the outage: {other:?}"),
+        }
+    }
 }
 
 /// Waits until the server logged the start of an outage whose cause
@@ -182,4 +270,63 @@ fn mysql_a_revoked_login_is_logged_in_the_server_s_words() {
     ws.db.admin(&format!("DROP USER '{user}'@'%'"));
     ws.db.admin(&format!("KILL CONNECTION USER '{user}'"));
     logs_outage_in_the_server_s_words(&server, &format!("Access denied for user '{user}'"));
+}
+
+/// A server that takes no writes is an outage, not an error. Here the test
+/// database's new sessions are made read-only (`default_transaction_read_only`,
+/// what a hot standby's sessions are) and its sessions ended: records
+/// answer 503 with Retry-After (never 500), `/readyz` names the read-only
+/// server, and the outage is logged once. Reads succeeding meanwhile do not
+/// end it; the first write that works again does, logged once.
+#[cfg(feature = "postgres")]
+#[test]
+fn postgres_a_read_only_server_is_an_outage_not_an_error() {
+    let (ws, mut config) = workspace(Backend::Postgres);
+    config.tick_ms = 50;
+    std::fs::create_dir_all(&config.storage[0].root).unwrap();
+    let server = ServerProcess::start(&config, &write_config(&config, ws.dir.path(), "conf.json"));
+    assert_eq!(server.get("/video-delete-record/before").status, 200);
+    let name = ws.db.name().to_owned();
+    let read_only = |on: bool| {
+        let setting = if on { "on" } else { "off" };
+        ws.db.admin(&format!(
+            "ALTER DATABASE {name} SET default_transaction_read_only = {setting}"
+        ));
+        ws.db.admin(&format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+        ));
+    };
+
+    read_only(true);
+    wait_until("/readyz names the read-only server", || {
+        let ready = server.get("/readyz");
+        ready.status == 503 && ready.body.contains("read-only server")
+    });
+    for i in 0..20 {
+        let seed = server.get(&format!("/video-delete-record/during-{i}"));
+        assert_eq!(seed.status, 503, "{}", seed.body);
+        assert_eq!(seed.retry_after.as_deref(), Some("1"));
+    }
+    let batch = server.post("/v1/deletions", json!({ "ids": ["during-batch"] }));
+    assert_eq!(batch.status, 503, "{}", batch.body);
+    assert_eq!(batch.json()["code"], "unavailable");
+    // Reads work on such a server; they do not make it ready.
+    assert_eq!(server.get("/v1/stats").status, 200);
+    assert_eq!(server.get("/readyz").status, 503);
+
+    read_only(false);
+    wait_until("records are taken again", || {
+        server.get("/video-delete-record/after").status == 200
+    });
+    wait_until("/readyz is 200 again", || {
+        server.get("/readyz").status == 200
+    });
+    let (_, log) = server.terminate();
+    assert_eq!(log.matches(OUTAGE_STARTS).count(), 1, "{log}");
+    assert_eq!(log.matches("read-only server").count(), 1, "{log}");
+    assert_eq!(log.matches("database is back").count(), 1, "{log}");
+    assert!(
+        !log.contains("ERROR"),
+        "no request failed as an error:\n{log}"
+    );
 }

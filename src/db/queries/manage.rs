@@ -211,6 +211,32 @@ pub fn any_row(conn: &mut Conn) -> QueryResult<bool> {
         .is_empty())
 }
 
+/// Why this connection's server takes no writes now, or `None`: on
+/// PostgreSQL a hot standby (`pg_is_in_recovery()`) or a read-only session.
+pub(crate) fn read_only(conn: &mut Conn) -> QueryResult<Option<&'static str>> {
+    match conn {
+        #[cfg(feature = "postgres")]
+        crate::db::AnyConnection::Pg(c) => {
+            use diesel::dsl::sql;
+            use diesel::sql_types::Bool;
+            let (standby, read_only): (bool, bool) = diesel::select((
+                sql::<Bool>("pg_is_in_recovery()"),
+                sql::<Bool>("current_setting('transaction_read_only')::boolean"),
+            ))
+            .get_result(c)?;
+            Ok(match (standby, read_only) {
+                (true, _) => Some("connected to a read-only server (hot standby)"),
+                (false, true) => Some("connected to a read-only server (read-only session)"),
+                (false, false) => None,
+            })
+        }
+        // MariaDB's `read_only` does not stop a user with READ ONLY ADMIN
+        // (root): a refused write, not this probe, tells (`Db::ready`).
+        #[allow(unreachable_patterns)]
+        _ => Ok(None),
+    }
+}
+
 /// Cheapest statement proving the table is there and readable.
 pub(crate) fn ping(conn: &mut Conn) -> QueryResult<()> {
     t::video_del_rec

@@ -1,6 +1,8 @@
 //! A TCP proxy between a server under test and its database, that a test
-//! can cut (every connection reset, new ones refused) and restore: a
-//! database outage without touching the shared database server.
+//! can cut (every connection reset, new ones refused), hold (nothing
+//! forwarded and nothing closed: a partition as the kernel without netem
+//! cannot make one) and restore: a database outage without touching the
+//! shared database server.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -11,6 +13,7 @@ use std::time::Duration;
 pub struct Proxy {
     pub addr: SocketAddr,
     cut: Arc<AtomicBool>,
+    held: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
     open: Arc<Mutex<Vec<TcpStream>>>,
 }
@@ -26,7 +29,8 @@ impl Proxy {
             Arc::new(AtomicBool::new(false)),
         );
         let open = Arc::new(Mutex::new(Vec::new()));
-        let (cut2, stop2, open2) = (cut.clone(), stop.clone(), open.clone());
+        let held = Arc::new(AtomicBool::new(false));
+        let (cut2, stop2, open2, held2) = (cut.clone(), stop.clone(), open.clone(), held.clone());
         std::thread::spawn(move || {
             while !stop2.load(Ordering::Relaxed) {
                 let client = match listener.accept() {
@@ -41,19 +45,30 @@ impl Proxy {
                     continue;
                 }
                 client.set_nonblocking(false).unwrap();
-                let Ok(server) = TcpStream::connect(target) else {
-                    continue;
-                };
-                let mut open = open2.lock().unwrap();
-                open.push(client.try_clone().unwrap());
-                open.push(server.try_clone().unwrap());
-                pipe(client.try_clone().unwrap(), server.try_clone().unwrap());
-                pipe(server, client);
+                let (open, held) = (open2.clone(), held2.clone());
+                // Its own thread: while held, the client waits for the
+                // server's first word, and the next client is accepted.
+                std::thread::spawn(move || {
+                    wait_while(&held);
+                    let Ok(server) = TcpStream::connect(target) else {
+                        return;
+                    };
+                    let mut open = open.lock().unwrap();
+                    open.push(client.try_clone().unwrap());
+                    open.push(server.try_clone().unwrap());
+                    pipe(
+                        client.try_clone().unwrap(),
+                        server.try_clone().unwrap(),
+                        held.clone(),
+                    );
+                    pipe(server, client, held);
+                });
             }
         });
         Proxy {
             addr,
             cut,
+            held,
             stop,
             open,
         }
@@ -70,24 +85,40 @@ impl Proxy {
     /// Lets connections through again.
     pub fn restore(&self) {
         self.cut.store(false, Ordering::Relaxed);
+        self.held.store(false, Ordering::Relaxed);
+    }
+
+    /// Forwards nothing and closes nothing: bytes wait, and new connections
+    /// are accepted and left waiting, until [`Proxy::restore`].
+    pub fn hold(&self) {
+        self.held.store(true, Ordering::Relaxed);
     }
 }
 
 impl Drop for Proxy {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        self.held.store(false, Ordering::Relaxed);
         self.cut();
     }
 }
 
-/// Copies `from` to `to` until either side closes.
-fn pipe(mut from: TcpStream, mut to: TcpStream) {
+fn wait_while(held: &AtomicBool) {
+    while held.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Copies `from` to `to` until either side closes; what arrives while
+/// `held` waits until it is not.
+fn pipe(mut from: TcpStream, mut to: TcpStream, held: Arc<AtomicBool>) {
     std::thread::spawn(move || {
         let mut buf = [0u8; 16 * 1024];
         loop {
             match from.read(&mut buf) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
+                    wait_while(&held);
                     if to.write_all(&buf[..n]).is_err() {
                         break;
                     }
