@@ -322,9 +322,13 @@ fn postgres_a_read_only_server_is_an_outage_not_an_error() {
         server.get("/readyz").status == 200
     });
     let (_, log) = server.terminate();
-    assert_eq!(log.matches(OUTAGE_STARTS).count(), 1, "{log}");
+    // Ending the sessions is an outage of its own, which a fresh (read-only)
+    // session that reads may end before the first write is refused: what
+    // comes before the read-only line may hold one more start and end.
     assert_eq!(log.matches("read-only server").count(), 1, "{log}");
-    assert_eq!(log.matches("database is back").count(), 1, "{log}");
+    let since = &log[log.find("read-only server").unwrap()..];
+    assert_eq!(since.matches(OUTAGE_STARTS).count(), 0, "{log}");
+    assert_eq!(since.matches("database is back").count(), 1, "{log}");
     assert!(
         !log.contains("ERROR"),
         "no request failed as an error:\n{log}"
