@@ -349,23 +349,27 @@ impl Db {
                 self.outage.succeeded(started, wrote);
                 Ok(value)
             }
-            Err(e) if refuses_writes(&e).is_some() => {
-                conn.mark_broken();
-                let cause = refuses_writes(&e).unwrap_or_default();
-                self.outage.refused_write(&cause);
-                Err(DbError::Unavailable(cause))
-            }
-            Err(e) if is_connection_lost(&e) => {
-                conn.mark_broken();
-                self.generation.fetch_add(1, Ordering::Relaxed);
-                let cause = e.to_string();
-                self.outage.failed(&cause);
-                Err(DbError::Unavailable(cause))
-            }
-            Err(e) if is_transient(&e) => Err(DbError::Unavailable(format!(
-                "the server kept aborting the transaction: {e}"
-            ))),
-            Err(e) => Err(DbError::Query(e.to_string())),
+            Err(e) => Err(self.failed(conn, e)),
+        }
+    }
+
+    /// [`Db::settle`]'s failures: which of them are outages, and what the
+    /// connection that met one is worth.
+    fn failed(&self, conn: &mut connection::Tracked, e: diesel::result::Error) -> DbError {
+        if let Some(cause) = refuses_writes(&e) {
+            conn.mark_broken();
+            self.outage.refused_write(cause);
+            DbError::Unavailable(cause.to_owned())
+        } else if is_connection_lost(&e) {
+            conn.mark_broken();
+            self.generation.fetch_add(1, Ordering::Relaxed);
+            let cause = e.to_string();
+            self.outage.failed(&cause);
+            DbError::Unavailable(cause)
+        } else if is_transient(&e) {
+            DbError::Unavailable(format!("the server kept aborting the transaction: {e}"))
+        } else {
+            DbError::Query(e.to_string())
         }
     }
 
@@ -455,7 +459,7 @@ const CONNECTION_LOST: &[&str] = &[
 /// outside the primary component or not synced (1047). `None` for any
 /// other error. A fixed text per kind (the server's words name the
 /// statement), so that an outage logs it once whatever was refused.
-fn refuses_writes(e: &diesel::result::Error) -> Option<String> {
+fn refuses_writes(e: &diesel::result::Error) -> Option<&'static str> {
     use diesel::result::{DatabaseErrorKind, Error};
     let Error::DatabaseError(kind, info) = e else {
         return None;
@@ -470,7 +474,7 @@ fn refuses_writes(e: &diesel::result::Error) -> Option<String> {
     } else {
         return None;
     };
-    Some(what.to_owned())
+    Some(what)
 }
 
 /// A transaction the server rolled back to break a deadlock or a

@@ -74,21 +74,22 @@ impl Tracker {
 
     /// The latest cause of the current outage, `None` when there is none.
     pub(super) fn current_cause(&self) -> Option<String> {
-        if !self.on.load(Ordering::Acquire) {
-            return None;
-        }
-        let current = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        current.as_ref()?.causes.last().cloned()
+        self.latest_cause(|_| true)
     }
 
     /// The cause of the current outage when it is one that only a write
     /// ends: reads succeed meanwhile, and must not make it look over.
     pub(super) fn refusing_writes(&self) -> Option<String> {
+        self.latest_cause(|o| o.until_write)
+    }
+
+    /// The latest cause of the current outage if it is one `of_kind`.
+    fn latest_cause(&self, of_kind: impl Fn(&Outage) -> bool) -> Option<String> {
         if !self.on.load(Ordering::Acquire) {
             return None;
         }
         let current = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        let outage = current.as_ref().filter(|o| o.until_write)?;
+        let outage = current.as_ref().filter(|o| of_kind(o))?;
         outage.causes.last().cloned()
     }
 

@@ -118,7 +118,12 @@ fn passwords(url: &str) -> Vec<String> {
         }
         None => found.extend(keyword_values(url, "password").map(|(_, value)| value.to_owned())),
     }
-    let decoded: Vec<String> = found.iter().filter_map(|p| percent_decode(p)).collect();
+    let decoded: Vec<String> = found
+        .iter()
+        .filter_map(|p| percent_encoding::percent_decode_str(p).decode_utf8().ok())
+        .filter(|p| found.iter().all(|f| f != p))
+        .map(|p| p.into_owned())
+        .collect();
     found.extend(decoded);
     found.retain(|p| !p.is_empty());
     // Longest first: a password that contains another is masked whole.
@@ -252,33 +257,6 @@ fn is_keyword_form(text: &str) -> bool {
         .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
         .unwrap_or(trimmed.len());
     name_len > 0 && trimmed[name_len..].trim_start().starts_with('=')
-}
-
-/// `%XX` sequences decoded; `None` when there are none or they do not make
-/// UTF-8.
-fn percent_decode(text: &str) -> Option<String> {
-    if !text.contains('%') {
-        return None;
-    }
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok());
-        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
-            (b'%', Some(byte)) => {
-                out.push(byte);
-                i += 3;
-            }
-            (byte, _) => {
-                out.push(byte);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 #[cfg(test)]

@@ -87,15 +87,13 @@ fn text_that_is_no_url_is_refused_without_repeating_it() {
 #[test]
 fn postgres_readyz_and_the_log_of_an_outage_never_show_a_password() {
     use crate::common::process::{write_config, ServerProcess};
-    use crate::common::proxy::Proxy;
+    use crate::common::proxy::{through, Proxy};
     use crate::common::{wait_until, workspace, Backend};
-    use std::net::ToSocketAddrs;
 
     let (ws, mut config) = workspace(Backend::Postgres);
-    let (host_port, db) = host_port_and_db(&config.database_url);
-    let target = host_port.to_socket_addrs().unwrap().next().unwrap();
+    let (_, target) = through(&config.database_url, "127.0.0.1:1".parse().unwrap());
     std::fs::create_dir_all(&config.storage[0].root).unwrap();
-    for url in forms("127.0.0.1", 0, &db) {
+    for url in forms("127.0.0.1", 0, ws.db.name()) {
         let proxy = Proxy::start(target);
         config.database_url = url.replace(":0/", &format!(":{}/", proxy.addr.port()));
         config.database_url = config
@@ -120,13 +118,4 @@ fn postgres_readyz_and_the_log_of_an_outage_never_show_a_password() {
         assert!(log.contains("database unavailable"), "{log}");
         assert_no_marker("the log", &log);
     }
-}
-
-/// `host:port` and the database name of a `postgres://user@host:port/db`.
-#[cfg(feature = "postgres")]
-fn host_port_and_db(url: &str) -> (String, String) {
-    let rest = &url[url.rfind('@').unwrap() + 1..];
-    let (host_port, db) = rest.split_once('/').unwrap();
-    let db = db.split('?').next().unwrap();
-    (host_port.to_owned(), db.to_owned())
 }

@@ -5,7 +5,7 @@
 //! shared database server.
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -128,4 +128,15 @@ fn pipe(mut from: TcpStream, mut to: TcpStream, held: Arc<AtomicBool>) {
         let _ = to.shutdown(Shutdown::Both);
         let _ = from.shutdown(Shutdown::Both);
     });
+}
+
+/// `url` with its `host:port` replaced by `addr`, and that `host:port`.
+pub fn through(url: &str, addr: SocketAddr) -> (String, SocketAddr) {
+    let start = url
+        .find('@')
+        .map(|at| at + 1)
+        .unwrap_or_else(|| url.find("://").unwrap() + 3);
+    let end = start + url[start..].find('/').unwrap();
+    let target = url[start..end].to_socket_addrs().unwrap().next().unwrap();
+    (format!("{}{addr}{}", &url[..start], &url[end..]), target)
 }
