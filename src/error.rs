@@ -85,6 +85,10 @@ impl From<DbError> for ApiError {
                 log::debug!("answered 503: {e}");
                 ApiError::Unavailable("database unavailable".into())
             }
+            DbError::Busy(_) => {
+                log::debug!("answered 503: {e}");
+                ApiError::Unavailable("database busy (conflicting writes), retry later".into())
+            }
             DbError::NotMigrated => ApiError::Unavailable(e.to_string()),
             DbError::Query(_) | DbError::Migration(_) => {
                 log::error!("answered 500: {e}");

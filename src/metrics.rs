@@ -48,6 +48,10 @@ pub(crate) struct Metrics {
     /// what completed requests erased there (or left behind a delete
     /// marker).
     pub erased: IntCounterVec,
+    /// Write transactions rolled back by a conflict with another writer
+    /// (and run again), by statement: `claim`, `ack`, `record`, ... Copied
+    /// from the database handle's own counts at each scrape.
+    pub db_conflicts: IntCounterVec,
     /// Deletions per 10 s over the last 15 minutes, for the dashboard.
     pub activity: crate::activity::Activity,
 }
@@ -133,6 +137,12 @@ impl Metrics {
                  (by version id), versions_kept (behind a delete marker)",
                 &["target", "what"],
             ),
+            db_conflicts: counter_vec(
+                "video_scheduler_db_conflicts_total",
+                "Write transactions rolled back by a conflict with another writer \
+                 (deadlock, Galera certification failure) and run again, by statement",
+                &["statement"],
+            ),
             activity: crate::activity::Activity::default(),
             registry: Registry::new(),
         };
@@ -149,6 +159,9 @@ impl Metrics {
         for state in ["pending", "running", "failed", "done"] {
             self.requests.with_label_values(&[state]);
         }
+        for statement in ["claim", "ack", "record"] {
+            self.db_conflicts.with_label_values(&[statement]);
+        }
         for collector in [
             Box::new(self.deletions.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(self.recorded.clone()),
@@ -164,6 +177,7 @@ impl Metrics {
             Box::new(self.http_seconds.clone()),
             Box::new(self.storage_ready.clone()),
             Box::new(self.erased.clone()),
+            Box::new(self.db_conflicts.clone()),
             Box::new(crate::logging::PROTOCOL_ERRORS.clone()),
         ] {
             self.registry
@@ -185,6 +199,14 @@ impl Metrics {
         self.oldest_due_seconds
             .set(stats.oldest_due_age_ms.unwrap_or(0) / 1000);
         self.paused.set(i64::from(stats.paused));
+    }
+
+    /// Brings the conflict counters up to the database handle's `totals`.
+    pub(crate) fn set_conflicts(&self, totals: &[(&'static str, u64)]) {
+        for (statement, total) in totals {
+            let counter = self.db_conflicts.with_label_values(&[statement]);
+            counter.inc_by(total.saturating_sub(counter.get()));
+        }
     }
 
     /// Sets each target's readiness gauge.

@@ -84,6 +84,18 @@ impl Manager {
                 // deadlock each other on InnoDB's next-key locks.
                 conn.batch_execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
                     .map_err(setup_failed)?;
+                // On a Galera node a read may run before the node has
+                // applied what another node committed: a record made
+                // through one instance would be missing from a read
+                // through another (404), and a claim would see rows
+                // already leased elsewhere (a certification conflict at
+                // commit). `wsrep_sync_wait = 1`: every read first waits
+                // until the node has applied every write the cluster had
+                // committed when it began (causal reads).
+                if super::queries::manage::galera_node(&mut conn).map_err(setup_failed)? {
+                    conn.batch_execute("SET SESSION wsrep_sync_wait = 1")
+                        .map_err(setup_failed)?;
+                }
                 AnyConnection::Mysql(conn)
             }
             #[cfg(feature = "postgres")]

@@ -8,6 +8,7 @@
 //! pool and, thanks to WAL, never wait for the writer.
 
 pub(crate) mod bulk;
+mod conflicts;
 pub(crate) mod connection;
 pub mod models;
 mod outage;
@@ -49,6 +50,11 @@ pub enum DbError {
     /// should retry later (HTTP 503). The text is the server's own words.
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// The transaction kept conflicting with other writers (deadlocks,
+    /// Galera certification failures) through all its reruns: contention,
+    /// not an outage. Retry later (HTTP 503); a claim is simply made again.
+    #[error("database busy: the write kept conflicting with other writers ({0})")]
+    Busy(String),
     /// The schema is behind the binary.
     #[error("database schema is behind, run `video-scheduler migrate`")]
     NotMigrated,
@@ -63,7 +69,10 @@ pub enum DbError {
 impl DbError {
     /// Whether retrying later may succeed (answered 503, not 500).
     pub(crate) fn is_unavailable(&self) -> bool {
-        matches!(self, DbError::Unavailable(_) | DbError::NotMigrated)
+        matches!(
+            self,
+            DbError::Unavailable(_) | DbError::Busy(_) | DbError::NotMigrated
+        )
     }
 }
 
@@ -96,6 +105,11 @@ pub struct Db {
     outage: Arc<outage::Tracker>,
     /// Bumped when a connection is found lost (see [`connection::Tracked`]).
     generation: Arc<AtomicU64>,
+    /// Write conflicts by statement (see [`Db::labeled`]), shared by all
+    /// clones.
+    conflicts: Arc<conflicts::Conflicts>,
+    /// What this handle's writes are called in conflict counts and logs.
+    label: &'static str,
     read: Pool<Manager>,
     /// On SQLite a pool of one connection: the single writer. Elsewhere the
     /// same pool as `read`: the server arbitrates concurrent writers.
@@ -157,6 +171,8 @@ impl Db {
             last_failure: Arc::new(AtomicI64::new(0)),
             outage: Arc::new(outage::Tracker::default()),
             generation,
+            conflicts: Arc::default(),
+            label: "other",
             read,
             write,
             relaxed,
@@ -165,6 +181,25 @@ impl Db {
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// This handle with its writes called `statement` (`claim`, `ack`,
+    /// `record`) where conflicts are counted and logged.
+    pub fn labeled(&self, statement: &'static str) -> Db {
+        Db {
+            label: statement,
+            ..self.clone()
+        }
+    }
+
+    /// Write conflicts so far, by statement (for `/metrics`).
+    pub(crate) fn conflicts(&self) -> Vec<(&'static str, u64)> {
+        self.conflicts.totals()
+    }
+
+    /// Whether writes conflicted with other writers in the last minute.
+    pub(crate) fn contended(&self) -> bool {
+        self.conflicts.recent()
     }
 
     /// Runs the pending migrations; returns their names.
@@ -239,9 +274,10 @@ impl Db {
     /// Runs `f`, a whole transaction, on a writer connection (blocking).
     ///
     /// MySQL and PostgreSQL abort one of two transactions that deadlock
-    /// (instances inserting and deleting overlapping ids in different
-    /// orders); the aborted one changed nothing, so it is run again, a few
-    /// times, after a short random pause.
+    /// (instances inserting overlapping ids), and Galera one of two that
+    /// changed the same rows on different nodes; the aborted one changed
+    /// nothing, so it is run again after a random, growing pause (see
+    /// [`conflicts`]), up to [`WRITE_ATTEMPTS`] times in all.
     pub fn write<T>(&self, f: impl FnMut(&mut Conn) -> QueryResult<T>) -> Result<T, DbError> {
         self.write_on(&self.write, false, f)
     }
@@ -273,9 +309,9 @@ impl Db {
         let mut attempt = 1;
         loop {
             match f(&mut conn) {
-                Err(e) if attempt < WRITE_ATTEMPTS && is_transient(&e) => {
-                    log::debug!("transaction aborted ({e}); running it again");
-                    std::thread::sleep(Duration::from_millis(fastrand::u64(1..=5 * attempt)));
+                Err(e) if attempt < WRITE_ATTEMPTS && is_conflict(&e) => {
+                    self.conflicts.seen(self.label, &e.to_string());
+                    std::thread::sleep(conflicts::pause(attempt));
                     attempt += 1;
                 }
                 result => return self.settle(&mut conn, started, true, result),
@@ -366,8 +402,9 @@ impl Db {
             let cause = e.to_string();
             self.outage.failed(&cause);
             DbError::Unavailable(cause)
-        } else if is_transient(&e) {
-            DbError::Unavailable(format!("the server kept aborting the transaction: {e}"))
+        } else if is_conflict(&e) {
+            self.conflicts.seen(self.label, &e.to_string());
+            DbError::Busy(e.to_string())
         } else {
             DbError::Query(e.to_string())
         }
@@ -404,8 +441,9 @@ const CONNECTION_TIMEOUT: Duration = Duration::from_secs(3);
 /// After a failed attempt to connect, how long other callers fail at once.
 const FAST_FAIL_MS: i64 = 500;
 
-/// Tries of a write transaction that the server aborted to break a deadlock.
-const WRITE_ATTEMPTS: u64 = 5;
+/// Runs of a write transaction that the server rolled back because of a
+/// conflict, the first included.
+const WRITE_ATTEMPTS: u32 = 10;
 
 /// Whether `e` may mean the connection is unusable (the server closed it,
 /// the network dropped it, the server is shutting down): the connection is
@@ -461,13 +499,24 @@ const CONNECTION_LOST: &[&str] = &[
 /// statement), so that an outage logs it once whatever was refused.
 fn refuses_writes(e: &diesel::result::Error) -> Option<&'static str> {
     use diesel::result::{DatabaseErrorKind, Error};
+    // A commit that failed and the rollback after it (diesel reports both):
+    // a Galera node cut off mid-commit refuses both.
+    if let Error::RollbackErrorOnCommit {
+        rollback_error,
+        commit_error,
+    } = e
+    {
+        return refuses_writes(commit_error).or_else(|| refuses_writes(rollback_error));
+    }
     let Error::DatabaseError(kind, info) = e else {
         return None;
     };
     let message = info.message().to_ascii_lowercase();
     let what = if matches!(kind, DatabaseErrorKind::ReadOnlyTransaction) {
         "connected to a read-only server (a hot standby or a read-only session: SQLSTATE 25006)"
-    } else if message.contains("wsrep has not yet prepared node") {
+    } else if message.contains("wsrep has not yet prepared node")
+        || message.contains("not connected to primary component")
+    {
         "Galera node not synced (WSREP not ready for application use: error 1047)"
     } else if message.contains("--read-only") || message.contains("read-only mode") {
         "connected to a read-only server (--read-only: error 1290)"
@@ -477,11 +526,13 @@ fn refuses_writes(e: &diesel::result::Error) -> Option<&'static str> {
     Some(what)
 }
 
-/// A transaction the server rolled back to break a deadlock or a
-/// serialization conflict: safe to run again.
-fn is_transient(e: &diesel::result::Error) -> bool {
+/// A transaction the server rolled back to break a deadlock, a lock wait
+/// that timed out, a serialization failure, or a Galera certification
+/// failure (MariaDB reports it as a deadlock, 1213): safe to run again.
+fn is_conflict(e: &diesel::result::Error) -> bool {
     use diesel::result::{DatabaseErrorKind, Error};
     match e {
+        Error::RollbackErrorOnCommit { commit_error, .. } => is_conflict(commit_error),
         Error::DatabaseError(DatabaseErrorKind::SerializationFailure, _) => true,
         Error::DatabaseError(_, info) => {
             let message = info.message().to_ascii_lowercase();

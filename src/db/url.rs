@@ -27,7 +27,7 @@ impl Backend {
             }
             return Backend::Postgres
                 .usable("PostgreSQL's keyword form")
-                .map(|b| (b, url.to_owned()));
+                .map(|b| (b, with_pg_defaults(url)));
         };
         let backend = match scheme {
             "sqlite" => Backend::Sqlite,
@@ -46,7 +46,7 @@ impl Backend {
             }
             Backend::Sqlite => rest.to_owned(),
             Backend::Mysql => format!("mysql://{rest}"),
-            Backend::Postgres => url.to_owned(),
+            Backend::Postgres => with_pg_defaults(url),
         };
         Ok((backend, driver_url))
     }
@@ -90,6 +90,48 @@ const MASK: &str = "***";
 /// (`host=... password=...`) the `password` value's. When in doubt it
 /// masks more (a URL whose userinfo cannot be told from its path shows
 /// `***` for all of it), never less.
+/// libpq settings every PostgreSQL connection gets unless its URL sets
+/// them: a connection attempt gives up after 3 s, and a connection whose
+/// server stops answering (a partition, a crashed host) is found dead in
+/// about 10 s, whether it is idle or waiting for a reply (keepalive probes
+/// after 5 s of silence, 2 s apart, 3 unanswered), or has sent data that is
+/// never acknowledged (`tcp_user_timeout`, ms). Without them a query
+/// caught by a partition waits for TCP's retransmissions, many minutes.
+const PG_DEFAULTS: &[(&str, &str)] = &[
+    ("connect_timeout", "3"),
+    ("keepalives", "1"),
+    ("keepalives_idle", "5"),
+    ("keepalives_interval", "2"),
+    ("keepalives_count", "3"),
+    ("tcp_user_timeout", "10000"),
+];
+
+/// A PostgreSQL URL or keyword string with [`PG_DEFAULTS`] added where it
+/// does not set them itself.
+fn with_pg_defaults(url: &str) -> String {
+    let keyword_form = !url.contains("://");
+    let set = |key: &str| {
+        if keyword_form {
+            url.split_whitespace()
+                .any(|kv| kv.split('=').next() == Some(key))
+        } else {
+            url.split_once('?').is_some_and(|(_, query)| {
+                query.split('&').any(|kv| kv.split('=').next() == Some(key))
+            })
+        }
+    };
+    let mut out = url.to_owned();
+    for (key, value) in PG_DEFAULTS.iter().filter(|(key, _)| !set(key)) {
+        let separator = match (keyword_form, out.contains('?')) {
+            (true, _) => " ",
+            (false, true) => "&",
+            (false, false) => "?",
+        };
+        out.push_str(&format!("{separator}{key}={value}"));
+    }
+    out
+}
+
 pub(crate) fn redact(url: &str) -> String {
     match url.split_once("://") {
         Some((scheme, rest)) => format!("{scheme}://{}", redact_after_scheme(rest)),
@@ -303,6 +345,25 @@ mod tests {
         assert_eq!(redact(text), "host=h password = *** dbname=v");
         assert!(is_keyword_form(text));
         assert!(!is_keyword_form("video-scheduler.db"));
+    }
+
+    #[test]
+    #[cfg(feature = "postgres")]
+    fn postgres_connections_get_timeouts_and_keepalives_unless_the_url_sets_them() {
+        let (_, url) = Backend::from_url("postgres://u@h/db?keepalives_idle=30").unwrap();
+        assert_eq!(
+            url,
+            "postgres://u@h/db?keepalives_idle=30&connect_timeout=3&keepalives=1\
+             &keepalives_interval=2&keepalives_count=3&tcp_user_timeout=10000"
+        );
+        let (_, url) = Backend::from_url("postgres://u@h/db").unwrap();
+        assert!(
+            url.starts_with("postgres://u@h/db?connect_timeout=3&"),
+            "{url}"
+        );
+        let (_, url) = Backend::from_url("host=h dbname=db tcp_user_timeout=500").unwrap();
+        assert!(url.starts_with("host=h dbname=db tcp_user_timeout=500 connect_timeout=3 "));
+        assert_eq!(url.matches("tcp_user_timeout").count(), 1, "{url}");
     }
 
     #[test]

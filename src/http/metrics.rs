@@ -21,6 +21,7 @@ pub(crate) async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     if let Ok(targets) = targets {
         state.metrics.set_targets(&targets);
     }
+    state.metrics.set_conflicts(&state.db.conflicts());
     match state
         .db
         .read_async(|c| queries::counts::stats(c, now_ms()))

@@ -72,6 +72,10 @@ pub(super) enum ClaimOutcome {
     Paused,
     /// The claim failed; `unavailable` for an outage, which `Db` logs itself.
     Failed { unavailable: bool, error: String },
+    /// The claim lost to other instances' claims of the same rows through
+    /// all its reruns (Galera): contention, not trouble. Claim again at
+    /// once; `Db` counts and logs conflicts.
+    Conflicted,
 }
 
 /// What an executor made of a batch.
@@ -81,7 +85,8 @@ pub(super) enum BatchOutcome {
     Ran,
     /// The storage refused the batch as a whole; nothing was deleted.
     StorageUnavailable { reason: String },
-    /// The executor is gone (shutdown): the lease will expire.
+    /// The executor is gone (shutdown), or the batch's lease was too far
+    /// gone to start deleting: the lease will expire.
     NotRun,
 }
 
@@ -175,6 +180,7 @@ impl Dispatch {
                     self.more = true;
                 }
             }
+            ClaimOutcome::Conflicted => self.more = true,
             ClaimOutcome::Failed { unavailable, error } => {
                 // Outages are logged by `Db`; any other error is a fault
                 // worth an error line, once per streak.
@@ -482,5 +488,24 @@ mod tests {
         assert_eq!(ids, (0..20).map(|i| i.to_string()).collect::<Vec<_>>());
         assert!(d.idle() && d.release_in_flight().is_empty());
         assert_eq!(d.batch_returned(b, t, Ran), None, "late: harmless");
+    }
+
+    #[test]
+    fn a_conflicted_claim_claims_again_at_once_and_is_no_trouble() {
+        let (t, mut d) = (Instant::now(), dispatch(2, 0));
+        assert!(claim(&mut d, t, ClaimOutcome::Conflicted).is_empty());
+        assert!(d.next_claim(t).is_some(), "no backoff after a conflict");
+        d.claim_returned(t, failed(true));
+        d.wake();
+        assert_eq!(d.next_claim(t), None, "an outage backs off");
+        let later = t + ms(10_000);
+        let reports = claim(&mut d, later, ClaimOutcome::Conflicted);
+        assert!(
+            reports.is_empty(),
+            "a conflict neither ends nor adds trouble"
+        );
+        assert!(d.next_claim(later).is_some(), "claims again at once");
+        let reports = d.claim_returned(later, Batch { len: 0 });
+        assert_eq!(reports, [recovered(Cause::Database, 10_000, 1)]);
     }
 }

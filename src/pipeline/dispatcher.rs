@@ -37,8 +37,11 @@ use super::dispatch::{BatchOutcome, ClaimOrder, ClaimOutcome, Dispatch, Report};
 use super::executor::{BatchReport, DeleteBatch, ExecutorActor};
 use crate::clock::now_ms;
 use crate::db::models::{Claim, Claimed};
-use crate::db::{queries, Db};
+use crate::db::{queries, Db, DbError};
 use crate::metrics::Metrics;
+
+/// Batches' worth of the oldest due rows a contended claim may start in.
+const SPREAD_BATCHES: usize = 4;
 
 /// Claims batches for one process: the glue between `Dispatch`'s
 /// decisions and the database, the executors, the rate limiter and the log.
@@ -92,12 +95,19 @@ impl DispatcherActor {
         let limiter = self.limiter.clone();
         let lease_ms = self.lease.as_millis() as i64;
         let claim_seconds = self.metrics.claim_seconds.clone();
+        // While claims conflict (instances on different Galera nodes taking
+        // the same oldest rows), each starts at one of the first few
+        // batches' worth of due rows, chosen at random.
+        let offset = match db.contended() {
+            true => fastrand::usize(..SPREAD_BATCHES) * limit,
+            false => 0,
+        };
         let claim = async move {
             let started = Instant::now();
             let claim = db
                 .write_relaxed_async(move |conn| {
                     let now = now_ms();
-                    queries::claim::claim(conn, &owner, now, now + lease_ms, limit)
+                    queries::claim::claim_from(conn, &owner, now, now + lease_ms, limit, offset)
                 })
                 .await;
             claim_seconds.observe(started.elapsed().as_secs_f64());
@@ -109,44 +119,77 @@ impl DispatcherActor {
                     let _ = limiter.until_n_ready(n).await;
                 }
             }
-            claim
+            (claim, started)
         };
-        ctx.spawn(claim.into_actor(self).map(move |result, act, ctx| {
-            let outcome = match &result {
-                Ok(Claim::Paused) => ClaimOutcome::Paused,
-                Ok(Claim::Batch(batch)) => ClaimOutcome::Batch { len: batch.len() },
-                Err(e) => {
-                    act.metrics.claim_errors.inc();
-                    ClaimOutcome::Failed {
-                        unavailable: e.is_unavailable(),
-                        error: e.to_string(),
+        ctx.spawn(
+            claim
+                .into_actor(self)
+                .map(move |(result, started), act, ctx| {
+                    let outcome = match &result {
+                        Ok(Claim::Paused) => ClaimOutcome::Paused,
+                        Ok(Claim::Batch(batch)) => ClaimOutcome::Batch { len: batch.len() },
+                        // Counted and logged by `Db`: claim again, no backoff.
+                        Err(DbError::Busy(_)) => ClaimOutcome::Conflicted,
+                        Err(e) => {
+                            act.metrics.claim_errors.inc();
+                            ClaimOutcome::Failed {
+                                unavailable: e.is_unavailable(),
+                                error: e.to_string(),
+                            }
+                        }
+                    };
+                    for report in act.dispatch.claim_returned(Instant::now(), outcome) {
+                        say(&report);
                     }
-                }
-            };
-            for report in act.dispatch.claim_returned(Instant::now(), outcome) {
-                say(&report);
-            }
-            if let Ok(Claim::Batch(batch)) = result {
-                if !batch.is_empty() {
-                    act.execute(batch, ctx);
-                }
-            }
-            act.maybe_claim(ctx);
-            act.notify_if_idle();
-        }));
+                    if let Ok(Claim::Batch(batch)) = result {
+                        // The lease began at the latest when the claim was sent:
+                        // deleting must start within the first half of it, so that
+                        // it ends (and is acked) before another instance may take
+                        // the rows over.
+                        let start_by = started + act.lease / 2;
+                        let ack_by = started + act.lease - act.lease / 10;
+                        if Instant::now() > start_by && !batch.is_empty() {
+                            log::warn!(
+                        "a claim of {} ids answered {:.1?} after it was sent, past half of \
+                         the {:?} lease: not deleting them; they come due again when the \
+                         lease ends",
+                        batch.len(),
+                        started.elapsed(),
+                        act.lease
+                    );
+                        } else if !batch.is_empty() {
+                            act.execute(batch, (start_by, ack_by), ctx);
+                        }
+                    }
+                    act.maybe_claim(ctx);
+                    act.notify_if_idle();
+                }),
+        );
     }
 
-    fn execute(&mut self, batch: Vec<Claimed>, ctx: &mut Context<Self>) {
+    /// Hands `batch` to an executor, to start deleting by `start_by` and
+    /// ack by `ack_by`.
+    fn execute(
+        &mut self,
+        batch: Vec<Claimed>,
+        (start_by, ack_by): (Instant, Instant),
+        ctx: &mut Context<Self>,
+    ) {
         let number = self
             .dispatch
             .batch_started(batch.iter().map(|c| c.id.clone()).collect());
-        let run = self.executors.send(DeleteBatch(batch));
+        let run = self.executors.send(DeleteBatch {
+            batch,
+            start_by,
+            ack_by,
+        });
         ctx.spawn(run.into_actor(self).map(move |result, act, ctx| {
             let outcome = match result {
                 Ok(BatchReport {
                     storage_unavailable: Some(reason),
                     ..
                 }) => BatchOutcome::StorageUnavailable { reason },
+                Ok(BatchReport { not_run: true, .. }) => BatchOutcome::NotRun,
                 Ok(_) => BatchOutcome::Ran,
                 // The executor is gone (shutdown): the lease will expire.
                 Err(e) => {

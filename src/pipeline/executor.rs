@@ -18,9 +18,10 @@ use crate::db::{queries, Db, DbError};
 use crate::metrics::Metrics;
 use crate::storage::Storage;
 
-/// Acks tried before giving up on a batch; the lease then expires and the
-/// batch is claimed again (its files are already gone: counted as missing).
-const ACK_TRIES: u32 = 3;
+/// Pause between tries of an ack or a release: growing by this step, at
+/// most [`MAX_PAUSE`].
+const PAUSE_STEP: Duration = Duration::from_millis(200);
+const MAX_PAUSE: Duration = Duration::from_secs(1);
 
 /// Deletes batches of claimed ids.
 pub(crate) struct ExecutorActor {
@@ -53,35 +54,34 @@ impl ExecutorActor {
         }
     }
 
-    /// Runs `write` a few times, pausing between tries: an ack or a release
-    /// that is lost only delays the work (the lease expires), but trying
-    /// again through a short hiccup avoids that delay.
+    /// Runs `write` until it succeeds, pausing between tries, while the
+    /// batch's lease lasts (`until`): an ack that is lost makes the rows
+    /// come due again when the lease ends, and the next attempt finds the
+    /// files gone (`missing` in its receipt), so a failover or a short
+    /// outage is waited out rather than given up on after a few seconds.
+    /// An error the server will give again (not an outage) ends it at once.
     fn with_retries<T>(
         &self,
         what: &str,
+        until: Instant,
         mut write: impl FnMut() -> Result<T, DbError>,
     ) -> Result<T, DbError> {
-        let mut tries = 0;
+        let mut tries: u32 = 0;
         loop {
             tries += 1;
+            let pause = PAUSE_STEP.saturating_mul(tries).min(MAX_PAUSE);
             match write() {
                 Ok(value) => return Ok(value),
-                Err(e) if tries >= ACK_TRIES => return Err(e),
-                Err(e) => {
-                    // An outage is logged once by `Db`; anything else here.
-                    if e.is_unavailable() {
-                        log::debug!("{what} failed (try {tries} of {ACK_TRIES}): {e}");
-                    } else {
-                        log::warn!("{what} failed (try {tries} of {ACK_TRIES}): {e}");
-                    }
-                    std::thread::sleep(Duration::from_millis(200 * u64::from(tries)));
-                }
+                Err(e) if !e.is_unavailable() || Instant::now() + pause >= until => return Err(e),
+                // An outage is logged once by `Db`.
+                Err(e) => log::debug!("{what} failed (try {tries}): {e}; trying again"),
             }
+            std::thread::sleep(pause);
         }
     }
 
-    fn ack(&self, verdict: &Verdict) -> Result<AckCounts, DbError> {
-        self.with_retries("ack", || {
+    fn ack(&self, verdict: &Verdict, until: Instant) -> Result<AckCounts, DbError> {
+        self.with_retries("ack", until, || {
             let _timer = self.metrics.ack_seconds.start_timer();
             self.db.write_relaxed(|conn| {
                 let receipts_at = self.receipts.then(now_ms);
@@ -99,10 +99,10 @@ impl ExecutorActor {
     /// The storage could not be used: give the batch back, due again after
     /// the first backoff step, with the reason in `last_error` and no
     /// attempt used.
-    fn give_back(&self, batch: &[Claimed], reason: &str) -> Result<usize, DbError> {
+    fn give_back(&self, batch: &[Claimed], reason: &str, until: Instant) -> Result<usize, DbError> {
         let ids: Vec<String> = batch.iter().map(|c| c.id.clone()).collect();
         let retry_at = now_ms().saturating_add(self.retry.base_ms.min(i64::MAX as u64) as i64);
-        self.with_retries("giving the batch back", || {
+        self.with_retries("giving the batch back", until, || {
             self.db.write_relaxed(|conn| {
                 queries::claim::release(conn, &self.owner, &ids, retry_at, Some(reason))
             })
@@ -141,7 +141,14 @@ impl Actor for ExecutorActor {
 /// Delete the files of these claimed ids and ack the batch.
 #[derive(Message)]
 #[rtype(result = "BatchReport")]
-pub(crate) struct DeleteBatch(pub Vec<Claimed>);
+pub(crate) struct DeleteBatch {
+    pub batch: Vec<Claimed>,
+    /// Past this the lease is too far gone to start deleting (the batch
+    /// waited for a free executor): the rows are left to come due again.
+    pub start_by: Instant,
+    /// The ack is tried until then (shortly before the lease ends).
+    pub ack_by: Instant,
+}
 
 /// What one batch did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -157,6 +164,8 @@ pub(crate) struct BatchReport {
     /// The storage could not be used at all: nothing was deleted and the
     /// batch was given back. The dispatcher backs off on it.
     pub storage_unavailable: Option<String>,
+    /// Its lease was too far gone to start: nothing was done.
+    pub not_run: bool,
 }
 
 impl Handler<DeleteBatch> for ExecutorActor {
@@ -164,17 +173,32 @@ impl Handler<DeleteBatch> for ExecutorActor {
 
     fn handle(
         &mut self,
-        DeleteBatch(batch): DeleteBatch,
+        DeleteBatch {
+            batch,
+            start_by,
+            ack_by,
+        }: DeleteBatch,
         _: &mut SyncContext<Self>,
     ) -> Self::Result {
         let started = Instant::now();
         let size = batch.len();
         let requests = request_ids(&batch);
+        if started > start_by {
+            log::warn!(
+                "a batch of {size} waited {:.1?} past the time its lease allowed to start \
+                 deleting: not deleting it; its rows come due again when the lease ends{requests}",
+                started - start_by
+            );
+            return MessageResult(BatchReport {
+                not_run: true,
+                ..BatchReport::default()
+            });
+        }
         let verdict = match batch::execute(&self.storage, &batch, &self.retry, now_ms()) {
             Ok(verdict) => verdict,
             Err(unavailable) => {
                 let reason = unavailable.to_string();
-                match self.give_back(&batch, &reason) {
+                match self.give_back(&batch, &reason, ack_by) {
                     Ok(n) => log::debug!("batch of {size} given back ({n} rows): {reason}{requests}"),
                     Err(e) => log::error!(
                         "batch of {size} not run ({reason}) and not given back; the rows return when the lease expires: {e}{requests}"
@@ -208,7 +232,7 @@ impl Handler<DeleteBatch> for ExecutorActor {
             (report.deleted + report.missing) as u64,
             report.failed as u64,
         );
-        let ack = self.ack(&verdict);
+        let ack = self.ack(&verdict, ack_by);
         if let Ok(counts) = &ack {
             // Counted once their receipts are written: a lost lease's ids
             // are counted by the instance that acks them.

@@ -56,7 +56,7 @@ impl Pipeline {
         let retry = RetryPolicy::from_config(config);
         let receipts = config.receipts.retention_days > 0;
         let executors = {
-            let (db, owner, metrics) = (db.clone(), owner.clone(), metrics.clone());
+            let (db, owner, metrics) = (db.labeled("ack"), owner.clone(), metrics.clone());
             SyncArbiter::start(config.executors, move || {
                 ExecutorActor::new(
                     db.clone(),
@@ -76,7 +76,7 @@ impl Pipeline {
             max_per_sec: config.max_deletions_per_sec,
         };
         let dispatcher = DispatcherActor::new(
-            db.clone(),
+            db.labeled("claim"),
             executors,
             owner.clone(),
             settings,
@@ -86,13 +86,13 @@ impl Pipeline {
         let timer =
             TimerActor::new(dispatcher.clone(), Duration::from_millis(config.tick_ms)).start();
         let pruner = PrunerActor::new(
-            db.clone(),
+            db.labeled("prune"),
             owner.clone(),
             config.receipts.retention_days,
             Duration::from_secs(config.receipts.prune_every_secs),
         )
         .start();
-        let record = RecordActor::new(db, dispatcher.clone(), metrics).start();
+        let record = RecordActor::new(db.labeled("record"), dispatcher.clone(), metrics).start();
         log::info!(
             "pipeline started as {owner}: {} executors",
             config.executors

@@ -30,6 +30,12 @@ mod crash;
 mod dashboard;
 mod drop_in;
 mod export;
+#[cfg(feature = "postgres")]
+mod failover;
+#[cfg(feature = "postgres")]
+mod fencing;
+#[cfg(feature = "mysql")]
+mod galera;
 mod hardening;
 mod layout;
 #[cfg(feature = "s3")]

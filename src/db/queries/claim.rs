@@ -29,7 +29,26 @@ pub fn claim(
     lease_until: i64,
     limit: usize,
 ) -> QueryResult<Claim> {
+    claim_from(conn, owner, now, lease_until, limit, 0)
+}
+
+/// [`claim`], starting `offset` rows into the due rows on MySQL (topped up
+/// from the oldest when fewer are due past it): instances on different
+/// Galera nodes do not see each other's row locks, so while their claims
+/// conflict (the dispatcher's choice) each starts at a different place
+/// instead of all fighting for the oldest rows. Other backends never
+/// conflict there (`SKIP LOCKED` on one server) and ignore it.
+pub fn claim_from(
+    conn: &mut Conn,
+    owner: &str,
+    now: i64,
+    lease_until: i64,
+    limit: usize,
+    offset: usize,
+) -> QueryResult<Claim> {
     let limit = limit as i64;
+    #[cfg(not(feature = "mysql"))]
+    let _ = offset;
     // Raw SQL: diesel's DSL does not take an ordered, limited subselect as
     // an update target. The subselect walks the `not_before` index. SQLite
     // has one writer per process and an atomic statement: no locking
@@ -61,7 +80,10 @@ pub fn claim(
         #[cfg(feature = "postgres")]
         AnyConnection::Pg(c) => lease_due!(c, " FOR UPDATE SKIP LOCKED"),
         #[cfg(feature = "mysql")]
-        AnyConnection::Mysql(c) => mysql_lease_due(c, owner, now, lease_until, limit)?,
+        AnyConnection::Mysql(c) => {
+            let window = (limit, offset as i64);
+            mysql_lease_due(c, owner, now, lease_until, window)?
+        }
     };
     if claimed.is_empty() && controls::paused(conn)? {
         return Ok(Claim::Paused);
@@ -83,19 +105,32 @@ fn mysql_lease_due(
     owner: &str,
     now: i64,
     lease_until: i64,
-    limit: i64,
+    (limit, offset): (i64, i64),
 ) -> QueryResult<Vec<Claimed>> {
-    c.transaction(|c| {
-        let due: Vec<Claimed> = diesel::sql_query(
+    let due_rows = |c: &mut diesel::MysqlConnection, limit: i64, offset: i64| {
+        diesel::sql_query(
             "SELECT id, attempts, created_at, source, request_id, paths FROM video_del_rec \
              WHERE not_before <= ? \
              AND NOT EXISTS (SELECT 1 FROM video_del_control \
                              WHERE name = 'paused' AND value <> 0) \
-             ORDER BY not_before LIMIT ? FOR UPDATE SKIP LOCKED",
+             ORDER BY not_before LIMIT ? OFFSET ? FOR UPDATE SKIP LOCKED",
         )
         .bind::<BigInt, _>(now)
         .bind::<BigInt, _>(limit)
-        .load(c)?;
+        .bind::<BigInt, _>(offset)
+        .load::<Claimed>(c)
+    };
+    c.transaction(|c| {
+        let mut due = due_rows(c, limit, offset)?;
+        if offset > 0 && (due.len() as i64) < limit {
+            // Fewer due past the offset: the oldest ones too (our own
+            // locks are not skipped, so the rows we have come again).
+            let have: std::collections::HashSet<String> =
+                due.iter().map(|d| d.id.clone()).collect();
+            let oldest = due_rows(c, limit, 0)?;
+            let more = oldest.into_iter().filter(|d| !have.contains(&d.id));
+            due.extend(more.take(limit as usize - have.len()));
+        }
         if !due.is_empty() {
             let ids: Vec<&str> = due.iter().map(|d| d.id.as_str()).collect();
             diesel::update(t::video_del_rec.filter(t::id.eq_any(ids)))

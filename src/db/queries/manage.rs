@@ -237,6 +237,31 @@ pub(crate) fn read_only(conn: &mut Conn) -> QueryResult<Option<&'static str>> {
     }
 }
 
+/// Whether a MariaDB connection is to a Galera node (`wsrep_on` with a
+/// provider loaded): MySQL and plain MariaDB say no.
+#[cfg(feature = "mysql")]
+pub(crate) fn galera_node(c: &mut diesel::MysqlConnection) -> QueryResult<bool> {
+    use diesel::sql_types::Text;
+    #[derive(QueryableByName)]
+    struct Variable {
+        #[diesel(sql_type = Text, column_name = Variable_name)]
+        name: String,
+        #[diesel(sql_type = Text, column_name = Value)]
+        value: String,
+    }
+    let variables: Vec<Variable> =
+        diesel::sql_query("SHOW VARIABLES WHERE Variable_name IN ('wsrep_on', 'wsrep_provider')")
+            .load(c)?;
+    let value = |name: &str| {
+        variables
+            .iter()
+            .find(|v| v.name.eq_ignore_ascii_case(name))
+            .map(|v| v.value.to_ascii_lowercase())
+    };
+    Ok(value("wsrep_on").as_deref() == Some("on")
+        && value("wsrep_provider").is_some_and(|p| !p.is_empty() && p != "none"))
+}
+
 /// Cheapest statement proving the table is there and readable.
 pub(crate) fn ping(conn: &mut Conn) -> QueryResult<()> {
     t::video_del_rec

@@ -12,8 +12,12 @@
     allow(dead_code)
 )]
 
+#[cfg(feature = "mysql")]
+pub mod galera;
 #[cfg(feature = "s3")]
 pub mod moto;
+#[cfg(feature = "postgres")]
+pub mod pg_cluster;
 pub mod process;
 pub mod proxy;
 #[cfg(feature = "s3")]
@@ -279,6 +283,38 @@ pub struct TestApp {
 /// A fresh workspace and a config for it: files inside the temp dir, port 0.
 pub fn workspace(backend: Backend) -> (Workspace, Config) {
     workspace_on(backend, Storage::Local)
+}
+
+/// A workspace (temp dir, video root) and the test config for a database
+/// at `url` that the test owns (a Galera node, a PostgreSQL primary and
+/// standby): nothing is created on the machine's own servers, and nothing
+/// is dropped.
+pub fn workspace_at(backend: Backend, url: &str) -> (Workspace, Config) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        database_url: url.to_owned(),
+        storage: video_scheduler::config::StorageConfig {
+            root: dir.path().join("videos"),
+            ..Default::default()
+        }
+        .into(),
+        tick_ms: 100,
+        shutdown_timeout_secs: 10,
+        ..Config::default()
+    };
+    let db = TestDb {
+        backend,
+        url: url.to_owned(),
+        server: None,
+    };
+    let workspace = Workspace {
+        dir,
+        db,
+        #[cfg(feature = "s3")]
+        s3: None,
+    };
+    (workspace, config)
 }
 
 /// A fresh workspace on `storage`: a local root in the temp dir, or a

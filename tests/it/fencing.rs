@@ -1,0 +1,76 @@
+//! Leases fence the work, not only the ack: an instance whose claim answer
+//! arrives after its lease ran out (and another instance took the rows
+//! over) deletes nothing and counts nothing. The late answer is made by a
+//! PostgreSQL trigger that sleeps in that instance's claims.
+
+use crate::common::process::{write_config, ServerProcess};
+use crate::common::{wait_until, workspace, Backend};
+use diesel::connection::SimpleConnection;
+use diesel::Connection;
+use serde_json::json;
+
+#[cfg(feature = "postgres")]
+#[test]
+fn postgres_a_claim_answered_after_its_lease_ran_out_deletes_nothing() {
+    late_claim_answer(Backend::Postgres);
+}
+
+/// Instance A claims a due id, but its claim's answer comes 3 s later, past
+/// the 2 s lease: A drops it (a warning says so), deleting nothing and
+/// counting nothing. Instance B, started once A is gone, takes the row
+/// over and finds the file still there: its receipt says `deleted: 1`.
+fn late_claim_answer(backend: Backend) {
+    let (ws, mut config) = workspace(backend);
+    config.tick_ms = 50;
+    config.lease_secs = 2;
+    let root = config.storage[0].root.clone();
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("late"), b"x").unwrap();
+    let a = ServerProcess::start(&config, &write_config(&config, ws.dir.path(), "a.json"));
+    // Every claim of A's commits 3 s after it leased its rows: its answer
+    // comes after the lease has run out.
+    let mut conn = diesel::PgConnection::establish(&ws.db.url).unwrap();
+    conn.batch_execute(&format!(
+        "CREATE FUNCTION slow_claim() RETURNS trigger AS $$ \
+           BEGIN PERFORM pg_sleep(3); RETURN NEW; END $$ LANGUAGE plpgsql; \
+         CREATE TRIGGER slow_claim BEFORE UPDATE ON video_del_rec FOR EACH ROW \
+           WHEN (NEW.locked_by = '{}') EXECUTE FUNCTION slow_claim()",
+        owner(&a)
+    ))
+    .unwrap();
+    assert_eq!(
+        a.post("/v1/deletions", json!({ "ids": ["late"] })).status,
+        202
+    );
+    wait_until("A dropped its late claim", || {
+        a.log().contains("not deleting them")
+    });
+    let metric = |server: &ServerProcess, outcome: &str| {
+        server.metric(&format!(
+            "video_scheduler_deletions_total{{outcome=\"{outcome}\"}}"
+        ))
+    };
+    assert!(root.join("late").exists(), "A deleted on a late claim");
+    assert_eq!(metric(&a, "deleted") + metric(&a, "missing"), 0.0);
+    // A keeps claiming the row (and dropping it): B takes over once A is
+    // gone, and finds the file still there.
+    drop(a);
+    let b = ServerProcess::start(&config, &write_config(&config, ws.dir.path(), "b.json"));
+    wait_until("B took the row over and deleted it", || {
+        b.get("/v1/deletions/late").json()["state"] == "done"
+    });
+    assert!(!root.join("late").exists());
+    assert_eq!(metric(&b, "deleted"), 1.0);
+    let receipt = b.get("/v1/deletions/late").json();
+    assert_eq!(receipt["deleted"], 1, "{receipt}");
+    assert_eq!(receipt["acked_by"], owner(&b), "{receipt}");
+}
+
+/// The instance id a server logged at start-up.
+fn owner(server: &ServerProcess) -> String {
+    let log = server.log();
+    let (_, after) = log
+        .split_once("pipeline started as ")
+        .expect("the start-up line");
+    after.split(':').next().unwrap().to_owned()
+}
