@@ -30,7 +30,8 @@
 //!
 //! - [`config`]: conf.json + `VIDEO_SCHEDULER_*`, checked; `storage` one
 //!   target or a list. Knows the database only by its URL ([`db::url`]).
-//! - [`db`]: pools, migrations, the outage tracker, the URL; all SQL in
+//! - [`db`]: pools, migrations, the outage tracker, what a failure means
+//!   (`failure`), write conflicts (`conflicts`), the URL; all SQL in
 //!   [`db::queries`], one file per job (record, claim, ack, manage, counts,
 //!   receipts, controls).
 //! - `storage`: `Storage` (every target), the `Target` trait, local disk
