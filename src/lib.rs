@@ -120,7 +120,8 @@ pub enum StartError {
 /// before any actor starts, so a failed start has nothing to tear down.
 /// Must run inside an actix system (`actix_web::rt::System`).
 pub async fn start(config: Config) -> Result<Running, StartError> {
-    let db = Db::connect(&config.database_url, config.pool_size)?;
+    let db = Db::connect(&config.database_url, config.pool_size)?
+        .requiring_synchronous_replication(config.require_synchronous_replication);
     let migrator = db.clone();
     let applied = actix_web::rt::task::spawn_blocking(move || migrator.migrate())
         .await

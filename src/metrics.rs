@@ -48,12 +48,52 @@ pub(crate) struct Metrics {
     /// what completed requests erased there (or left behind a delete
     /// marker).
     pub erased: IntCounterVec,
+    /// The database's conflicts and replication.
+    pub db: DbMetrics,
+    /// Deletions per 10 s over the last 15 minutes, for the dashboard.
+    pub activity: crate::activity::Activity,
+}
+
+/// The database's side: write conflicts and what its replication promises.
+pub(crate) struct DbMetrics {
     /// Write transactions rolled back by a conflict with another writer
     /// (and run again), by statement: `claim`, `ack`, `record`, ... Copied
     /// from the database handle's own counts at each scrape.
-    pub db_conflicts: IntCounterVec,
-    /// Deletions per 10 s over the last 15 minutes, for the dashboard.
-    pub activity: crate::activity::Activity,
+    pub conflicts: IntCounterVec,
+    /// PostgreSQL: standbys streaming from the primary, by `sync`
+    /// (`all`, `synchronous`), as last read (every minute).
+    pub standbys: IntGaugeVec,
+    /// Galera: the cluster's size as this instance's node sees it, and 1
+    /// while the node is in the primary component and synced.
+    pub galera_cluster_size: IntGauge,
+    pub galera_ready: IntGauge,
+}
+
+impl DbMetrics {
+    fn new() -> DbMetrics {
+        let gauge = |name: &str, help: &str| IntGauge::new(name, help).expect("valid metric");
+        DbMetrics {
+            conflicts: counter_vec(
+                "video_scheduler_db_conflicts_total",
+                "Write transactions rolled back by a conflict with another writer \
+                 (deadlock, Galera certification failure) and run again, by statement",
+                &["statement"],
+            ),
+            standbys: gauge_vec(
+                "video_scheduler_db_standbys",
+                "PostgreSQL standbys streaming from the primary (all, synchronous), as last read",
+                &["sync"],
+            ),
+            galera_cluster_size: gauge(
+                "video_scheduler_galera_cluster_size",
+                "Galera nodes in the cluster as this instance's node sees it (0: not Galera)",
+            ),
+            galera_ready: gauge(
+                "video_scheduler_galera_ready",
+                "1 while this instance's Galera node is in the primary component and synced",
+            ),
+        }
+    }
 }
 
 /// Buckets from 0.5 ms to about 33 s, four times apart.
@@ -137,12 +177,7 @@ impl Metrics {
                  (by version id), versions_kept (behind a delete marker)",
                 &["target", "what"],
             ),
-            db_conflicts: counter_vec(
-                "video_scheduler_db_conflicts_total",
-                "Write transactions rolled back by a conflict with another writer \
-                 (deadlock, Galera certification failure) and run again, by statement",
-                &["statement"],
-            ),
+            db: DbMetrics::new(),
             activity: crate::activity::Activity::default(),
             registry: Registry::new(),
         };
@@ -160,7 +195,10 @@ impl Metrics {
             self.requests.with_label_values(&[state]);
         }
         for statement in ["claim", "ack", "record"] {
-            self.db_conflicts.with_label_values(&[statement]);
+            self.db.conflicts.with_label_values(&[statement]);
+        }
+        for sync in ["all", "synchronous"] {
+            self.db.standbys.with_label_values(&[sync]);
         }
         for collector in [
             Box::new(self.deletions.clone()) as Box<dyn prometheus::core::Collector>,
@@ -177,7 +215,10 @@ impl Metrics {
             Box::new(self.http_seconds.clone()),
             Box::new(self.storage_ready.clone()),
             Box::new(self.erased.clone()),
-            Box::new(self.db_conflicts.clone()),
+            Box::new(self.db.conflicts.clone()),
+            Box::new(self.db.standbys.clone()),
+            Box::new(self.db.galera_cluster_size.clone()),
+            Box::new(self.db.galera_ready.clone()),
             Box::new(crate::logging::PROTOCOL_ERRORS.clone()),
         ] {
             self.registry
@@ -204,9 +245,34 @@ impl Metrics {
     /// Brings the conflict counters up to the database handle's `totals`.
     pub(crate) fn set_conflicts(&self, totals: &[(&'static str, u64)]) {
         for (statement, total) in totals {
-            let counter = self.db_conflicts.with_label_values(&[statement]);
+            let counter = self.db.conflicts.with_label_values(&[statement]);
             counter.inc_by(total.saturating_sub(counter.get()));
         }
+    }
+
+    /// Sets the replication's gauges from a reading.
+    pub(crate) fn set_replication(&self, replication: &crate::db::models::Replication) {
+        use crate::db::models::Replication;
+        let (all, synchronous, size, ready) = match replication {
+            Replication::None => (0, 0, 0, false),
+            Replication::Postgres {
+                standbys,
+                synchronous,
+                ..
+            } => (*standbys, *synchronous, 0, false),
+            Replication::Galera {
+                cluster_size,
+                primary,
+                state,
+            } => (0, 0, *cluster_size, *primary && state == "Synced"),
+        };
+        self.db.standbys.with_label_values(&["all"]).set(all);
+        self.db
+            .standbys
+            .with_label_values(&["synchronous"])
+            .set(synchronous);
+        self.db.galera_cluster_size.set(size);
+        self.db.galera_ready.set(i64::from(ready));
     }
 
     /// Sets each target's readiness gauge.

@@ -69,6 +69,11 @@ pub struct Config {
     /// that a database that stopped answering (a lost synchronous standby,
     /// a partition) never holds callers.
     pub record_timeout_ms: u64,
+    /// PostgreSQL: answer records (and `/readyz`) with 503 while the
+    /// primary has standbys but none synchronous, so that a 2xx always
+    /// means a commit a failover keeps (README, "Past one database
+    /// server"). Off: a record is as durable as the primary's commit.
+    pub require_synchronous_replication: bool,
     /// Most HTTP connections open at once (the process stops accepting
     /// beyond it; the kernel's backlog holds the rest).
     pub max_connections: usize,
@@ -121,6 +126,7 @@ impl Default for Config {
             pool_size: 8,
             client_request_timeout_ms: 10_000,
             record_timeout_ms: 5_000,
+            require_synchronous_replication: false,
             max_connections: 1024,
             max_deletions_per_sec: 0,
             receipts: ReceiptsConfig::default(),

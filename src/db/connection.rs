@@ -77,27 +77,7 @@ impl Manager {
                 AnyConnection::Sqlite(conn)
             }
             #[cfg(feature = "mysql")]
-            Backend::Mysql => {
-                let mut conn = diesel::MysqlConnection::establish(&self.driver_url)?;
-                // READ COMMITTED: locking reads (the claim) take no gap
-                // locks, so concurrent inserts and claims do not block or
-                // deadlock each other on InnoDB's next-key locks.
-                conn.batch_execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
-                    .map_err(setup_failed)?;
-                // On a Galera node a read may run before the node has
-                // applied what another node committed: a record made
-                // through one instance would be missing from a read
-                // through another (404), and a claim would see rows
-                // already leased elsewhere (a certification conflict at
-                // commit). `wsrep_sync_wait = 1`: every read first waits
-                // until the node has applied every write the cluster had
-                // committed when it began (causal reads).
-                if super::queries::manage::galera_node(&mut conn).map_err(setup_failed)? {
-                    conn.batch_execute("SET SESSION wsrep_sync_wait = 1")
-                        .map_err(setup_failed)?;
-                }
-                AnyConnection::Mysql(conn)
-            }
+            Backend::Mysql => AnyConnection::Mysql(open_mysql(&self.driver_url)?),
             #[cfg(feature = "postgres")]
             Backend::Postgres => {
                 let mut conn = diesel::PgConnection::establish(&self.driver_url)?;
@@ -109,6 +89,10 @@ impl Manager {
                 // each run is what one-shot statements did anyway; the
                 // parse round trip stays saved.
                 conn.batch_execute("SET plan_cache_mode = force_custom_plan")
+                    .map_err(setup_failed)?;
+                // As on MariaDB: a transaction whose client went silent
+                // does not hold its locks for longer than this.
+                conn.batch_execute(IDLE_TRANSACTION_POSTGRES)
                     .map_err(setup_failed)?;
                 AnyConnection::Pg(conn)
             }
@@ -122,6 +106,48 @@ impl Manager {
         Ok(conn)
     }
 }
+
+/// A MariaDB/MySQL connection with its session settings.
+#[cfg(feature = "mysql")]
+fn open_mysql(url: &str) -> diesel::ConnectionResult<diesel::MysqlConnection> {
+    let mut conn = diesel::MysqlConnection::establish(url)?;
+    // READ COMMITTED: locking reads (the claim) take no gap
+    // locks, so concurrent inserts and claims do not block or
+    // deadlock each other on InnoDB's next-key locks.
+    conn.batch_execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+        .map_err(setup_failed)?;
+    // A transaction left open by a client that stopped talking
+    // (cut off between a claim's SELECT ... FOR UPDATE and its
+    // COMMIT) would keep its rows locked, and every other
+    // instance's `SKIP LOCKED` would skip them, for as long as
+    // the server keeps the connection (`wait_timeout`, 8 h).
+    // MariaDB ends such a transaction after this many idle
+    // seconds; ours never pause between statements. MySQL has
+    // no such setting: the error is ignored there.
+    let _ = conn.batch_execute(IDLE_TRANSACTION_MARIADB);
+    // On a Galera node a read may run before the node has
+    // applied what another node committed: a record made
+    // through one instance would be missing from a read
+    // through another (404), and a claim would see rows
+    // already leased elsewhere (a certification conflict at
+    // commit). `wsrep_sync_wait = 1`: every read first waits
+    // until the node has applied every write the cluster had
+    // committed when it began (causal reads).
+    if super::queries::manage::galera_node(&mut conn).map_err(setup_failed)? {
+        conn.batch_execute("SET SESSION wsrep_sync_wait = 1")
+            .map_err(setup_failed)?;
+    }
+    Ok(conn)
+}
+
+/// How long a transaction may sit idle between two statements before the
+/// server ends it: our transactions never pause, so only a client that
+/// stopped answering (a partition) reaches it, and its locks are freed
+/// well before its leases end (`lease_secs`, 60 s by default).
+#[cfg(feature = "mysql")]
+const IDLE_TRANSACTION_MARIADB: &str = "SET SESSION idle_transaction_timeout = 5";
+#[cfg(feature = "postgres")]
+const IDLE_TRANSACTION_POSTGRES: &str = "SET idle_in_transaction_session_timeout = '5s'";
 
 fn setup_failed(e: diesel::result::Error) -> diesel::ConnectionError {
     diesel::ConnectionError::BadConnection(format!("session setup failed: {e}"))

@@ -11,14 +11,16 @@ pub(crate) mod bulk;
 mod conflicts;
 pub(crate) mod connection;
 mod failure;
+mod health;
 pub mod models;
 mod outage;
 pub mod queries;
+mod replication;
 pub mod schema;
 pub mod url;
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use diesel::r2d2::{ManageConnection, Pool, PooledConnection};
@@ -81,7 +83,7 @@ impl DbError {
 /// Async forms of the blocking accessors: each runs its accessor on the
 /// blocking thread pool, never on the reactor.
 macro_rules! on_the_blocking_pool {
-    ($($(#[$doc:meta])* $name:ident => $sync:ident, $closure:ident;)*) => {$(
+    ($($(#[$doc:meta])* $name:ident => $sync:ident, $closure:ident, $what:literal, $wrote:literal;)*) => {$(
         $(#[$doc])*
         pub async fn $name<T, F>(&self, f: F) -> Result<T, DbError>
         where
@@ -89,7 +91,11 @@ macro_rules! on_the_blocking_pool {
             T: Send + 'static,
         {
             let db = self.clone();
-            blocking(move || db.$sync(f)).await
+            let call = blocking(move || db.$sync(f));
+            match actix_web::rt::time::timeout(ANSWER_WITHIN, call).await {
+                Ok(result) => result,
+                Err(_) => Err(self.no_answer($what, ANSWER_WITHIN, $wrote)),
+            }
         }
     )*};
 }
@@ -112,6 +118,11 @@ pub struct Db {
     conflicts: Arc<conflicts::Conflicts>,
     /// What this handle's writes are called in conflict counts and logs.
     label: &'static str,
+    /// The replication as last read, shared by all clones.
+    replication: Arc<Mutex<models::Replication>>,
+    /// `require_synchronous_replication`: records are refused while a
+    /// commit may be lost in a failover.
+    require_synchronous: bool,
     read: Pool<Manager>,
     /// On SQLite a pool of one connection: the single writer. Elsewhere the
     /// same pool as `read`: the server arbitrates concurrent writers.
@@ -175,6 +186,8 @@ impl Db {
             generation,
             conflicts: Arc::default(),
             label: "other",
+            replication: Arc::default(),
+            require_synchronous: false,
             read,
             write,
             relaxed,
@@ -206,7 +219,7 @@ impl Db {
 
     /// Runs the pending migrations; returns their names.
     pub fn migrate(&self) -> Result<Vec<String>, DbError> {
-        let mut conn = self.get(&self.write)?;
+        let mut conn = self.get(&self.write, true)?;
         let applied = match &mut **conn {
             #[cfg(feature = "sqlite")]
             AnyConnection::Sqlite(c) => names(c.run_pending_migrations(SQLITE_MIGRATIONS)),
@@ -218,20 +231,19 @@ impl Db {
         applied.map_err(|e| DbError::Migration(e.to_string()))
     }
 
-    /// Reachable, taking writes, and migrated: what `/readyz` reports. A
-    /// server that refused a write stays unready until a write succeeds
-    /// (reads prove nothing); a hot standby is asked directly.
-    pub fn ready(&self) -> Result<(), DbError> {
-        if let Some(cause) = self.outage.refusing_writes() {
-            return Err(DbError::Unavailable(cause));
+    /// A call (`what`: a record, a claim, a read) got no answer within
+    /// `after`: the server or the network stopped answering (a partition,
+    /// a lost synchronous standby). An outage like a lost connection,
+    /// logged once, callers failing fast meanwhile; after a write (`wrote`)
+    /// only a write that succeeds ends it. The call may still complete.
+    pub(crate) fn no_answer(&self, what: &str, after: Duration, wrote: bool) -> DbError {
+        let cause = format!("no answer from the database within {after:?} ({what})");
+        self.last_failure.store(now_ms(), Ordering::Relaxed);
+        match wrote {
+            true => self.outage.refused_write(&cause),
+            false => self.outage.failed(&cause),
         }
-        if let Some(what) = self.read(queries::manage::read_only)? {
-            return Err(DbError::Unavailable(what.to_owned()));
-        }
-        if !self.is_migrated()? {
-            return Err(DbError::NotMigrated);
-        }
-        self.read(queries::manage::ping)
+        DbError::Unavailable(cause)
     }
 
     /// Why the database is unavailable, in the server's words, while an
@@ -240,35 +252,24 @@ impl Db {
         self.outage.current_cause()
     }
 
-    /// Whether every migration of this binary is applied.
-    pub fn is_migrated(&self) -> Result<bool, DbError> {
-        let mut conn = self.get(&self.read)?;
-        let pending = match &mut **conn {
-            #[cfg(feature = "sqlite")]
-            AnyConnection::Sqlite(c) => c.has_pending_migration(SQLITE_MIGRATIONS),
-            #[cfg(feature = "mysql")]
-            AnyConnection::Mysql(c) => c.has_pending_migration(MYSQL_MIGRATIONS),
-            #[cfg(feature = "postgres")]
-            AnyConnection::Pg(c) => c.has_pending_migration(POSTGRES_MIGRATIONS),
-        };
-        pending
-            .map(|pending| !pending)
-            .map_err(|e| DbError::Query(format!("reading the applied migrations: {e}")))
-    }
-
-    /// Fails with [`DbError::NotMigrated`] unless the schema is current: for
-    /// commands that must not change a schema that running instances share.
-    pub(crate) fn require_migrated(&self) -> Result<(), DbError> {
-        match self.is_migrated()? {
-            true => Ok(()),
-            false => Err(DbError::NotMigrated),
-        }
-    }
-
     /// Runs `f` on a read connection (blocking).
     pub fn read<T>(&self, f: impl FnOnce(&mut Conn) -> QueryResult<T>) -> Result<T, DbError> {
+        self.read_with(true, f)
+    }
+
+    /// [`Db::read`] that asks the server even while callers fail fast (a
+    /// readiness check, the replication's reading).
+    fn probe<T>(&self, f: impl FnOnce(&mut Conn) -> QueryResult<T>) -> Result<T, DbError> {
+        self.read_with(false, f)
+    }
+
+    fn read_with<T>(
+        &self,
+        fail_fast: bool,
+        f: impl FnOnce(&mut Conn) -> QueryResult<T>,
+    ) -> Result<T, DbError> {
         let started = Instant::now();
-        let mut conn = self.get(&self.read)?;
+        let mut conn = self.get(&self.read, fail_fast)?;
         let result = f(&mut conn);
         self.settle(&mut conn, started, false, result)
     }
@@ -278,8 +279,8 @@ impl Db {
     /// MySQL and PostgreSQL abort one of two transactions that deadlock
     /// (instances inserting overlapping ids), and Galera one of two that
     /// changed the same rows on different nodes; the aborted one changed
-    /// nothing, so it is run again after a random, growing pause (see
-    /// [`conflicts`]), up to [`WRITE_ATTEMPTS`] times in all.
+    /// nothing, so it is run again after a random, growing pause, up to 10
+    /// times in all; then [`DbError::Busy`].
     pub fn write<T>(&self, f: impl FnMut(&mut Conn) -> QueryResult<T>) -> Result<T, DbError> {
         self.write_on(&self.write, false, f)
     }
@@ -304,7 +305,7 @@ impl Db {
         mut f: impl FnMut(&mut Conn) -> QueryResult<T>,
     ) -> Result<T, DbError> {
         let started = Instant::now();
-        let mut conn = self.get(pool)?;
+        let mut conn = self.get(pool, true)?;
         if let Err(e) = conn.set_relaxed_sync(relaxed) {
             return self.settle(&mut conn, started, true, Err(e));
         }
@@ -321,11 +322,15 @@ impl Db {
         }
     }
 
-    /// A connection from `pool`, failing fast while the database is known to
-    /// be unreachable.
-    fn get(&self, pool: &Pool<Manager>) -> Result<PooledConnection<Manager>, DbError> {
+    /// A connection from `pool`, failing fast (if `fail_fast`) while the
+    /// database is known to be unreachable.
+    fn get(
+        &self,
+        pool: &Pool<Manager>,
+        fail_fast: bool,
+    ) -> Result<PooledConnection<Manager>, DbError> {
         let failed_at = self.last_failure.load(Ordering::Relaxed);
-        if failed_at != 0 && now_ms() - failed_at < FAST_FAIL_MS {
+        if fail_fast && failed_at != 0 && now_ms() - failed_at < FAST_FAIL_MS {
             self.outage.failed_again();
             return Err(DbError::Unavailable(format!(
                 "{}; retrying shortly",
@@ -413,12 +418,15 @@ impl Db {
     }
 
     on_the_blocking_pool! {
-        /// [`Db::read`] on the blocking thread pool, for async callers.
-        read_async => read, FnOnce;
-        /// [`Db::write_relaxed`] on the blocking thread pool, for async callers.
-        write_relaxed_async => write_relaxed, FnMut;
-        /// [`Db::write`] on the blocking thread pool, for async callers.
-        write_async => write, FnMut;
+        /// [`Db::read`] on the blocking thread pool, for async callers,
+        /// answered within [`ANSWER_WITHIN`].
+        read_async => read, FnOnce, "a read", false;
+        /// [`Db::write_relaxed`] on the blocking thread pool, for async
+        /// callers, answered within [`ANSWER_WITHIN`].
+        write_relaxed_async => write_relaxed, FnMut, "a write", true;
+        /// [`Db::write`] on the blocking thread pool, for async callers,
+        /// answered within [`ANSWER_WITHIN`].
+        write_async => write, FnMut, "a write", true;
     }
 }
 
@@ -439,6 +447,15 @@ fn names(applied: MigrationResult<'_>) -> diesel::migration::Result<Vec<String>>
 /// How long a caller waits for a connection before the database counts as
 /// unavailable (HTTP 503).
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How long an async caller waits for any database call (a connection, the
+/// statements, the commit) before it counts as an outage: the pool's own
+/// wait is 3 s, a PostgreSQL connection found dead takes about 10 s
+/// (keepalives, `tcp_user_timeout`), and nothing bounds a MariaDB
+/// statement caught by a partition but this. Well below the default
+/// lease (60 s); records (`record_timeout_ms`) and claims (a quarter of
+/// the lease) have shorter bounds of their own.
+const ANSWER_WITHIN: Duration = Duration::from_secs(10);
 
 /// After a failed attempt to connect, how long other callers fail at once.
 const FAST_FAIL_MS: i64 = 500;

@@ -143,6 +143,14 @@ pub struct Receipt {
     pub deleted: i32,
     /// Templated paths that were already gone.
     pub missing: i32,
+    /// Times the request was claimed, the completing claim included: more
+    /// than 1 means an earlier claim did not complete it. One that failed
+    /// is counted in `attempts` too; one beyond `attempts` lost its lease
+    /// (an instance cut off or slow, its ack lost) or was given back
+    /// (shutdown, an unusable storage). Any of them may have deleted files
+    /// this one then found missing. 0 for receipts written before it was
+    /// counted.
+    pub claims: i32,
     /// The instance that acked it (`locked_by`).
     pub acked_by: String,
     /// `seed`, `v1` or `cli`.
@@ -213,4 +221,79 @@ pub struct Stats {
     pub oldest_due_age_ms: Option<i64>,
     /// An operator paused deletions (`POST /v1/pause`).
     pub paused: bool,
+}
+
+/// What the database's replication promises for a commit, as last read
+/// from the server (`queries::replication`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Replication {
+    /// Not read yet, or nothing to report: SQLite, MySQL/MariaDB without
+    /// Galera, a PostgreSQL primary with no standby.
+    #[default]
+    None,
+    /// A PostgreSQL primary: standbys streaming from it, how many of them
+    /// are synchronous (a commit waits for them), how many this role may
+    /// not see the state of, and whether commits wait for a synchronous
+    /// standby at all (`synchronous_standby_names` set, `synchronous_commit`
+    /// neither `off` nor `local`).
+    Postgres {
+        standbys: i64,
+        synchronous: i64,
+        unknown: i64,
+        commits_wait: bool,
+    },
+    /// A Galera node: the cluster's size as it sees it, whether it is in
+    /// the primary component, and its state (`Synced`, `Donor/Desynced`,
+    /// `Joining`, ...).
+    Galera {
+        cluster_size: i64,
+        primary: bool,
+        state: String,
+    },
+}
+
+impl Replication {
+    /// Why no commit can complete now, if none can: commits wait for a
+    /// synchronous standby that is not there, or a Galera node is cut off
+    /// or not synced.
+    pub fn blocks_commits(&self) -> Option<String> {
+        match self {
+            Replication::Postgres {
+                synchronous: 0,
+                unknown: 0,
+                commits_wait: true,
+                ..
+            } => Some(
+                "no synchronous standby connected, and commits wait for one \
+                 (synchronous_standby_names)"
+                    .to_owned(),
+            ),
+            Replication::Galera { primary: false, .. } => {
+                Some("Galera node not in the primary component".to_owned())
+            }
+            Replication::Galera { state, .. } if state != "Synced" => {
+                Some(format!("Galera node not synced (state {state})"))
+            }
+            _ => None,
+        }
+    }
+
+    /// Why a commit may not survive a failover now, if it may not: the
+    /// primary has standbys, none of them synchronous (for
+    /// `require_synchronous_replication`).
+    pub fn may_lose_commits(&self) -> Option<String> {
+        match self {
+            Replication::Postgres {
+                standbys,
+                synchronous: 0,
+                unknown: 0,
+                ..
+            } if *standbys > 0 => Some(format!(
+                "the primary has {standbys} standby(s), none synchronous: a commit \
+                 may be lost in a failover (require_synchronous_replication)"
+            )),
+            _ => None,
+        }
+    }
 }

@@ -15,6 +15,7 @@ diesel::table! {
         source -> Varchar,
         request_id -> Nullable<Varchar>,
         paths -> Nullable<Text>,
+        claims -> Integer,
     }
 }
 
@@ -32,6 +33,7 @@ diesel::table! {
         request_id -> Nullable<Varchar>,
         completions -> Integer,
         targets -> Nullable<Text>,
+        claims -> Integer,
     }
 }
 

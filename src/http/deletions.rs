@@ -227,11 +227,14 @@ pub(crate) async fn create(
     let create = parse_create(body.into_inner(), now_ms())?;
     let timeout = state.record_timeout;
     let stopped = |e| match e {
-        actix::MailboxError::Timeout => ApiError::Unavailable(format!(
-            "not committed within record_timeout_ms ({} ms); it may still commit: \
-             a retry answers already_queued for what did",
-            timeout.as_millis()
-        )),
+        actix::MailboxError::Timeout => {
+            state.db.no_answer("a record", timeout, true);
+            ApiError::Unavailable(format!(
+                "not committed within record_timeout_ms ({} ms); it may still commit: \
+                 a retry answers already_queued for what did",
+                timeout.as_millis()
+            ))
+        }
         actix::MailboxError::Closed => ApiError::Unavailable("the recorder stopped".into()),
     };
     let recorded = if create.named_paths {

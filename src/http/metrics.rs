@@ -11,6 +11,9 @@ pub(crate) fn routes(routes: &mut Routes) {
     routes.resource("/metrics").get(metrics);
 }
 
+/// How long a scrape waits for the queue's gauges.
+const GAUGES_WITHIN: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Prometheus text format.
 #[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, description = "Prometheus text", content_type = "text/plain")))]
 pub(crate) async fn metrics(state: web::Data<AppState>) -> HttpResponse {
@@ -22,13 +25,15 @@ pub(crate) async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         state.metrics.set_targets(&targets);
     }
     state.metrics.set_conflicts(&state.db.conflicts());
-    match state
-        .db
-        .read_async(|c| queries::counts::stats(c, now_ms()))
-        .await
-    {
-        Ok(stats) => state.metrics.set_queue(&stats),
-        Err(e) => log::debug!("metrics without fresh queue gauges: {e}"),
+    // A scraper gives up after a few seconds: the counters then come
+    // without fresh gauges rather than not at all.
+    let stats = state.db.read_async(|c| queries::counts::stats(c, now_ms()));
+    match actix_web::rt::time::timeout(GAUGES_WITHIN, stats).await {
+        Ok(Ok(stats)) => state.metrics.set_queue(&stats),
+        Ok(Err(e)) => log::debug!("metrics without fresh queue gauges: {e}"),
+        Err(_) => {
+            log::debug!("metrics without fresh queue gauges: no answer within {GAUGES_WITHIN:?}")
+        }
     }
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")

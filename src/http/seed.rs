@@ -58,23 +58,28 @@ pub(crate) async fn record(
         Err(InvalidId::Empty) => return empty().await,
         Err(_) => return text(HttpResponse::BadRequest(), "invalid video id"),
     };
-    match state
+    let answer = state
         .record
         .send(Record::uncounted(vec![id], now_ms()).from(Source::Seed, Some(request_id.0)))
         .timeout(state.record_timeout)
-        .await
-    {
+        .await;
+    match &answer {
         Ok(Ok(_)) => HttpResponse::Ok().finish(),
         Ok(Err(e)) if !e.is_unavailable() => {
             log::error!("answered 500: {e}");
             text(HttpResponse::InternalServerError(), "internal error")
         }
-        Ok(Err(_)) | Err(_) => text(
-            HttpResponse::ServiceUnavailable()
-                .insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS))
-                .take(),
-            "database unavailable",
-        ),
+        Ok(Err(_)) | Err(_) => {
+            if let Err(actix::MailboxError::Timeout) = answer {
+                state.db.no_answer("a record", state.record_timeout, true);
+            }
+            text(
+                HttpResponse::ServiceUnavailable()
+                    .insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS))
+                    .take(),
+                "database unavailable",
+            )
+        }
     }
 }
 

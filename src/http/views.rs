@@ -45,6 +45,12 @@ pub(crate) struct ReceiptView {
     /// Paths (keys, prefixes) removed, and already gone.
     pub deleted: i32,
     pub missing: i32,
+    /// Times the request was claimed, the completing claim included: more
+    /// than 1 means an earlier claim (one that failed, was given back, or
+    /// lost its lease: an instance cut off or slow, its ack lost) may have
+    /// deleted files this one then found missing. 0 for receipts written
+    /// before claims were counted.
+    pub claims: i32,
     /// The instance that completed it.
     pub acked_by: String,
     /// `seed`, `v1` or `cli`.
@@ -66,6 +72,7 @@ impl From<Receipt> for ReceiptView {
             attempts: receipt.attempts,
             deleted: receipt.deleted,
             missing: receipt.missing,
+            claims: receipt.claims,
             acked_by: receipt.acked_by,
             source: receipt.source,
             request_id: receipt.request_id,

@@ -14,8 +14,10 @@ mod report;
 
 pub(super) use report::Report;
 
-/// Longest pause between claims while the database is unreachable.
-pub(super) const MAX_OUTAGE_BACKOFF: Duration = Duration::from_secs(5);
+/// Longest pause between claims while the database is unreachable (or the
+/// storage unusable): short, so that work resumes within a second or two
+/// of the end of an outage, however long it lasted.
+pub(super) const MAX_OUTAGE_BACKOFF: Duration = Duration::from_secs(1);
 
 /// How the dispatcher sizes its work.
 #[derive(Debug, Clone, Copy)]

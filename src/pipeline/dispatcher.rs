@@ -102,14 +102,20 @@ impl DispatcherActor {
             true => fastrand::usize(..SPREAD_BATCHES) * limit,
             false => 0,
         };
+        // A claim that has not come back by then is given up on (its answer
+        // would come too late to be used anyway): a database that stopped
+        // answering is an outage this instance notices and logs.
+        let give_up_after = self.lease / 4;
         let claim = async move {
             let started = Instant::now();
-            let claim = db
-                .write_relaxed_async(move |conn| {
-                    let now = now_ms();
-                    queries::claim::claim_from(conn, &owner, now, now + lease_ms, limit, offset)
-                })
-                .await;
+            let claiming = db.write_relaxed_async(move |conn| {
+                let now = now_ms();
+                queries::claim::claim_from(conn, &owner, now, now + lease_ms, limit, offset)
+            });
+            let claim = match actix_web::rt::time::timeout(give_up_after, claiming).await {
+                Ok(claim) => claim,
+                Err(_) => Err(db.no_answer("a claim", give_up_after, true)),
+            };
             claim_seconds.observe(started.elapsed().as_secs_f64());
             // The ids are handed over only as fast as the limit allows:
             // at most a second's wait, while their leases run for
@@ -124,47 +130,55 @@ impl DispatcherActor {
         ctx.spawn(
             claim
                 .into_actor(self)
-                .map(move |(result, started), act, ctx| {
-                    let outcome = match &result {
-                        Ok(Claim::Paused) => ClaimOutcome::Paused,
-                        Ok(Claim::Batch(batch)) => ClaimOutcome::Batch { len: batch.len() },
-                        // Counted and logged by `Db`: claim again, no backoff.
-                        Err(DbError::Busy(_)) => ClaimOutcome::Conflicted,
-                        Err(e) => {
-                            act.metrics.claim_errors.inc();
-                            ClaimOutcome::Failed {
-                                unavailable: e.is_unavailable(),
-                                error: e.to_string(),
-                            }
-                        }
-                    };
-                    for report in act.dispatch.claim_returned(Instant::now(), outcome) {
-                        say(&report);
-                    }
-                    if let Ok(Claim::Batch(batch)) = result {
-                        // The lease began at the latest when the claim was sent:
-                        // deleting must start within the first half of it, so that
-                        // it ends (and is acked) before another instance may take
-                        // the rows over.
-                        let start_by = started + act.lease / 2;
-                        let ack_by = started + act.lease - act.lease / 10;
-                        if Instant::now() > start_by && !batch.is_empty() {
-                            log::warn!(
-                        "a claim of {} ids answered {:.1?} after it was sent, past half of \
-                         the {:?} lease: not deleting them; they come due again when the \
-                         lease ends",
-                        batch.len(),
-                        started.elapsed(),
-                        act.lease
-                    );
-                        } else if !batch.is_empty() {
-                            act.execute(batch, (start_by, ack_by), ctx);
-                        }
-                    }
-                    act.maybe_claim(ctx);
-                    act.notify_if_idle();
-                }),
+                .map(|(result, started), act, ctx| act.claimed(result, started, ctx)),
         );
+    }
+
+    /// A claim sent at `started` came back with `result`.
+    fn claimed(
+        &mut self,
+        result: Result<Claim, DbError>,
+        started: Instant,
+        ctx: &mut Context<Self>,
+    ) {
+        let outcome = match &result {
+            Ok(Claim::Paused) => ClaimOutcome::Paused,
+            Ok(Claim::Batch(batch)) => ClaimOutcome::Batch { len: batch.len() },
+            // Counted and logged by `Db`: claim again, no backoff.
+            Err(DbError::Busy(_)) => ClaimOutcome::Conflicted,
+            Err(e) => {
+                self.metrics.claim_errors.inc();
+                ClaimOutcome::Failed {
+                    unavailable: e.is_unavailable(),
+                    error: e.to_string(),
+                }
+            }
+        };
+        for report in self.dispatch.claim_returned(Instant::now(), outcome) {
+            say(&report);
+        }
+        if let Ok(Claim::Batch(batch)) = result {
+            // The lease began at the latest when the claim was sent:
+            // deleting must start within the first half of it, so that it
+            // ends (and is acked) before another instance may take the rows
+            // over. (A claim is given up on after a quarter; the rate
+            // limit's wait comes on top.)
+            let start_by = started + self.lease / 2;
+            let ack_by = started + self.lease - self.lease / 10;
+            if Instant::now() > start_by && !batch.is_empty() {
+                log::warn!(
+                    "a claim of {} ids answered {:.1?} after it was sent, past half of the \
+                     {:?} lease: not deleting them; they come due again when the lease ends",
+                    batch.len(),
+                    started.elapsed(),
+                    self.lease
+                );
+            } else if !batch.is_empty() {
+                self.execute(batch, (start_by, ack_by), ctx);
+            }
+        }
+        self.maybe_claim(ctx);
+        self.notify_if_idle();
     }
 
     /// Hands `batch` to an executor, to start deleting by `start_by` and

@@ -7,6 +7,7 @@
 //! DispatcherActor --DeleteBatch--> ExecutorActor x N --delete--> storage
 //! ExecutorActor --ack (delete done, write receipt / reschedule failed)--> video_del_rec
 //! PrunerActor --prune expired receipts (one instance at a time)--> video_del_receipt
+//! ReplicationActor --read standbys / Galera cluster every minute--> Db, /metrics
 //! ```
 
 pub(crate) mod batch;
@@ -15,6 +16,7 @@ pub(crate) mod dispatcher;
 pub(crate) mod executor;
 pub(crate) mod pruner;
 pub(crate) mod record;
+pub(crate) mod replication;
 pub mod retry;
 pub(crate) mod timer;
 
@@ -31,6 +33,7 @@ use dispatcher::{DispatcherActor, ReleaseInFlight, Shutdown};
 use executor::ExecutorActor;
 use pruner::{PrunerActor, StopPruner};
 use record::RecordActor;
+use replication::{ReplicationActor, StopReplication};
 use retry::RetryPolicy;
 use timer::{StopTimer, TimerActor};
 
@@ -40,6 +43,7 @@ pub(crate) struct Pipeline {
     pub dispatcher: Addr<DispatcherActor>,
     timer: Addr<TimerActor>,
     pruner: Addr<PrunerActor>,
+    replication: Addr<ReplicationActor>,
     /// `locked_by` of this process's claims (and `acked_by` of receipts).
     pub owner: Arc<str>,
 }
@@ -92,6 +96,7 @@ impl Pipeline {
             Duration::from_secs(config.receipts.prune_every_secs),
         )
         .start();
+        let replication = ReplicationActor::new(db.clone(), metrics.clone()).start();
         let record = RecordActor::new(db.labeled("record"), dispatcher.clone(), metrics).start();
         log::info!(
             "pipeline started as {owner}: {} executors",
@@ -102,6 +107,7 @@ impl Pipeline {
             dispatcher,
             timer,
             pruner,
+            replication,
             owner,
         }
     }
@@ -112,6 +118,7 @@ impl Pipeline {
     pub(crate) async fn shutdown(&self, timeout: Duration) {
         let _ = self.timer.send(StopTimer).await;
         let _ = self.pruner.send(StopPruner).await;
+        let _ = self.replication.send(StopReplication).await;
         let drained = actix_web::rt::time::timeout(timeout, self.dispatcher.send(Shutdown)).await;
         if drained.is_err() {
             let released = self.dispatcher.send(ReleaseInFlight).await.unwrap_or(0);

@@ -59,6 +59,11 @@ impl RecordActor {
         let write = async move {
             let now = now_ms();
             let due_now = requests.iter().any(|r| r.not_before <= now);
+            // `require_synchronous_replication`: nothing is committed that
+            // a failover may lose.
+            if let Some(refused) = db.durability_refusal() {
+                return (Err(refused), due_now);
+            }
             let result = db
                 .write_async(move |conn| queries::record::record_many(conn, &requests, now))
                 .await;
@@ -246,6 +251,9 @@ impl Handler<RecordWithPaths> for RecordActor {
         Box::pin(async move {
             let now = now_ms();
             let due_now = request.not_before <= now;
+            if let Some(refused) = db.durability_refusal() {
+                return Err(refused);
+            }
             let recorded = db
                 .write_async(move |conn| queries::record::record_with_paths(conn, &request, now))
                 .await?;

@@ -84,7 +84,8 @@ fn every_bad_id_is_a_400_and_changes_nothing(backend: Backend) {
         stats(&app),
         json!({ "pending": 0, "running": 0, "failed": 0, "done": 0,
                 "oldest_due_age_ms": null, "paused": false,
-                "targets": [{ "name": "default", "kind": "local", "ready": true, "error": null }] }),
+                "targets": [{ "name": "default", "kind": "local", "ready": true, "error": null }],
+                "replication": { "kind": "none" } }),
         "nothing was recorded, not even the valid id of a rejected batch"
     );
 }

@@ -435,10 +435,9 @@ fn with_its_synchronous_standby_gone_a_record_answers_503_within_record_timeout(
         assert_eq!(reply.status, 503, "{}", reply.body);
         assert!(reply.retry_after.is_some(), "{reply:?}");
     }
-    eprintln!(
-        "failover: /readyz while commits wait for a gone standby: {:?}",
-        app.get("/readyz")
-    );
+    // Asserted once the commits are released: a failed assertion would
+    // otherwise wait for them forever while the app shuts down.
+    let ready = app.get("/readyz");
 
     // The primary stops waiting: the held commits complete, and a record
     // sent again answers `already_queued` for what they committed.
@@ -449,6 +448,12 @@ fn with_its_synchronous_standby_gone_a_record_answers_503_within_record_timeout(
     ] {
         diesel::sql_query(sql).execute(&mut admin).unwrap();
     }
+    assert_eq!(ready.status, 503, "{}", ready.body);
+    assert!(
+        ready.body.contains("no synchronous standby connected"),
+        "{}",
+        ready.body
+    );
     wait_until("records are taken again", || {
         app.record(&["after"], json!({})).status == 202
     });
@@ -461,5 +466,50 @@ fn with_its_synchronous_standby_gone_a_record_answers_503_within_record_timeout(
         3,
         "{counts}"
     );
+    wait_until("every row is gone", || app.row_count() == 0);
+}
+
+#[test]
+#[ignore = "needs a PostgreSQL primary and standby (initdb, pg_basebackup); .ci/run runs it"]
+fn require_synchronous_replication_refuses_records_while_no_standby_is_synchronous() {
+    let cluster = PgCluster::start(Replication::Asynchronous);
+    cluster.create_database(DB);
+    let (ws, mut config) = workspace_at(Backend::Postgres, &cluster.primary_url(DB));
+    config.tick_ms = 50;
+    config.require_synchronous_replication = true;
+    let app = start_in(ws, config);
+    wait_until("the replication was read", || {
+        app.get("/v1/stats").json()["replication"]["standbys"] == 1
+    });
+    let stats = app.get("/v1/stats").json();
+    assert_eq!(
+        stats["replication"],
+        json!({ "kind": "postgres", "standbys": 1, "synchronous": 0, "unknown": 0, "commits_wait": false }),
+        "{stats}"
+    );
+    assert_eq!(app.metric("video_scheduler_db_standbys{sync=\"all\"}"), 1.0);
+    assert_eq!(
+        app.metric("video_scheduler_db_standbys{sync=\"synchronous\"}"),
+        0.0
+    );
+    refused_as_unavailable(&app, "unsafe");
+    let ready = app.get("/readyz");
+    assert_eq!(ready.status, 503, "{}", ready.body);
+    assert!(ready.body.contains("none synchronous"), "{}", ready.body);
+    assert_eq!(app.row_count(), 0, "nothing was committed");
+
+    // The standby made synchronous: records are taken (once read again:
+    // `/readyz` reads at once).
+    let mut admin = diesel::PgConnection::establish(&cluster.primary_url("postgres")).unwrap();
+    for sql in [
+        "ALTER SYSTEM SET synchronous_standby_names = '*'",
+        "SELECT pg_reload_conf()",
+    ] {
+        diesel::sql_query(sql).execute(&mut admin).unwrap();
+    }
+    wait_until("ready with a synchronous standby", || {
+        app.get("/readyz").status == 200
+    });
+    app.record_now(&["safe"]);
     wait_until("every row is gone", || app.row_count() == 0);
 }

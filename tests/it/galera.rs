@@ -71,6 +71,15 @@ fn three_instances_one_per_node_drain_5000_ids_each_deleted_once_without_an_outa
     );
     assert_eq!(sum(&instances, |i| deletions(i, "missing")), 0.0);
     print_conflicts(&instances);
+    for instance in &instances {
+        assert_eq!(instance.metric("video_scheduler_galera_cluster_size"), 3.0);
+        assert_eq!(instance.metric("video_scheduler_galera_ready"), 1.0);
+        let replication = instance.get("/v1/stats").json()["replication"].clone();
+        assert_eq!(
+            replication,
+            json!({ "kind": "galera", "cluster_size": 3, "primary": true, "state": "Synced" })
+        );
+    }
     for (n, instance) in instances.iter().enumerate() {
         let log = instance.log();
         assert!(

@@ -11,11 +11,12 @@
 //! ```sh
 //! cargo test --all-features --test it -- receipts::
 //! cargo test --all-features --test it -- receipts::postgres::
-//! cargo test --all-features --test it -- --include-ignored drop_in:: dashboard::
+//! cargo test --all-features --test it -- --include-ignored drop_in:: dashboard:: galera:: failover:: partition::
 //! ```
 //!
 //! The last line is how CI runs the ignored tests (the Go client, the
-//! dashboard in Chromium), which a plain `cargo test` leaves out.
+//! dashboard in Chromium, a Galera cluster, a PostgreSQL failover, long
+//! partitions), which a plain `cargo test` leaves out.
 
 // First, so that its macros (`backend_tests!`, `storage_tests!`) are in
 // scope in every area below.
@@ -46,6 +47,8 @@ mod object_storage;
 mod observability;
 #[cfg(any(feature = "mysql", feature = "postgres"))]
 mod outage;
+#[cfg(any(feature = "mysql", feature = "postgres"))]
+mod partition;
 mod pipeline;
 mod receipts;
 mod root_safety;

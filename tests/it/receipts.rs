@@ -16,6 +16,7 @@ backend_tests!(
     expired_receipts_are_pruned_while_a_drain_of_20000_ids_runs,
     with_retention_0_no_receipt_is_written,
     a_kill_9_between_deleting_and_acking_leaves_no_receipt_and_loses_nothing,
+    a_receipt_counts_the_claims_of_its_request_a_taken_over_one_more_than_once,
 );
 
 fn record_with_request_id(app: &TestApp, ids: &[String], request_id: &str) {
@@ -47,6 +48,7 @@ fn a_drained_id_shows_done_with_its_receipt_and_receipts_page_in_id_order(backen
         (receipt["deleted"].as_i64(), receipt["missing"].as_i64()),
         (Some(1), Some(0))
     );
+    assert_eq!(receipt["claims"], 1, "claimed once: {receipt}");
     assert_eq!(receipt["source"], "v1");
     assert_eq!(receipt["request_id"], "req-2500");
     assert!(
@@ -190,7 +192,8 @@ fn an_ack_mixing_new_and_replaced_receipts_and_outcomes_writes_each_once(backend
                 receipt.missing,
                 receipt.acked_by.as_str(),
                 receipt.source.as_str(),
-                receipt.targets.clone()
+                receipt.targets.clone(),
+                receipt.claims
             ),
             (
                 completed_at,
@@ -198,7 +201,8 @@ fn an_ack_mixing_new_and_replaced_receipts_and_outcomes_writes_each_once(backend
                 d.removed.missing as i32,
                 "acker",
                 "v1",
-                Some(d.removed.targets_json())
+                Some(d.removed.targets_json()),
+                1
             ),
             "{receipt:?}"
         );
@@ -325,6 +329,98 @@ fn a_kill_9_between_deleting_and_acking_leaves_no_receipt_and_loses_nothing(back
         1,
         "exactly one receipt"
     );
+}
+
+/// Instance A claims three requests: it acks `once`, gives `given-back`
+/// back (shutdown), and is cut off holding `taken-over`. Once A's lease
+/// ran out, B claims the two left and acks them, having found
+/// `taken-over`'s file missing (A had deleted it). The receipts count the
+/// claims: 1 for `once`, 2 for the others (giving back does not count, the
+/// claim after it does), so `missing: 1` with `claims: 2` says an earlier
+/// claim may have deleted the file. A's late ack, before and after B's, is
+/// refused and changes nothing.
+fn a_receipt_counts_the_claims_of_its_request_a_taken_over_one_more_than_once(backend: Backend) {
+    let app = spawn_app(backend, |c| c.tick_ms = 3_600_000);
+    let ids = ["given-back", "once", "taken-over"];
+    let reply = app.record(&ids, json!({ "delay_secs": 3600 }));
+    assert_eq!(reply.json()["accepted"], 3);
+    let db = app.db();
+    let later = crate::common::two_hours_ahead();
+    let mut by_a = crate::common::claim_at(&db, "instance-a", later, later + 60_000, 10);
+    by_a.sort_by(|x, y| x.id.cmp(&y.id));
+    assert_eq!(by_a.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), ids);
+    let receipts_at = Some(crate::common::now_ms());
+    let acked = db
+        .write(|c| {
+            let once = crate::common::done(&by_a[1..2]);
+            queries::ack::ack(c, "instance-a", &once, &[], receipts_at)
+        })
+        .unwrap();
+    assert_eq!((acked.removed, acked.receipts), (1, 1));
+    let back = vec!["given-back".to_owned()];
+    let released = db.write(|c| queries::claim::release(c, "instance-a", &back, later, None));
+    assert_eq!(released.unwrap(), 1);
+    assert_eq!(
+        row_claims(&db, "given-back"),
+        1,
+        "giving back does not count"
+    );
+
+    // A is cut off; past its lease, B takes the rest over.
+    let past_lease = later + 120_000;
+    let mut by_b = crate::common::claim_at(&db, "instance-b", past_lease, past_lease + 60_000, 10);
+    by_b.sort_by(|x, y| x.id.cmp(&y.id));
+    assert_eq!(by_b.len(), 2, "{by_b:?}");
+    assert_eq!(row_claims(&db, "taken-over"), 2);
+    let late_ack = || {
+        let taken_over = crate::common::done(&by_a[2..]);
+        let acked = db
+            .write(|c| queries::ack::ack(c, "instance-a", &taken_over, &[], receipts_at))
+            .unwrap();
+        assert_eq!((acked.removed, acked.receipts, acked.lost_lease), (0, 0, 1));
+    };
+    late_ack();
+    let row = db.read(|c| queries::manage::get(c, "taken-over")).unwrap();
+    assert_eq!(row.unwrap().locked_by.as_deref(), Some("instance-b"));
+    assert_eq!(db.read(|c| receipts::get(c, "taken-over")).unwrap(), None);
+
+    let mut done = crate::common::done(&by_b);
+    done[1].removed.missing = 1;
+    let acked = db
+        .write(|c| queries::ack::ack(c, "instance-b", &done, &[], receipts_at))
+        .unwrap();
+    assert_eq!((acked.removed, acked.receipts), (2, 2));
+    let receipt = |id: &str| db.read(|c| receipts::get(c, id)).unwrap().unwrap();
+    let taken_over = receipt("taken-over");
+    late_ack();
+    assert_eq!(
+        receipt("taken-over"),
+        taken_over,
+        "the late ack changed nothing"
+    );
+    let summary = |id: &str| {
+        let r = receipt(id);
+        (r.claims, r.attempts, r.deleted, r.missing, r.acked_by)
+    };
+    assert_eq!(summary("once"), (1, 1, 0, 0, "instance-a".to_owned()));
+    assert_eq!(summary("given-back"), (2, 1, 0, 0, "instance-b".to_owned()));
+    assert_eq!(summary("taken-over"), (2, 1, 0, 1, "instance-b".to_owned()));
+    let shown = app.get("/v1/deletions/taken-over").json();
+    assert_eq!(
+        (shown["claims"].as_i64(), shown["missing"].as_i64()),
+        (Some(2), Some(1)),
+        "{shown}"
+    );
+    assert_eq!(app.get("/v1/deletions/once").json()["claims"], 1);
+    assert_eq!(db.read(counts::totals).unwrap().done, 3);
+}
+
+/// `claims` of a request's row.
+fn row_claims(db: &Db, id: &str) -> i32 {
+    use diesel::prelude::*;
+    use video_scheduler::db::schema::video_del_rec::dsl as t;
+    db.read(|c| t::video_del_rec.find(id).select(t::claims).first(c))
+        .unwrap()
 }
 
 /// One target's counts in a receipt.

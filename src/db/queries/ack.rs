@@ -169,7 +169,7 @@ macro_rules! replacing_receipts {
            deleted = excluded.deleted, missing = excluded.missing, \
            acked_by = excluded.acked_by, source = excluded.source, \
            request_id = excluded.request_id, targets = excluded.targets, \
-           completions = video_del_receipt.completions + 1"
+           claims = excluded.claims, completions = video_del_receipt.completions + 1"
     };
 }
 
@@ -250,7 +250,8 @@ fn sqlite_remove_done(
         () => {
             concat!(
                 insert_receipts!(),
-                "SELECT id, created_at, ?, attempts + 1, ?, ?, ?, source, request_id, ? \
+                "SELECT id, created_at, ?, attempts + 1, ?, ?, ?, source, request_id, ?, \
+                   claims \
                  FROM video_del_rec \
                  WHERE id IN (SELECT value FROM json_each(?)) AND locked_by = ?"
             )
@@ -334,10 +335,11 @@ fn pg_remove_done(c: &mut diesel::PgConnection, removal: &Removal<'_>) -> QueryR
             concat!(
                 "WITH gone AS ( \
                    DELETE FROM video_del_rec WHERE id = ANY(?) AND locked_by = ? \
-                   RETURNING id, created_at, attempts, source, request_id), \
+                   RETURNING id, created_at, attempts, source, request_id, claims), \
                  kept AS (",
                 insert_receipts!(),
-                "SELECT id, created_at, ?, attempts + 1, ?, ?, ?, source, request_id, ? \
+                "SELECT id, created_at, ?, attempts + 1, ?, ?, ?, source, request_id, ?, \
+                   claims \
                  FROM gone",
                 $($replacing)*
                 " RETURNING completions), \

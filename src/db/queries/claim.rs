@@ -2,7 +2,10 @@
 //! `not_before` moved to the lease's end, so a dead instance's rows come
 //! due again by themselves; `FOR UPDATE SKIP LOCKED` on MySQL and
 //! PostgreSQL, so instances never wait for or take each other's rows), and
-//! giving claimed rows back (shutdown, an unusable storage).
+//! giving claimed rows back (shutdown, an unusable storage). Every claim
+//! counts up the row's `claims`, which its receipt keeps: a receipt can
+//! then tell that an earlier claim may have deleted what the last one
+//! found missing. Giving rows back leaves it.
 
 use diesel::prelude::*;
 use diesel::sql_types::BigInt;
@@ -59,7 +62,8 @@ pub fn claim_from(
         ($c:expr, $($lock:literal)?) => {
             prepared(concat!(
                 "UPDATE video_del_rec \
-                 SET state = 'running', locked_by = ?, locked_until = ?, not_before = ? \
+                 SET state = 'running', locked_by = ?, locked_until = ?, not_before = ?, \
+                   claims = claims + 1 \
                  WHERE id IN (SELECT id FROM video_del_rec WHERE not_before <= ? \
                               AND NOT EXISTS (SELECT 1 FROM video_del_control \
                                               WHERE name = 'paused' AND value <> 0) \
@@ -139,6 +143,7 @@ fn mysql_lease_due(
                     t::locked_by.eq(owner),
                     t::locked_until.eq(lease_until),
                     t::not_before.eq(lease_until),
+                    t::claims.eq(t::claims + 1),
                 ))
                 .execute(c)?;
         }

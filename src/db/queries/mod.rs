@@ -10,6 +10,8 @@
 //! - [`counts`]: the kept counts and the stats read from them.
 //! - [`receipts`], [`controls`]: receipts read, exported and pruned; the
 //!   pause switch and the pruner's lease.
+//! - [`replication`]: what the server's replication promises (standbys,
+//!   a Galera node's cluster).
 //! - `prepared`: hand-written statements kept prepared per connection.
 //!
 //! Locking, in one place:
@@ -39,11 +41,12 @@ use diesel::prelude::*;
 use super::Conn;
 
 /// The start of every INSERT of receipts, its columns in order (a
-/// macro, for `concat!`: prepared statements are `&'static str`).
+/// macro, for `concat!`: prepared statements are `&'static str`). Each
+/// copies the row's `claims` last.
 macro_rules! insert_receipts {
     () => {
         "INSERT INTO video_del_receipt (id, requested_at, completed_at, attempts, deleted, \
-           missing, acked_by, source, request_id, targets) "
+           missing, acked_by, source, request_id, targets, claims) "
     };
 }
 
@@ -70,6 +73,7 @@ pub mod manage;
 mod prepared;
 pub mod receipts;
 pub mod record;
+pub mod replication;
 
 /// Runs `run` in a transaction, except on PostgreSQL when it is a single
 /// statement (`one_statement`), which commits atomically by itself: no

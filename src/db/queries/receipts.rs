@@ -51,11 +51,12 @@ pub fn write(
                    deleted = VALUES(deleted), missing = VALUES(missing), \
                    acked_by = VALUES(acked_by), source = VALUES(source), \
                    request_id = VALUES(request_id), targets = VALUES(targets), \
-                   completions = completions + 1"
+                   claims = VALUES(claims), completions = completions + 1"
             }
         };
         let mut insert = diesel::sql_query(format!(
-            "{}SELECT id, created_at, ?, attempts + 1, ?, ?, ?, source, request_id, ? \
+            "{}SELECT id, created_at, ?, attempts + 1, ?, ?, ?, source, request_id, ?, \
+               claims \
              FROM video_del_rec WHERE id IN ({list}){upsert}",
             insert_receipts!()
         ))

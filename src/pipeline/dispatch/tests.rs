@@ -92,7 +92,7 @@ fn the_rate_limit_caps_a_claim_at_a_second_s_worth() {
 #[test]
 fn trouble_backs_off_two_four_eight_ticks_up_to_the_cap() {
     let (mut now, mut d) = (Instant::now(), dispatch(1, 0));
-    for pause in [200, 400, 800, 1600, 3200, 5000, 5000] {
+    for pause in [200, 400, 800, 1000, 1000] {
         claim(&mut d, now, failed(true));
         d.wake();
         assert_eq!(d.next_claim(now + ms(pause - 1)), None, "{pause} ms");

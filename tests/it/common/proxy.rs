@@ -33,6 +33,13 @@ impl Proxy {
         let (cut2, stop2, open2, held2) = (cut.clone(), stop.clone(), open.clone(), held.clone());
         std::thread::spawn(move || {
             while !stop2.load(Ordering::Relaxed) {
+                // While held, new connections wait in the kernel's backlog
+                // (their handshake done, no server's word ever coming), as
+                // through a blackholed network; none costs a thread here.
+                if held2.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                }
                 let client = match listener.accept() {
                     Ok((client, _)) => client,
                     Err(_) => {
@@ -45,15 +52,17 @@ impl Proxy {
                     continue;
                 }
                 client.set_nonblocking(false).unwrap();
-                let (open, held) = (open2.clone(), held2.clone());
-                // Its own thread: while held, the client waits for the
-                // server's first word, and the next client is accepted.
+                let (open, held, cut) = (open2.clone(), held2.clone(), cut2.clone());
                 std::thread::spawn(move || {
-                    wait_while(&held);
                     let Ok(server) = TcpStream::connect(target) else {
                         return;
                     };
+                    // Under the lock `cut` drains: a connection made while
+                    // the proxy was being cut is dropped, not left working.
                     let mut open = open.lock().unwrap();
+                    if cut.load(Ordering::Relaxed) {
+                        return;
+                    }
                     open.push(client.try_clone().unwrap());
                     open.push(server.try_clone().unwrap());
                     pipe(
@@ -89,7 +98,7 @@ impl Proxy {
     }
 
     /// Forwards nothing and closes nothing: bytes wait, and new connections
-    /// are accepted and left waiting, until [`Proxy::restore`].
+    /// are left waiting in the backlog, until [`Proxy::restore`].
     pub fn hold(&self) {
         self.held.store(true, Ordering::Relaxed);
     }
