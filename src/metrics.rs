@@ -6,7 +6,7 @@
 //! probes and a sum over the kept counts, never a scan of the table.
 
 use prometheus::{
-    exponential_buckets, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter,
+    exponential_buckets, Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter,
     IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
@@ -67,6 +67,8 @@ pub(crate) struct DbMetrics {
     /// while the node is in the primary component and synced.
     pub galera_cluster_size: IntGauge,
     pub galera_ready: IntGauge,
+    /// How far the database server's clock is ahead of this instance's.
+    pub clock_skew: Gauge,
 }
 
 impl DbMetrics {
@@ -92,6 +94,12 @@ impl DbMetrics {
                 "video_scheduler_galera_ready",
                 "1 while this instance's Galera node is in the primary component and synced",
             ),
+            clock_skew: Gauge::new(
+                "video_scheduler_db_clock_skew_seconds",
+                "How far the database server's clock is ahead of this instance's \
+                 (leases are set by this clock and checked by the server's)",
+            )
+            .expect("valid metric"),
         }
     }
 }
@@ -219,6 +227,7 @@ impl Metrics {
             Box::new(self.db.standbys.clone()),
             Box::new(self.db.galera_cluster_size.clone()),
             Box::new(self.db.galera_ready.clone()),
+            Box::new(self.db.clock_skew.clone()),
             Box::new(crate::logging::PROTOCOL_ERRORS.clone()),
         ] {
             self.registry

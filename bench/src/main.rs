@@ -10,6 +10,7 @@
 //! recording-to-deletion latency, idle CPU and peak RSS with a million
 //! pending rows. Every measurement starts from a fresh database.
 
+mod galera;
 mod measure;
 mod s3;
 mod server;
@@ -75,6 +76,12 @@ struct Args {
     /// Small sizes everywhere: a smoke run that keeps the benchmark working.
     #[arg(long)]
     quick: bool,
+    /// Instead of the backends' measures: three instances on a 3-node
+    /// Galera cluster of the benchmark's own (Debian's galera-4, run as the
+    /// `mysql` user), one per node against all on one node, `--drain-runs`
+    /// times each; `--n` ids per drain.
+    #[arg(long)]
+    galera: bool,
     /// MariaDB server (a database is created on it and dropped).
     #[arg(
         long,
@@ -174,6 +181,15 @@ fn main() -> anyhow::Result<()> {
         Some(bin) => bin.clone(),
         None => server::build_server()?,
     };
+    if args.galera {
+        let runs = galera::measure(&bin, args.n, args.drain_runs, args.batch_size)?;
+        let table = galera::table(&runs);
+        println!("{table}");
+        if let Some(path) = &args.markdown {
+            std::fs::write(path, table)?;
+        }
+        return Ok(());
+    }
     let mut results = Vec::new();
     for backend in backends {
         let setup = Setup {

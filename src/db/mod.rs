@@ -120,6 +120,9 @@ pub struct Db {
     label: &'static str,
     /// The replication as last read, shared by all clones.
     replication: Arc<Mutex<models::Replication>>,
+    /// The last clock reading found the server's clock a second or more off
+    /// ours (logged once each way).
+    clock_skewed: Arc<std::sync::atomic::AtomicBool>,
     /// `require_synchronous_replication`: records are refused while a
     /// commit may be lost in a failover.
     require_synchronous: bool,
@@ -187,6 +190,7 @@ impl Db {
             conflicts: Arc::default(),
             label: "other",
             replication: Arc::default(),
+            clock_skewed: Arc::default(),
             require_synchronous: false,
             read,
             write,
@@ -244,6 +248,32 @@ impl Db {
             false => self.outage.failed(&cause),
         }
         DbError::Unavailable(cause)
+    }
+
+    /// [`Db::write_relaxed`] on a thread of its own, waited for until
+    /// `deadline`: a blocking caller (an executor's ack) whose server or
+    /// network stopped answering gets [`Db::no_answer`] by then, instead of
+    /// waiting as long as the partition lasts (a connection whose bytes are
+    /// taken but never answered is not dropped by TCP). The call may still
+    /// complete later, and is then fenced like any late write.
+    pub fn write_relaxed_by<T, F>(&self, what: &str, deadline: Instant, f: F) -> Result<T, DbError>
+    where
+        F: FnMut(&mut Conn) -> QueryResult<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let db = self.clone();
+        let (answer, answered) = std::sync::mpsc::sync_channel(1);
+        let started = Instant::now();
+        std::thread::Builder::new()
+            .name("db-call".into())
+            .spawn(move || {
+                let _ = answer.send(db.write_relaxed(f));
+            })
+            .map_err(|e| DbError::Unavailable(format!("no thread for {what}: {e}")))?;
+        match answered.recv_timeout(deadline.saturating_duration_since(started)) {
+            Ok(result) => result,
+            Err(_) => Err(self.no_answer(what, started.elapsed(), true)),
+        }
     }
 
     /// Why the database is unavailable, in the server's words, while an

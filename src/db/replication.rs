@@ -2,8 +2,14 @@
 //! readiness check and, with `require_synchronous_replication`, every record
 //! look at it (`pipeline::replication` reads it every minute).
 
+use std::sync::atomic::Ordering;
+
 use super::models::Replication;
 use super::{Db, DbError};
+
+/// A clock skew between the database server and this instance worth a
+/// line in the log.
+const CLOCK_SKEW_LOGGED_MS: i64 = 1000;
 
 impl Db {
     /// This handle refusing records while a commit may be lost in a
@@ -28,6 +34,28 @@ impl Db {
         }
         *kept = now.clone();
         Ok(now)
+    }
+
+    /// How far the database server's clock is ahead of ours (negative:
+    /// behind), in milliseconds, measured against the middle of the round
+    /// trip. Acks check leases by the server's clock, claims set them by
+    /// ours: a skew of a second or more is logged (once each way).
+    pub fn clock_skew_ms(&self) -> Result<i64, DbError> {
+        let before = crate::clock::now_ms();
+        let server = self.probe(super::queries::replication::clock_ms)?;
+        let after = crate::clock::now_ms();
+        let skew = server - (before + after) / 2;
+        let skewed = skew.abs() >= CLOCK_SKEW_LOGGED_MS;
+        if skewed != self.clock_skewed.swap(skewed, Ordering::Relaxed) {
+            match skewed {
+                true => log::warn!(
+                    "the database server's clock is {skew} ms off this instance's: \
+                     leases last that much less or more (synchronize the clocks with NTP)"
+                ),
+                false => log::info!("the database server's clock agrees with ours again"),
+            }
+        }
+        Ok(skew)
     }
 
     /// The replication as last read.

@@ -12,6 +12,11 @@
 //! [`queries::claim`]): claims come back empty until it is lifted, and the
 //! change is logged once each way.
 //!
+//! Takeover: every quarter lease a claim first looks for expired leases (a
+//! dead or cut-off instance's rows, see [`Due::Expired`]) and takes them
+//! before the backlog; when there are none it claims the oldest due rows
+//! in the same call.
+//!
 //! Trouble: a failed claim (the database) or a batch the storage refused as
 //! a whole (its root is not the directory opened at start-up, its marker is
 //! missing) pauses claims with an exponential backoff, tick × 2^failures
@@ -37,6 +42,7 @@ use super::dispatch::{BatchOutcome, ClaimOrder, ClaimOutcome, Dispatch, Report};
 use super::executor::{BatchReport, DeleteBatch, ExecutorActor};
 use crate::clock::now_ms;
 use crate::db::models::{Claim, Claimed};
+use crate::db::queries::claim::{claim_from, Due};
 use crate::db::{queries, Db, DbError};
 use crate::metrics::Metrics;
 
@@ -63,6 +69,10 @@ pub(crate) struct DispatcherActor {
     limiter: Option<Arc<DefaultDirectRateLimiter>>,
     /// Callers of [`Shutdown`] waiting for the last batch.
     idle_waiters: Vec<oneshot::Sender<()>>,
+    /// When a claim looks for expired leases first (every quarter lease):
+    /// a dead or cut-off instance's rows are taken over before the
+    /// backlog, at most a quarter lease after they expired.
+    next_takeover: Instant,
 }
 
 impl DispatcherActor {
@@ -83,6 +93,7 @@ impl DispatcherActor {
             limiter: NonZeroU32::new(settings.max_per_sec)
                 .map(|per_sec| Arc::new(RateLimiter::direct(Quota::per_second(per_sec)))),
             idle_waiters: Vec::new(),
+            next_takeover: Instant::now(),
         }
     }
 
@@ -98,10 +109,16 @@ impl DispatcherActor {
         // While claims conflict (instances on different Galera nodes taking
         // the same oldest rows), each starts at one of the first few
         // batches' worth of due rows, chosen at random.
-        let offset = match db.contended() {
-            true => fastrand::usize(..SPREAD_BATCHES) * limit,
-            false => 0,
+        let oldest = Due::Oldest {
+            offset: match db.contended() {
+                true => fastrand::usize(..SPREAD_BATCHES) * limit,
+                false => 0,
+            },
         };
+        let take_over = Instant::now() >= self.next_takeover;
+        if take_over {
+            self.next_takeover = Instant::now() + self.lease / 4;
+        }
         // A claim that has not come back by then is given up on (its answer
         // would come too late to be used anyway): a database that stopped
         // answering is an outage this instance notices and logs.
@@ -110,7 +127,15 @@ impl DispatcherActor {
             let started = Instant::now();
             let claiming = db.write_relaxed_async(move |conn| {
                 let now = now_ms();
-                queries::claim::claim_from(conn, &owner, now, now + lease_ms, limit, offset)
+                let mut claim = |due| claim_from(conn, &owner, now, now + lease_ms, limit, due);
+                match take_over {
+                    // No expired lease: the backlog, in the same call.
+                    true => match claim(Due::Expired)? {
+                        Claim::Batch(none) if none.is_empty() => claim(oldest),
+                        expired => Ok(expired),
+                    },
+                    false => claim(oldest),
+                }
             });
             let claim = match actix_web::rt::time::timeout(give_up_after, claiming).await {
                 Ok(claim) => claim,

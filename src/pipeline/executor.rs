@@ -80,18 +80,17 @@ impl ExecutorActor {
         }
     }
 
+    /// Acks `verdict`, each try answered by `until` (the ack's thread may
+    /// go on waiting for a server that stopped answering; its late write is
+    /// fenced by the lease).
     fn ack(&self, verdict: &Verdict, until: Instant) -> Result<AckCounts, DbError> {
+        let batch = Arc::new((verdict.done.clone(), verdict.failures.clone()));
         self.with_retries("ack", until, || {
             let _timer = self.metrics.ack_seconds.start_timer();
-            self.db.write_relaxed(|conn| {
-                let receipts_at = self.receipts.then(now_ms);
-                queries::ack::ack(
-                    conn,
-                    &self.owner,
-                    &verdict.done,
-                    &verdict.failures,
-                    receipts_at,
-                )
+            let (owner, receipts, batch) = (self.owner.clone(), self.receipts, batch.clone());
+            self.db.write_relaxed_by("an ack", until, move |conn| {
+                let receipts_at = receipts.then(now_ms);
+                queries::ack::ack(conn, &owner, &batch.0, &batch.1, receipts_at)
             })
         })
     }
@@ -102,10 +101,13 @@ impl ExecutorActor {
     fn give_back(&self, batch: &[Claimed], reason: &str, until: Instant) -> Result<usize, DbError> {
         let ids: Vec<String> = batch.iter().map(|c| c.id.clone()).collect();
         let retry_at = now_ms().saturating_add(self.retry.base_ms.min(i64::MAX as u64) as i64);
+        let (ids, reason) = (Arc::new(ids), Arc::<str>::from(reason));
         self.with_retries("giving the batch back", until, || {
-            self.db.write_relaxed(|conn| {
-                queries::claim::release(conn, &self.owner, &ids, retry_at, Some(reason))
-            })
+            let (owner, ids, reason) = (self.owner.clone(), ids.clone(), reason.clone());
+            self.db
+                .write_relaxed_by("giving a batch back", until, move |conn| {
+                    queries::claim::release(conn, &owner, &ids, retry_at, Some(&reason))
+                })
         })
     }
 }

@@ -1,7 +1,8 @@
 //! ReplicationActor: reads what the database's replication promises (a
 //! PostgreSQL primary's standbys, a Galera node's cluster) at start-up and
 //! every minute, into `Db`'s reading (which `require_synchronous_replication`
-//! checks on every record) and `/metrics`.
+//! checks on every record) and `/metrics`; and the database server's clock
+//! against ours (acks check leases by the server's clock).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,10 +39,19 @@ impl ReplicationActor {
         }
         self.reading = true;
         let db = self.db.clone();
-        let reading = actix_web::rt::task::spawn_blocking(move || db.refresh_replication());
+        let reading = actix_web::rt::task::spawn_blocking(move || {
+            (db.refresh_replication(), db.clock_skew_ms())
+        });
         ctx.spawn(reading.into_actor(self).map(|result, act, _| {
             act.reading = false;
-            match result {
+            let (replication, skew) = match result {
+                Ok((replication, skew)) => (Ok(replication), skew.ok()),
+                Err(e) => (Err(e), None),
+            };
+            if let Some(skew) = skew {
+                act.metrics.db.clock_skew.set(skew as f64 / 1000.0);
+            }
+            match replication {
                 Ok(Ok(replication)) => act.metrics.set_replication(&replication),
                 // An outage is logged once by `Db`; the last reading stays.
                 Ok(Err(e)) => log::debug!("replication not read: {e}"),

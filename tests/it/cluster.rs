@@ -11,6 +11,7 @@ backend_tests!(
     two_instances_drain_10000_ids_and_each_id_is_deleted_by_exactly_one,
     a_dead_instance_s_claims_are_taken_over_once_its_lease_expires,
     acks_only_touch_rows_still_leased_to_the_acker,
+    an_ack_after_the_lease_ended_is_refused_even_if_nobody_took_the_rows,
     concurrent_claims_never_hand_out_a_row_twice,
     recording_the_same_1000_ids_from_8_concurrent_clients_gives_1000_rows,
 );
@@ -143,6 +144,57 @@ fn acks_only_touch_rows_still_leased_to_the_acker(backend: Backend) {
     assert_eq!(released, 6);
     let stats = db.read(|c| queries::counts::stats(c, now_ms())).unwrap();
     assert_eq!((stats.pending, stats.running), (6, 0));
+}
+
+/// A lease that ran out by the database's clock fences the ack even while
+/// nobody took the rows over yet (`locked_by` still names the acker): the
+/// rows are due again, and whoever claims them next does them.
+fn an_ack_after_the_lease_ended_is_refused_even_if_nobody_took_the_rows(backend: Backend) {
+    let app = spawn_app(backend, |c| c.tick_ms = 3_600_000);
+    record_in_chunks(&app, &ids("late", 6), 6, json!({ "delay_secs": 3600 }));
+    let db = app.db();
+    let later = crate::common::two_hours_ahead();
+    // Leased until a second ago, by the database's clock as by ours.
+    let ended = now_ms() - 1000;
+    let claimed = crate::common::claim_at(&db, "owner-a", later, ended, 6);
+    assert_eq!(claimed.len(), 6);
+    let done = crate::common::done(&claimed[..3]);
+    let policy = video_scheduler::pipeline::retry::RetryPolicy {
+        max_attempts: 5,
+        base_ms: 1,
+        max_ms: 1,
+    };
+    let failures: Vec<_> = claimed[3..]
+        .iter()
+        .map(|c| policy.failure(c, "boom".into(), now_ms()))
+        .collect();
+    let late = db
+        .write(|c| queries::ack::ack(c, "owner-a", &done, &failures, Some(now_ms())))
+        .unwrap();
+    assert_eq!(
+        (late.removed, late.retried, late.receipts, late.lost_lease),
+        (0, 0, 0, 6)
+    );
+    assert_eq!(app.row_count(), 6);
+    let stats = db.read(|c| queries::counts::stats(c, now_ms())).unwrap();
+    assert_eq!((stats.running, stats.done), (6, 0));
+    // Due again: the next claim takes them, first of all the expired ones.
+    let again = db
+        .write(|c| {
+            queries::claim::claim_from(
+                c,
+                "owner-b",
+                now_ms(),
+                now_ms() + 60_000,
+                10,
+                queries::claim::Due::Expired,
+            )
+        })
+        .unwrap();
+    match again {
+        video_scheduler::db::models::Claim::Batch(batch) => assert_eq!(batch.len(), 6),
+        paused => panic!("{paused:?}"),
+    }
 }
 
 fn concurrent_claims_never_hand_out_a_row_twice(backend: Backend) {

@@ -38,6 +38,8 @@ mod fencing;
 #[cfg(feature = "mysql")]
 mod galera;
 mod hardening;
+#[cfg(any(feature = "mysql", feature = "postgres"))]
+mod held;
 mod layout;
 #[cfg(feature = "s3")]
 mod moto_harness;

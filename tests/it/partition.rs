@@ -63,7 +63,7 @@ fn mysql_an_instance_cut_off_alone_notices_and_the_other_takes_its_rows_over() {
 /// The settings of every instance here: short ticks and leases, records
 /// bounded by 1 s, a slow drain so that work is under way when the
 /// network goes.
-fn tuned(backend: Backend) -> (Workspace, Config) {
+pub(crate) fn tuned(backend: Backend) -> (Workspace, Config) {
     let (ws, mut config) = workspace(backend);
     config.tick_ms = 50;
     config.lease_secs = 8;
@@ -77,7 +77,7 @@ fn tuned(backend: Backend) -> (Workspace, Config) {
 
 /// An instance on `config`'s database, behind a proxy of its own when
 /// `proxied`.
-fn instance(
+pub(crate) fn instance(
     ws: &Workspace,
     config: &Config,
     name: &str,
@@ -95,7 +95,7 @@ fn instance(
 }
 
 /// `n` ids with a file each under `root`, recorded through `server`.
-fn drain(server: &ServerProcess, root: &Path, n: usize) -> Vec<String> {
+pub(crate) fn drain(server: &ServerProcess, root: &Path, n: usize) -> Vec<String> {
     let ids: Vec<String> = (0..n).map(|i| format!("drain-{i:05}")).collect();
     for id in &ids {
         std::fs::write(root.join(id), b"x").unwrap();
@@ -156,7 +156,7 @@ fn record_until(
 
 /// Deletions done by `servers` so far (files found and removed, or found
 /// missing), from their metrics.
-fn deletions(servers: &[&ServerProcess]) -> f64 {
+pub(crate) fn deletions(servers: &[&ServerProcess]) -> f64 {
     let outcome = |s: &ServerProcess, o: &str| {
         s.metric(&format!(
             "video_scheduler_deletions_total{{outcome=\"{o}\"}}"

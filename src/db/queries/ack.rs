@@ -4,11 +4,13 @@
 //! all only for rows still leased to the acking instance (`locked_by`), so
 //! a row another instance took over after the lease expired is left to it.
 
+use diesel::dsl::sql;
 use diesel::prelude::*;
 #[cfg(feature = "postgres")]
 use diesel::sql_types::Array;
+use diesel::sql_types::{BigInt, Nullable};
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
-use diesel::sql_types::{BigInt, Integer, Text};
+use diesel::sql_types::{Integer, Text};
 
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 use super::prepared::prepared;
@@ -106,10 +108,19 @@ fn reschedule(
             Some(_) => State::Pending,
             None => State::Failed,
         };
+        let db_now = match conn {
+            #[cfg(feature = "sqlite")]
+            AnyConnection::Sqlite(_) => db_now_ms!(sqlite),
+            #[cfg(feature = "postgres")]
+            AnyConnection::Pg(_) => db_now_ms!(postgres),
+            #[cfg(feature = "mysql")]
+            AnyConnection::Mysql(_) => db_now_ms!(mysql),
+        };
         let updated = diesel::update(
             t::video_del_rec
                 .filter(t::id.eq(&failure.id))
-                .filter(t::locked_by.eq(owner)),
+                .filter(t::locked_by.eq(owner))
+                .filter(t::locked_until.gt(sql::<Nullable<BigInt>>(db_now))),
         )
         .set((
             t::state.eq(state.as_str()),
@@ -253,7 +264,8 @@ fn sqlite_remove_done(
                 "SELECT id, created_at, ?, attempts + 1, ?, ?, ?, source, request_id, ?, \
                    claims \
                  FROM video_del_rec \
-                 WHERE id IN (SELECT value FROM json_each(?)) AND locked_by = ?"
+                 WHERE id IN (SELECT value FROM json_each(?)) AND ",
+                leased!(sqlite)
             )
         };
     }
@@ -285,10 +297,10 @@ fn sqlite_remove_done(
                     .count() as i64,
             };
         }
-        gone.removed += prepared(
-            "DELETE FROM video_del_rec \
-             WHERE id IN (SELECT value FROM json_each(?)) AND locked_by = ?",
-        )
+        gone.removed += prepared(concat!(
+            "DELETE FROM video_del_rec WHERE id IN (SELECT value FROM json_each(?)) AND ",
+            leased!(sqlite)
+        ))
         .bind::<Text, _>(&ids)
         .bind::<Text, _>(owner)
         .execute(c)?;
@@ -314,13 +326,14 @@ fn pg_remove_done(c: &mut diesel::PgConnection, removal: &Removal<'_>) -> QueryR
     let (owner, groups, receipts) = (removal.owner, removal.groups, removal.receipts);
     let Some(Receipts { at, replace }) = receipts else {
         let ids: Vec<&str> = groups.values().flatten().copied().collect();
-        let gone: Removed = prepared(
-            "WITH gone AS (DELETE FROM video_del_rec \
-               WHERE id = ANY(?) AND locked_by = ? RETURNING 1), \
+        let gone: Removed = prepared(concat!(
+            "WITH gone AS (DELETE FROM video_del_rec WHERE id = ANY(?) AND ",
+            leased!(postgres),
+            " RETURNING 1), \
              counted AS (UPDATE video_del_counts \
                SET queued = queued - (SELECT count(*) FROM gone) WHERE shard = ?) \
              SELECT count(*) AS removed FROM gone",
-        )
+        ))
         .bind::<Array<Text>, _>(&ids)
         .bind::<Text, _>(owner)
         .bind::<Integer, _>(counts::shard())
@@ -334,8 +347,9 @@ fn pg_remove_done(c: &mut diesel::PgConnection, removal: &Removal<'_>) -> QueryR
         ($($replacing:tt)*) => {
             concat!(
                 "WITH gone AS ( \
-                   DELETE FROM video_del_rec WHERE id = ANY(?) AND locked_by = ? \
-                   RETURNING id, created_at, attempts, source, request_id, claims), \
+                   DELETE FROM video_del_rec WHERE id = ANY(?) AND ",
+                leased!(postgres),
+                " RETURNING id, created_at, attempts, source, request_id, claims), \
                  kept AS (",
                 insert_receipts!(),
                 "SELECT id, created_at, ?, attempts + 1, ?, ?, ?, source, request_id, ?, \
@@ -383,6 +397,7 @@ fn mysql_remove_done(c: &mut diesel::MysqlConnection, removal: &Removal<'_>) -> 
     let ours: Vec<String> = t::video_del_rec
         .filter(t::id.eq_any(&ids))
         .filter(t::locked_by.eq(owner))
+        .filter(t::locked_until.gt(sql::<Nullable<BigInt>>(db_now_ms!(mysql))))
         .select(t::id)
         .for_update()
         .load(c)?;

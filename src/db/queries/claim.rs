@@ -19,6 +19,21 @@ use crate::db::models::{Claim, Claimed, State};
 use crate::db::schema::video_del_rec::dsl as t;
 use crate::db::{AnyConnection, Conn};
 
+/// Which due rows a claim takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Due {
+    /// Every due row, oldest due first, starting `offset` rows in on MySQL
+    /// (see [`claim_from`]).
+    Oldest { offset: usize },
+    /// Only rows whose lease expired (`running` and due again), in no
+    /// particular order: a dead or cut-off instance's work, taken over
+    /// before the backlog. Their `not_before` is their lease's end, so the
+    /// oldest-first order would put them behind every row that came due
+    /// before it; they are found through the `(state, id)` index instead
+    /// (few rows are `running`: at most the instances' batches in flight).
+    Expired,
+}
+
 /// Claims up to `limit` due rows, oldest due first, leasing them to `owner`
 /// until `lease_until`. Rows whose lease expired are due again and are
 /// claimed like pending ones. Nothing is claimed while an operator has
@@ -32,42 +47,48 @@ pub fn claim(
     lease_until: i64,
     limit: usize,
 ) -> QueryResult<Claim> {
-    claim_from(conn, owner, now, lease_until, limit, 0)
+    claim_from(
+        conn,
+        owner,
+        now,
+        lease_until,
+        limit,
+        Due::Oldest { offset: 0 },
+    )
 }
 
-/// [`claim`], starting `offset` rows into the due rows on MySQL (topped up
-/// from the oldest when fewer are due past it): instances on different
-/// Galera nodes do not see each other's row locks, so while their claims
-/// conflict (the dispatcher's choice) each starts at a different place
-/// instead of all fighting for the oldest rows. Other backends never
-/// conflict there (`SKIP LOCKED` on one server) and ignore it.
+/// [`claim`] of the rows `due` selects. With [`Due::Oldest`], `offset`
+/// rows into the due rows on MySQL (topped up from the oldest when fewer
+/// are due past it): instances on different Galera nodes do not see each
+/// other's row locks, so while their claims conflict (the dispatcher's
+/// choice) each starts at a different place instead of all fighting for
+/// the oldest rows. Other backends never conflict there (`SKIP LOCKED` on
+/// one server) and ignore it.
 pub fn claim_from(
     conn: &mut Conn,
     owner: &str,
     now: i64,
     lease_until: i64,
     limit: usize,
-    offset: usize,
+    due: Due,
 ) -> QueryResult<Claim> {
     let limit = limit as i64;
-    #[cfg(not(feature = "mysql"))]
-    let _ = offset;
     // Raw SQL: diesel's DSL does not take an ordered, limited subselect as
-    // an update target. The subselect walks the `not_before` index. SQLite
-    // has one writer per process and an atomic statement: no locking
-    // clause; PostgreSQL skips the rows another instance is claiming right
-    // now instead of waiting for them.
+    // an update target. The subselect walks the `not_before` index (the
+    // `state` index for expired leases). SQLite has one writer per process
+    // and an atomic statement: no locking clause; PostgreSQL skips the rows
+    // another instance is claiming right now instead of waiting for them.
     #[cfg(any(feature = "sqlite", feature = "postgres"))]
-    macro_rules! lease_due {
-        ($c:expr, $($lock:literal)?) => {
+    macro_rules! lease {
+        ($c:expr, $due:literal, $($lock:literal)?) => {
             prepared(concat!(
                 "UPDATE video_del_rec \
                  SET state = 'running', locked_by = ?, locked_until = ?, not_before = ?, \
                    claims = claims + 1 \
-                 WHERE id IN (SELECT id FROM video_del_rec WHERE not_before <= ? \
-                              AND NOT EXISTS (SELECT 1 FROM video_del_control \
-                                              WHERE name = 'paused' AND value <> 0) \
-                              ORDER BY not_before LIMIT ?", $($lock,)? ") \
+                 WHERE id IN (SELECT id FROM video_del_rec \
+                   WHERE NOT EXISTS (SELECT 1 FROM video_del_control \
+                                     WHERE name = 'paused' AND value <> 0) \
+                   AND ", $due, " LIMIT ?", $($lock,)? ") \
                  RETURNING id, attempts, created_at, source, request_id, paths"
             ))
             .bind::<Text, _>(owner)
@@ -78,16 +99,22 @@ pub fn claim_from(
             .load($c)?
         };
     }
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
+    macro_rules! lease_due {
+        ($c:expr, $($lock:literal)?) => {
+            match due {
+                Due::Oldest { .. } => lease!($c, "not_before <= ? ORDER BY not_before", $($lock)?),
+                Due::Expired => lease!($c, "state = 'running' AND not_before <= ?", $($lock)?),
+            }
+        };
+    }
     let claimed: Vec<Claimed> = match conn {
         #[cfg(feature = "sqlite")]
         AnyConnection::Sqlite(c) => lease_due!(c,),
         #[cfg(feature = "postgres")]
         AnyConnection::Pg(c) => lease_due!(c, " FOR UPDATE SKIP LOCKED"),
         #[cfg(feature = "mysql")]
-        AnyConnection::Mysql(c) => {
-            let window = (limit, offset as i64);
-            mysql_lease_due(c, owner, now, lease_until, window)?
-        }
+        AnyConnection::Mysql(c) => mysql_lease_due(c, owner, (now, lease_until), limit, due)?,
     };
     if claimed.is_empty() && controls::paused(conn)? {
         return Ok(Claim::Paused);
@@ -107,22 +134,29 @@ pub fn claim_from(
 fn mysql_lease_due(
     c: &mut diesel::MysqlConnection,
     owner: &str,
-    now: i64,
-    lease_until: i64,
-    (limit, offset): (i64, i64),
+    (now, lease_until): (i64, i64),
+    limit: i64,
+    due: Due,
 ) -> QueryResult<Vec<Claimed>> {
     let due_rows = |c: &mut diesel::MysqlConnection, limit: i64, offset: i64| {
-        diesel::sql_query(
+        let rows = match due {
+            Due::Oldest { .. } => "not_before <= ? ORDER BY not_before",
+            Due::Expired => "state = 'running' AND not_before <= ?",
+        };
+        diesel::sql_query(format!(
             "SELECT id, attempts, created_at, source, request_id, paths FROM video_del_rec \
-             WHERE not_before <= ? \
-             AND NOT EXISTS (SELECT 1 FROM video_del_control \
-                             WHERE name = 'paused' AND value <> 0) \
-             ORDER BY not_before LIMIT ? OFFSET ? FOR UPDATE SKIP LOCKED",
-        )
+             WHERE NOT EXISTS (SELECT 1 FROM video_del_control \
+                               WHERE name = 'paused' AND value <> 0) \
+             AND {rows} LIMIT ? OFFSET ? FOR UPDATE SKIP LOCKED"
+        ))
         .bind::<BigInt, _>(now)
         .bind::<BigInt, _>(limit)
         .bind::<BigInt, _>(offset)
         .load::<Claimed>(c)
+    };
+    let offset = match due {
+        Due::Oldest { offset } => offset as i64,
+        Due::Expired => 0,
     };
     c.transaction(|c| {
         let mut due = due_rows(c, limit, offset)?;

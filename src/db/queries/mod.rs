@@ -28,8 +28,10 @@
 //!   transaction. MySQL and PostgreSQL lock the due rows with
 //!   `FOR UPDATE SKIP LOCKED`: concurrent instances skip each other's rows
 //!   instead of waiting for them or claiming them twice.
-//! - Acks are fenced by `locked_by = owner`: a row re-claimed by someone else
-//!   after our lease expired is left to them. Rows are touched by primary
+//! - Acks are fenced by `locked_by = owner` and by a lease that has not
+//!   expired by the database's clock ([`leased!`]): a row re-claimed by
+//!   someone else after our lease expired is left to them, and so is one
+//!   whose lease ran out while nobody took it yet (it is due again). Rows are touched by primary
 //!   key, ids sorted, in short transactions, so instances do not deadlock.
 //!
 //! Where the backends differ, one function matches on the connection (or a
@@ -47,6 +49,32 @@ macro_rules! insert_receipts {
     () => {
         "INSERT INTO video_del_receipt (id, requested_at, completed_at, attempts, deleted, \
            missing, acked_by, source, request_id, targets, claims) "
+    };
+}
+
+/// The database's clock in epoch milliseconds, as SQL (one spelling per
+/// backend, for `concat!`).
+macro_rules! db_now_ms {
+    (sqlite) => {
+        "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)"
+    };
+    (postgres) => {
+        "CAST(extract(epoch FROM statement_timestamp()) * 1000 AS BIGINT)"
+    };
+    (mysql) => {
+        "CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED)"
+    };
+}
+
+/// The condition of every ack's statement on a row: still leased to the
+/// acker (`locked_by = ?`) and the lease not expired by the database's
+/// clock, whatever the instance's own clock says. The lease's end was set
+/// by the claiming instance's clock: a skew between the two shortens or
+/// lengthens the lease by as much (`video_scheduler_db_clock_skew_seconds`
+/// shows it, and a skew of a second or more is logged).
+macro_rules! leased {
+    ($backend:tt) => {
+        concat!("locked_by = ? AND locked_until > ", db_now_ms!($backend))
     };
 }
 

@@ -20,6 +20,21 @@ pub fn read(conn: &mut Conn) -> QueryResult<Replication> {
     }
 }
 
+/// The database server's clock, epoch milliseconds.
+pub fn clock_ms(conn: &mut Conn) -> QueryResult<i64> {
+    use diesel::dsl::sql;
+    use diesel::sql_types::BigInt;
+    let now = match conn {
+        #[cfg(feature = "sqlite")]
+        crate::db::AnyConnection::Sqlite(_) => db_now_ms!(sqlite),
+        #[cfg(feature = "postgres")]
+        crate::db::AnyConnection::Pg(_) => db_now_ms!(postgres),
+        #[cfg(feature = "mysql")]
+        crate::db::AnyConnection::Mysql(_) => db_now_ms!(mysql),
+    };
+    diesel::select(sql::<BigInt>(now)).get_result(conn)
+}
+
 /// The standbys streaming from a primary, and how many of them a commit
 /// waits for. `sync_state` is hidden from roles without
 /// `pg_read_all_stats`: such standbys count as `unknown`, never as

@@ -285,24 +285,30 @@ pub fn workspace(backend: Backend) -> (Workspace, Config) {
     workspace_on(backend, Storage::Local)
 }
 
-/// A workspace (temp dir, video root) and the test config for a database
-/// at `url` that the test owns (a Galera node, a PostgreSQL primary and
-/// standby): nothing is created on the machine's own servers, and nothing
-/// is dropped.
-pub fn workspace_at(backend: Backend, url: &str) -> (Workspace, Config) {
-    let dir = tempfile::tempdir().unwrap();
-    let config = Config {
+/// The tests' config for a database at `url` and a video root in `dir`:
+/// port 0, short ticks, a short shutdown.
+fn test_config(dir: &Path, url: &str) -> Config {
+    Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         database_url: url.to_owned(),
         storage: video_scheduler::config::StorageConfig {
-            root: dir.path().join("videos"),
+            root: dir.join("videos"),
             ..Default::default()
         }
         .into(),
         tick_ms: 100,
         shutdown_timeout_secs: 10,
         ..Config::default()
-    };
+    }
+}
+
+/// A workspace (temp dir, video root) and the test config for a database
+/// at `url` that the test owns (a Galera node, a PostgreSQL primary and
+/// standby): nothing is created on the machine's own servers, and nothing
+/// is dropped.
+pub fn workspace_at(backend: Backend, url: &str) -> (Workspace, Config) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = test_config(dir.path(), url);
     let db = TestDb {
         backend,
         url: url.to_owned(),
@@ -322,18 +328,7 @@ pub fn workspace_at(backend: Backend, url: &str) -> (Workspace, Config) {
 pub fn workspace_on(backend: Backend, storage: Storage) -> (Workspace, Config) {
     let dir = tempfile::tempdir().unwrap();
     let db = TestDb::create(backend, dir.path());
-    let mut config = Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        database_url: db.url.clone(),
-        storage: video_scheduler::config::StorageConfig {
-            root: dir.path().join("videos"),
-            ..Default::default()
-        }
-        .into(),
-        tick_ms: 100,
-        shutdown_timeout_secs: 10,
-        ..Config::default()
-    };
+    let mut config = test_config(dir.path(), &db.url);
     let workspace = match storage {
         Storage::Local => Workspace {
             dir,

@@ -2,7 +2,11 @@
 //! can cut (every connection reset, new ones refused), hold (nothing
 //! forwarded and nothing closed: a partition as the kernel without netem
 //! cannot make one) and restore: a database outage without touching the
-//! shared database server.
+//! shared database server. A hold can also be set to begin at a given
+//! moment of the conversation: when bytes carrying given markers have
+//! passed, in order, each in its direction (a claim's answer naming ids, an
+//! ack sending them). The markers are only seen in the clear: a test using
+//! them connects without TLS.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
@@ -10,10 +14,24 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// Which way bytes go through the proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// From the server under test to the database: statements.
+    ToDatabase,
+    /// From the database back: answers.
+    FromDatabase,
+}
+
+/// A hold armed to begin when the last of these markers passes its
+/// direction, the others having passed theirs before, in order.
+type Trigger = Arc<Mutex<std::collections::VecDeque<(Direction, Vec<u8>)>>>;
+
 pub struct Proxy {
     pub addr: SocketAddr,
     cut: Arc<AtomicBool>,
     held: Arc<AtomicBool>,
+    trigger: Trigger,
     stop: Arc<AtomicBool>,
     open: Arc<Mutex<Vec<TcpStream>>>,
 }
@@ -30,7 +48,9 @@ impl Proxy {
         );
         let open = Arc::new(Mutex::new(Vec::new()));
         let held = Arc::new(AtomicBool::new(false));
+        let trigger = Trigger::default();
         let (cut2, stop2, open2, held2) = (cut.clone(), stop.clone(), open.clone(), held.clone());
+        let trigger2 = trigger.clone();
         std::thread::spawn(move || {
             while !stop2.load(Ordering::Relaxed) {
                 // While held, new connections wait in the kernel's backlog
@@ -53,6 +73,7 @@ impl Proxy {
                 }
                 client.set_nonblocking(false).unwrap();
                 let (open, held, cut) = (open2.clone(), held2.clone(), cut2.clone());
+                let trigger = trigger2.clone();
                 std::thread::spawn(move || {
                     let Ok(server) = TcpStream::connect(target) else {
                         return;
@@ -65,12 +86,18 @@ impl Proxy {
                     }
                     open.push(client.try_clone().unwrap());
                     open.push(server.try_clone().unwrap());
-                    pipe(
-                        client.try_clone().unwrap(),
-                        server.try_clone().unwrap(),
-                        held.clone(),
-                    );
-                    pipe(server, client, held);
+                    let to_database = Pipe {
+                        direction: Direction::ToDatabase,
+                        held: held.clone(),
+                        trigger: trigger.clone(),
+                    };
+                    to_database.run(client.try_clone().unwrap(), server.try_clone().unwrap());
+                    let from_database = Pipe {
+                        direction: Direction::FromDatabase,
+                        held,
+                        trigger,
+                    };
+                    from_database.run(server, client);
                 });
             }
         });
@@ -78,6 +105,7 @@ impl Proxy {
             addr,
             cut,
             held,
+            trigger,
             stop,
             open,
         }
@@ -102,6 +130,22 @@ impl Proxy {
     pub fn hold(&self) {
         self.held.store(true, Ordering::Relaxed);
     }
+
+    /// Holds (as [`Proxy::hold`]) from the moment bytes containing the
+    /// last of `steps`' markers go its direction, those bytes included,
+    /// once bytes with each earlier marker went theirs, in order (on any of
+    /// the proxied connections). An empty marker is any bytes. Once.
+    pub fn hold_when(&self, steps: &[(Direction, &[u8])]) {
+        *self.trigger.lock().unwrap() = steps
+            .iter()
+            .map(|(direction, marker)| (*direction, marker.to_vec()))
+            .collect();
+    }
+
+    /// Whether a hold set by [`Proxy::hold_when`] has begun.
+    pub fn holding(&self) -> bool {
+        self.held.load(Ordering::Relaxed)
+    }
 }
 
 impl Drop for Proxy {
@@ -118,25 +162,56 @@ fn wait_while(held: &AtomicBool) {
     }
 }
 
-/// Copies `from` to `to` until either side closes; what arrives while
-/// `held` waits until it is not.
-fn pipe(mut from: TcpStream, mut to: TcpStream, held: Arc<AtomicBool>) {
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 16 * 1024];
-        loop {
-            match from.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    wait_while(&held);
-                    if to.write_all(&buf[..n]).is_err() {
-                        break;
+/// One direction of a proxied connection.
+struct Pipe {
+    direction: Direction,
+    held: Arc<AtomicBool>,
+    trigger: Trigger,
+}
+
+impl Pipe {
+    /// Copies `from` to `to` until either side closes; what arrives while
+    /// held waits until it is not. Bytes carrying an armed trigger's marker
+    /// begin the hold before they go (the marker is looked for across
+    /// reads too).
+    fn run(self, mut from: TcpStream, mut to: TcpStream) {
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 16 * 1024];
+            let mut tail: Vec<u8> = Vec::new();
+            loop {
+                match from.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        tail.extend_from_slice(&buf[..n]);
+                        self.fire(&tail);
+                        tail.drain(..tail.len().saturating_sub(64));
+                        wait_while(&self.held);
+                        if to.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
                     }
                 }
             }
+            let _ = to.shutdown(Shutdown::Both);
+            let _ = from.shutdown(Shutdown::Both);
+        });
+    }
+
+    /// Takes the armed trigger's next step if `bytes` go its way and carry
+    /// its marker; the last step begins the hold.
+    fn fire(&self, bytes: &[u8]) {
+        let mut steps = self.trigger.lock().unwrap();
+        let passes = steps.front().is_some_and(|(direction, marker)| {
+            *direction == self.direction
+                && (marker.is_empty() || bytes.windows(marker.len()).any(|w| w == marker))
+        });
+        if passes {
+            steps.pop_front();
+            if steps.is_empty() {
+                self.held.store(true, Ordering::Relaxed);
+            }
         }
-        let _ = to.shutdown(Shutdown::Both);
-        let _ = from.shutdown(Shutdown::Both);
-    });
+    }
 }
 
 /// `url` with its `host:port` replaced by `addr`, and that `host:port`.
