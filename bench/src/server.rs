@@ -211,7 +211,7 @@ pub fn build_server() -> anyhow::Result<PathBuf> {
     Ok(target.join("release").join("video-scheduler"))
 }
 
-/// `config` as JSON, without the storage keys that are at their default
+/// `config` as JSON, without the keys that are at their default
 /// and that a binary older than them would refuse as unknown, so that
 /// `--server` can measure an earlier commit with the same configuration.
 fn older_readable(config: &Config) -> anyhow::Result<serde_json::Value> {
@@ -227,6 +227,15 @@ fn older_readable(config: &Config) -> anyhow::Result<serde_json::Value> {
                 if fields.get(key) == default.get(key) {
                     fields.remove(key);
                 }
+            }
+        }
+    }
+    // Top-level keys added since, left out while at their defaults.
+    let defaults = serde_json::to_value(Config::default())?;
+    if let Some(fields) = json.as_object_mut() {
+        for key in ["require_synchronous_replication"] {
+            if fields.get(key) == defaults.get(key) {
+                fields.remove(key);
             }
         }
     }

@@ -1,14 +1,7 @@
 //! What `/readyz` asks of the database: reachable, taking writes, its
 //! replication able to commit, migrated.
 
-#[cfg(feature = "mysql")]
-use super::MYSQL_MIGRATIONS;
-#[cfg(feature = "postgres")]
-use super::POSTGRES_MIGRATIONS;
-#[cfg(feature = "sqlite")]
-use super::SQLITE_MIGRATIONS;
-use super::{queries, AnyConnection, Db, DbError};
-use diesel_migrations::MigrationHarness;
+use super::{queries, Db, DbError};
 
 impl Db {
     /// Reachable, taking writes, and migrated: what `/readyz` reports. A
@@ -40,35 +33,5 @@ impl Db {
             return Err(DbError::NotMigrated);
         }
         self.probe(queries::manage::ping)
-    }
-
-    /// Whether every migration of this binary is applied.
-    pub fn is_migrated(&self) -> Result<bool, DbError> {
-        self.migrated(true)
-    }
-
-    /// [`Db::is_migrated`], failing fast during an outage or not.
-    pub(super) fn migrated(&self, fail_fast: bool) -> Result<bool, DbError> {
-        let mut conn = self.get(&self.read, fail_fast)?;
-        let pending = match &mut **conn {
-            #[cfg(feature = "sqlite")]
-            AnyConnection::Sqlite(c) => c.has_pending_migration(SQLITE_MIGRATIONS),
-            #[cfg(feature = "mysql")]
-            AnyConnection::Mysql(c) => c.has_pending_migration(MYSQL_MIGRATIONS),
-            #[cfg(feature = "postgres")]
-            AnyConnection::Pg(c) => c.has_pending_migration(POSTGRES_MIGRATIONS),
-        };
-        pending
-            .map(|pending| !pending)
-            .map_err(|e| DbError::Query(format!("reading the applied migrations: {e}")))
-    }
-
-    /// Fails with [`DbError::NotMigrated`] unless the schema is current: for
-    /// commands that must not change a schema that running instances share.
-    pub(crate) fn require_migrated(&self) -> Result<(), DbError> {
-        match self.is_migrated()? {
-            true => Ok(()),
-            false => Err(DbError::NotMigrated),
-        }
     }
 }

@@ -12,6 +12,7 @@ mod conflicts;
 pub(crate) mod connection;
 mod failure;
 mod health;
+mod migrations;
 pub mod models;
 mod outage;
 pub mod queries;
@@ -25,7 +26,6 @@ use std::time::{Duration, Instant};
 
 use diesel::r2d2::{ManageConnection, Pool, PooledConnection};
 use diesel::QueryResult;
-use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
 use crate::clock::now_ms;
 pub use connection::AnyConnection;
@@ -36,14 +36,6 @@ pub use url::Backend;
 
 /// The connection every query takes.
 pub type Conn = AnyConnection;
-
-/// Migrations per backend, compiled into the binary.
-#[cfg(feature = "sqlite")]
-const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
-#[cfg(feature = "mysql")]
-const MYSQL_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/mysql");
-#[cfg(feature = "postgres")]
-const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 
 /// A database failure, split by what the caller can do about it. Cheap to
 /// clone: one failed group commit answers every caller in it.
@@ -221,20 +213,6 @@ impl Db {
         self.conflicts.recent()
     }
 
-    /// Runs the pending migrations; returns their names.
-    pub fn migrate(&self) -> Result<Vec<String>, DbError> {
-        let mut conn = self.get(&self.write, true)?;
-        let applied = match &mut **conn {
-            #[cfg(feature = "sqlite")]
-            AnyConnection::Sqlite(c) => names(c.run_pending_migrations(SQLITE_MIGRATIONS)),
-            #[cfg(feature = "mysql")]
-            AnyConnection::Mysql(c) => names(c.run_pending_migrations(MYSQL_MIGRATIONS)),
-            #[cfg(feature = "postgres")]
-            AnyConnection::Pg(c) => names(c.run_pending_migrations(POSTGRES_MIGRATIONS)),
-        };
-        applied.map_err(|e| DbError::Migration(e.to_string()))
-    }
-
     /// A call (`what`: a record, a claim, a read) got no answer within
     /// `after`: the server or the network stopped answering (a partition,
     /// a lost synchronous standby). An outage like a lost connection,
@@ -252,7 +230,7 @@ impl Db {
 
     /// [`Db::write_relaxed`] on a thread of its own, waited for until
     /// `deadline`: a blocking caller (an executor's ack) whose server or
-    /// network stopped answering gets [`Db::no_answer`] by then, instead of
+    /// network stopped answering gets an outage (`Db::no_answer`) by then, instead of
     /// waiting as long as the partition lasts (a connection whose bytes are
     /// taken but never answered is not dropped by TCP). The call may still
     /// complete later, and is then fenced like any late write.
@@ -466,12 +444,6 @@ async fn blocking<T: Send + 'static>(
     actix_web::rt::task::spawn_blocking(f)
         .await
         .unwrap_or_else(|e| Err(DbError::Query(format!("database task failed: {e}"))))
-}
-
-type MigrationResult<'a> = diesel::migration::Result<Vec<diesel::migration::MigrationVersion<'a>>>;
-
-fn names(applied: MigrationResult<'_>) -> diesel::migration::Result<Vec<String>> {
-    applied.map(|versions| versions.iter().map(ToString::to_string).collect())
 }
 
 /// How long a caller waits for a connection before the database counts as

@@ -12,6 +12,7 @@ backend_tests!(
     a_dead_instance_s_claims_are_taken_over_once_its_lease_expires,
     acks_only_touch_rows_still_leased_to_the_acker,
     an_ack_after_the_lease_ended_is_refused_even_if_nobody_took_the_rows,
+    the_database_server_s_clock_is_read_in_epoch_milliseconds,
     concurrent_claims_never_hand_out_a_row_twice,
     recording_the_same_1000_ids_from_8_concurrent_clients_gives_1000_rows,
 );
@@ -195,6 +196,17 @@ fn an_ack_after_the_lease_ended_is_refused_even_if_nobody_took_the_rows(backend:
         video_scheduler::db::models::Claim::Batch(batch) => assert_eq!(batch.len(), 6),
         paused => panic!("{paused:?}"),
     }
+}
+
+/// Leases are checked by the server's clock: its reading must be the same
+/// unit and epoch as ours (a server on this machine agrees within a
+/// second), and `/metrics` shows the skew.
+fn the_database_server_s_clock_is_read_in_epoch_milliseconds(backend: Backend) {
+    let app = spawn_app(backend, |_| {});
+    let skew = app.db().clock_skew_ms().unwrap();
+    assert!(skew.abs() < 1000, "{skew} ms");
+    let shown = app.metric("video_scheduler_db_clock_skew_seconds");
+    assert!(shown.abs() < 1.0, "{shown} s");
 }
 
 fn concurrent_claims_never_hand_out_a_row_twice(backend: Backend) {

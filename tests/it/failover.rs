@@ -12,8 +12,9 @@
 //!   (BENCHMARKS.md).
 //! - Without `target_session_attrs`, a hot standby left alone (primary
 //!   dead, not yet promoted) is an outage: records answer 503 with
-//!   Retry-After, `/readyz` 503 naming the read-only server; once promoted,
-//!   records and deletions work again by themselves.
+//!   Retry-After, `/readyz` 503 naming the read-only server, and an
+//!   instance started meanwhile starts unready instead of exiting; once
+//!   promoted, records and deletions work again by themselves.
 //! - With its synchronous standby gone, the primary holds every commit: a
 //!   record answers 503 once `record_timeout_ms` has passed, never hangs,
 //!   and what it held commits once the primary stops waiting.
@@ -381,6 +382,15 @@ fn without_target_session_attrs_a_lone_hot_standby_is_a_503_until_it_is_promoted
         "{ready:?}"
     );
     assert!(during.iter().all(|id| app.exists(id)), "nothing deleted");
+    // An instance (re)started now, with only the standby to reach, starts
+    // (its schema is there) and is unready, rather than exiting.
+    let restarted = start_more(&app, |_| {});
+    let ready = restarted.get("/readyz");
+    assert!(
+        ready.status == 503 && ready.body.contains("read-only"),
+        "{ready:?}"
+    );
+    refused_as_unavailable(&restarted, "during-restarted");
 
     let promoting = Instant::now();
     cluster.promote();
@@ -400,6 +410,12 @@ fn without_target_session_attrs_a_lone_hot_standby_is_a_503_until_it_is_promoted
     });
     wait_until("every row is gone", || app.row_count() == 0);
     wait_until("/readyz is 200 again", || app.get("/readyz").status == 200);
+    wait_until("the restarted instance takes records", || {
+        restarted.record(&["after-restarted"], json!({})).status == 202
+    });
+    wait_until("its /readyz is 200", || {
+        restarted.get("/readyz").status == 200
+    });
 }
 
 /// A record of `id`, on the batch route and the seed route, answers 503

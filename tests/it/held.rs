@@ -17,10 +17,9 @@ use std::time::Duration;
 
 use crate::common::proxy::Direction;
 use crate::common::{wait_until, Backend};
-use crate::partition::{deletions, drain, instance, tuned};
+use crate::partition::{all_done, deletions, drain, instance, tuned, unready_within};
 use diesel::prelude::*;
 use video_scheduler::db::schema::video_del_receipt::dsl as r;
-use video_scheduler::db::Db;
 
 #[cfg(feature = "postgres")]
 #[test]
@@ -120,17 +119,8 @@ fn held_at(backend: Backend, moment: Moment) {
     wait_until("A logs the outage", || {
         a.log().contains("database unavailable")
     });
-    let ready = ureq::get(&a.url("/readyz"))
-        .timeout(Duration::from_millis(1000))
-        .call();
-    assert!(
-        matches!(ready, Err(ureq::Error::Status(503, _))),
-        "{ready:?}"
-    );
-    let db = Db::connect(&ws.db.url, 1).unwrap();
-    wait_until("B finished every row, A's too", || {
-        crate::common::row_count(&db) == 0
-    });
+    unready_within(&a, Duration::from_millis(1000));
+    let db = all_done(&ws);
     // What A deleted while it held its leases (a batch under way when the
     // hold began is finished, by now, without its ack).
     let deleted_by_a = deletions(&[&a]);

@@ -11,7 +11,7 @@
 //! ```sh
 //! cargo test --all-features --test it -- receipts::
 //! cargo test --all-features --test it -- receipts::postgres::
-//! cargo test --all-features --test it -- --include-ignored drop_in:: dashboard:: galera:: failover:: partition::
+//! cargo test --all-features --test it -- --include-ignored drop_in:: dashboard:: galera:: failover:: partition:: held:: read_only::
 //! ```
 //!
 //! The last line is how CI runs the ignored tests (the Go client, the
@@ -52,6 +52,8 @@ mod outage;
 #[cfg(any(feature = "mysql", feature = "postgres"))]
 mod partition;
 mod pipeline;
+#[cfg(feature = "mysql")]
+mod read_only;
 mod receipts;
 mod root_safety;
 mod secrets;

@@ -168,6 +168,25 @@ pub(crate) fn deletions(servers: &[&ServerProcess]) -> f64 {
         .sum()
 }
 
+/// `server`'s `/readyz` answers 503 within `within`.
+pub(crate) fn unready_within(server: &ServerProcess, within: Duration) {
+    let ready = ureq::get(&server.url("/readyz")).timeout(within).call();
+    assert!(
+        matches!(ready, Err(ureq::Error::Status(503, _))),
+        "{ready:?}"
+    );
+}
+
+/// Waits until the other instance finished every row (the cut-off one's
+/// too); the database, for what follows.
+pub(crate) fn all_done(ws: &Workspace) -> Db {
+    let db = Db::connect(&ws.db.url, 1).unwrap();
+    wait_until("B finished every row, A's too", || {
+        crate::common::row_count(&db) == 0
+    });
+    db
+}
+
 /// Every receipt: id to (deleted, missing, claims).
 fn receipts(db: &Db) -> HashMap<String, (i32, i32, i32)> {
     db.read(|c| {
@@ -257,17 +276,8 @@ fn one_instance_cut_off(backend: Backend) {
         "partition ({backend:?}): A logged the outage {:?} after the cut",
         cut.elapsed()
     );
-    let ready = ureq::get(&a.url("/readyz"))
-        .timeout(Duration::from_millis(1500))
-        .call();
-    assert!(
-        matches!(ready, Err(ureq::Error::Status(503, _))),
-        "{ready:?}"
-    );
-    let db = Db::connect(&ws.db.url, 1).unwrap();
-    wait_until("B finished every row, A's too", || {
-        crate::common::row_count(&db) == 0
-    });
+    unready_within(&a, Duration::from_millis(1500));
+    let db = all_done(&ws);
     assert!(
         cut.elapsed() > Duration::from_secs(config.lease_secs),
         "B waited for A's leases"

@@ -29,7 +29,7 @@
 //!   `FOR UPDATE SKIP LOCKED`: concurrent instances skip each other's rows
 //!   instead of waiting for them or claiming them twice.
 //! - Acks are fenced by `locked_by = owner` and by a lease that has not
-//!   expired by the database's clock ([`leased!`]): a row re-claimed by
+//!   expired by the database's clock (`leased!`): a row re-claimed by
 //!   someone else after our lease expired is left to them, and so is one
 //!   whose lease ran out while nobody took it yet (it is due again). Rows are touched by primary
 //!   key, ids sorted, in short transactions, so instances do not deadlock.
@@ -71,7 +71,9 @@ macro_rules! db_now_ms {
 /// clock, whatever the instance's own clock says. The lease's end was set
 /// by the claiming instance's clock: a skew between the two shortens or
 /// lengthens the lease by as much (`video_scheduler_db_clock_skew_seconds`
-/// shows it, and a skew of a second or more is logged).
+/// shows it, and a skew of a second or more is logged). MySQL's acks,
+/// written with diesel's DSL, compare with `db_now_ms!` themselves.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 macro_rules! leased {
     ($backend:tt) => {
         concat!("locked_by = ? AND locked_until > ", db_now_ms!($backend))
