@@ -221,9 +221,12 @@ impl Db {
     pub(crate) fn no_answer(&self, what: &str, after: Duration, wrote: bool) -> DbError {
         let cause = format!("no answer from the database within {after:?} ({what})");
         self.last_failure.store(now_ms(), Ordering::Relaxed);
+        let started = Instant::now()
+            .checked_sub(after)
+            .unwrap_or_else(Instant::now);
         match wrote {
-            true => self.outage.refused_write(&cause),
-            false => self.outage.failed(&cause),
+            true => self.outage.refused_write(&cause, started),
+            false => self.outage.failed(&cause, started),
         }
         DbError::Unavailable(cause)
     }
@@ -337,6 +340,7 @@ impl Db {
         pool: &Pool<Manager>,
         fail_fast: bool,
     ) -> Result<PooledConnection<Manager>, DbError> {
+        let started = Instant::now();
         let failed_at = self.last_failure.load(Ordering::Relaxed);
         if fail_fast && failed_at != 0 && now_ms() - failed_at < FAST_FAIL_MS {
             self.outage.failed_again();
@@ -354,7 +358,7 @@ impl Db {
                     // r2d2 shows the last connection error: the server's words
                     // (a wrong password, an unknown database, refused).
                     let cause = e.to_string();
-                    self.outage.failed(&cause);
+                    self.outage.failed(&cause, started);
                     return Err(DbError::Unavailable(cause));
                 }
             };
@@ -368,7 +372,7 @@ impl Db {
                     if checked > pool.max_size() {
                         self.last_failure.store(now_ms(), Ordering::Relaxed);
                         let cause = "no working connection in the pool".to_owned();
-                        self.outage.failed(&cause);
+                        self.outage.failed(&cause, started);
                         return Err(DbError::Unavailable(cause));
                     }
                     continue;
@@ -400,22 +404,27 @@ impl Db {
                 self.outage.succeeded(started, wrote);
                 Ok(value)
             }
-            Err(e) => Err(self.failed(conn, e)),
+            Err(e) => Err(self.failed(conn, started, e)),
         }
     }
 
     /// [`Db::settle`]'s failures: which of them are outages, and what the
     /// connection that met one is worth.
-    fn failed(&self, conn: &mut connection::Tracked, e: diesel::result::Error) -> DbError {
+    fn failed(
+        &self,
+        conn: &mut connection::Tracked,
+        started: Instant,
+        e: diesel::result::Error,
+    ) -> DbError {
         if let Some(cause) = refuses_writes(&e) {
             conn.mark_broken();
-            self.outage.refused_write(cause);
+            self.outage.refused_write(cause, started);
             DbError::Unavailable(cause.to_owned())
         } else if is_connection_lost(&e) {
             conn.mark_broken();
             self.generation.fetch_add(1, Ordering::Relaxed);
             let cause = e.to_string();
-            self.outage.failed(&cause);
+            self.outage.failed(&cause, started);
             DbError::Unavailable(cause)
         } else if is_conflict(&e) {
             self.conflicts.seen(self.label, &e.to_string());

@@ -30,26 +30,38 @@ pub(super) struct Tracker {
     /// Operations that failed during the current outage.
     failures: AtomicU64,
     current: Mutex<Option<Outage>>,
+    /// When the last outage ended: a failure of an operation begun before
+    /// then belongs to it (see [`Tracker::failed`]).
+    ended: Mutex<Option<Instant>>,
 }
 
 impl Tracker {
-    /// An operation failed because of `cause`, in the server's words: the
-    /// first failure of an outage is logged with it, and each different
-    /// cause after it once (the connection was killed, then a new one is
-    /// refused because the database no longer exists).
-    pub(super) fn failed(&self, cause: &str) {
-        self.failed_with(cause, false);
+    /// An operation `started` at that time failed because of `cause`, in
+    /// the server's words: the first failure of an outage is logged with
+    /// it, and each different cause after it once (the connection was
+    /// killed, then a new one is refused because the database no longer
+    /// exists). An operation begun before the last outage ended, failing
+    /// after it (a connection attempt that waited through it), belongs to
+    /// that outage: it starts no new one, as a success begun before an
+    /// outage does not end it.
+    pub(super) fn failed(&self, cause: &str, started: Instant) {
+        self.failed_with(cause, false, started);
     }
 
     /// A write failed because the server takes none (see
     /// [`Outage::until_write`]): an outage that only a write ends.
-    pub(super) fn refused_write(&self, cause: &str) {
-        self.failed_with(cause, true);
+    pub(super) fn refused_write(&self, cause: &str, started: Instant) {
+        self.failed_with(cause, true, started);
     }
 
-    fn failed_with(&self, cause: &str, until_write: bool) {
-        self.failures.fetch_add(1, Ordering::Relaxed);
+    fn failed_with(&self, cause: &str, until_write: bool, started: Instant) {
         let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        let ended = *self.ended.lock().unwrap_or_else(|e| e.into_inner());
+        if current.is_none() && ended.is_some_and(|ended| started < ended) {
+            log::debug!("an operation begun during the last outage failed after it: {cause}");
+            return;
+        }
+        self.failures.fetch_add(1, Ordering::Relaxed);
         let outage = current.get_or_insert_with(|| Outage {
             since: Instant::now(),
             causes: Vec::new(),
@@ -119,11 +131,49 @@ impl Tracker {
         }
         if let Some(Outage { since, .. }) = current.take() {
             self.on.store(false, Ordering::Release);
+            *self.ended.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
             let failures = self.failures.swap(0, Ordering::Relaxed);
             log::info!(
                 "database is back after {:.1?}; {failures} operations failed meanwhile",
                 since.elapsed()
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_begun_during_an_outage_and_met_after_it_starts_no_new_one() {
+        let tracker = Tracker::default();
+        let during = Instant::now();
+        tracker.failed("connection refused", during);
+        assert!(tracker.current_cause().is_some());
+        tracker.succeeded(Instant::now(), true);
+        assert_eq!(tracker.current_cause(), None);
+
+        // A connection attempt that waited through the outage fails now.
+        tracker.failed("timed out waiting for connection", during);
+        assert_eq!(tracker.current_cause(), None);
+
+        // One begun after the outage ended is a new outage.
+        tracker.failed("connection refused", Instant::now());
+        assert_eq!(
+            tracker.current_cause().as_deref(),
+            Some("connection refused")
+        );
+    }
+
+    #[test]
+    fn a_success_begun_before_an_outage_does_not_end_it() {
+        let tracker = Tracker::default();
+        let before = Instant::now();
+        tracker.failed("connection refused", Instant::now());
+        tracker.succeeded(before, true);
+        assert!(tracker.current_cause().is_some());
+        tracker.succeeded(Instant::now(), true);
+        assert_eq!(tracker.current_cause(), None);
     }
 }
