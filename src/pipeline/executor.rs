@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
-use super::batch::{self, Verdict};
+use super::batch;
 use super::retry::RetryPolicy;
 use crate::clock::now_ms;
-use crate::db::models::{AckCounts, Claimed};
+use crate::db::models::{AckCounts, Claimed, Done, Failure};
 use crate::db::{queries, Db, DbError};
 use crate::metrics::Metrics;
 use crate::storage::Storage;
@@ -80,11 +80,11 @@ impl ExecutorActor {
         }
     }
 
-    /// Acks `verdict`, each try answered by `until` (the ack's thread may
-    /// go on waiting for a server that stopped answering; its late write is
-    /// fenced by the lease).
-    fn ack(&self, verdict: &Verdict, until: Instant) -> Result<AckCounts, DbError> {
-        let batch = Arc::new((verdict.done.clone(), verdict.failures.clone()));
+    /// Acks a verdict's done ids and failures, each try answered by `until`
+    /// (the ack's thread may go on waiting for a server that stopped
+    /// answering; its late write is fenced by the lease). Shared with that
+    /// thread, not copied.
+    fn ack(&self, batch: &Arc<Acked>, until: Instant) -> Result<AckCounts, DbError> {
         self.with_retries("ack", until, || {
             let _timer = self.metrics.ack_seconds.start_timer();
             let (owner, receipts, batch) = (self.owner.clone(), self.receipts, batch.clone());
@@ -111,6 +111,9 @@ impl ExecutorActor {
         })
     }
 }
+
+/// What an ack writes: the ids whose paths are gone, and the failures.
+type Acked = (Vec<Done>, Vec<Failure>);
 
 /// Request ids shown in one batch line; the rest are counted.
 const REQUEST_IDS_SHOWN: usize = 8;
@@ -234,12 +237,13 @@ impl Handler<DeleteBatch> for ExecutorActor {
             (report.deleted + report.missing) as u64,
             report.failed as u64,
         );
-        let ack = self.ack(&verdict, ack_by);
+        let acked = Arc::new((verdict.done, verdict.failures));
+        let ack = self.ack(&acked, ack_by);
         if let Ok(counts) = &ack {
             // Counted once their receipts are written: a lost lease's ids
             // are counted by the instance that acks them.
             if counts.lost_lease == 0 {
-                self.metrics.count_erased(&verdict.done);
+                self.metrics.count_erased(&acked.0);
             }
         }
         self.metrics

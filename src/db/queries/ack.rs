@@ -103,18 +103,11 @@ fn reschedule(
     counts: &mut AckCounts,
     delta: &mut CountDelta,
 ) -> QueryResult<()> {
+    let db_now = super::db_now_ms(conn);
     for failure in failures {
         let state = match failure.retry_at {
             Some(_) => State::Pending,
             None => State::Failed,
-        };
-        let db_now = match conn {
-            #[cfg(feature = "sqlite")]
-            AnyConnection::Sqlite(_) => db_now_ms!(sqlite),
-            #[cfg(feature = "postgres")]
-            AnyConnection::Pg(_) => db_now_ms!(postgres),
-            #[cfg(feature = "mysql")]
-            AnyConnection::Mysql(_) => db_now_ms!(mysql),
         };
         let updated = diesel::update(
             t::video_del_rec

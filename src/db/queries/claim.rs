@@ -34,6 +34,16 @@ pub enum Due {
     Expired,
 }
 
+/// The rows each [`Due`] selects, as SQL (for `concat!`; one `?`: now).
+macro_rules! due_rows {
+    (oldest) => {
+        "not_before <= ? ORDER BY not_before"
+    };
+    (expired) => {
+        "state = 'running' AND not_before <= ?"
+    };
+}
+
 /// Claims up to `limit` due rows, oldest due first, leasing them to `owner`
 /// until `lease_until`. Rows whose lease expired are due again and are
 /// claimed like pending ones. Nothing is claimed while an operator has
@@ -80,7 +90,7 @@ pub fn claim_from(
     // another instance is claiming right now instead of waiting for them.
     #[cfg(any(feature = "sqlite", feature = "postgres"))]
     macro_rules! lease {
-        ($c:expr, $due:literal, $($lock:literal)?) => {
+        ($c:expr, $due:ident, $($lock:literal)?) => {
             prepared(concat!(
                 "UPDATE video_del_rec \
                  SET state = 'running', locked_by = ?, locked_until = ?, not_before = ?, \
@@ -88,7 +98,7 @@ pub fn claim_from(
                  WHERE id IN (SELECT id FROM video_del_rec \
                    WHERE NOT EXISTS (SELECT 1 FROM video_del_control \
                                      WHERE name = 'paused' AND value <> 0) \
-                   AND ", $due, " LIMIT ?", $($lock,)? ") \
+                   AND ", due_rows!($due), " LIMIT ?", $($lock,)? ") \
                  RETURNING id, attempts, created_at, source, request_id, paths"
             ))
             .bind::<Text, _>(owner)
@@ -103,8 +113,8 @@ pub fn claim_from(
     macro_rules! lease_due {
         ($c:expr, $($lock:literal)?) => {
             match due {
-                Due::Oldest { .. } => lease!($c, "not_before <= ? ORDER BY not_before", $($lock)?),
-                Due::Expired => lease!($c, "state = 'running' AND not_before <= ?", $($lock)?),
+                Due::Oldest { .. } => lease!($c, oldest, $($lock)?),
+                Due::Expired => lease!($c, expired, $($lock)?),
             }
         };
     }
@@ -140,8 +150,8 @@ fn mysql_lease_due(
 ) -> QueryResult<Vec<Claimed>> {
     let due_rows = |c: &mut diesel::MysqlConnection, limit: i64, offset: i64| {
         let rows = match due {
-            Due::Oldest { .. } => "not_before <= ? ORDER BY not_before",
-            Due::Expired => "state = 'running' AND not_before <= ?",
+            Due::Oldest { .. } => due_rows!(oldest),
+            Due::Expired => due_rows!(expired),
         };
         diesel::sql_query(format!(
             "SELECT id, attempts, created_at, source, request_id, paths FROM video_del_rec \

@@ -31,8 +31,9 @@
 //! - Acks are fenced by `locked_by = owner` and by a lease that has not
 //!   expired by the database's clock (`leased!`): a row re-claimed by
 //!   someone else after our lease expired is left to them, and so is one
-//!   whose lease ran out while nobody took it yet (it is due again). Rows are touched by primary
-//!   key, ids sorted, in short transactions, so instances do not deadlock.
+//!   whose lease ran out while nobody took it yet (it is due again). Rows
+//!   are touched by primary key, ids sorted, in short transactions, so
+//!   instances do not deadlock.
 //!
 //! Where the backends differ, one function matches on the connection (or a
 //! macro spells the statement once for several backends) and each arm says
@@ -64,6 +65,18 @@ macro_rules! db_now_ms {
     (mysql) => {
         "CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED)"
     };
+}
+
+/// [`db_now_ms!`] for `conn`'s backend, for statements built at run time.
+pub(crate) fn db_now_ms(conn: &Conn) -> &'static str {
+    match conn {
+        #[cfg(feature = "sqlite")]
+        super::AnyConnection::Sqlite(_) => db_now_ms!(sqlite),
+        #[cfg(feature = "postgres")]
+        super::AnyConnection::Pg(_) => db_now_ms!(postgres),
+        #[cfg(feature = "mysql")]
+        super::AnyConnection::Mysql(_) => db_now_ms!(mysql),
+    }
 }
 
 /// The condition of every ack's statement on a row: still leased to the

@@ -24,14 +24,7 @@ pub fn read(conn: &mut Conn) -> QueryResult<Replication> {
 pub fn clock_ms(conn: &mut Conn) -> QueryResult<i64> {
     use diesel::dsl::sql;
     use diesel::sql_types::BigInt;
-    let now = match conn {
-        #[cfg(feature = "sqlite")]
-        crate::db::AnyConnection::Sqlite(_) => db_now_ms!(sqlite),
-        #[cfg(feature = "postgres")]
-        crate::db::AnyConnection::Pg(_) => db_now_ms!(postgres),
-        #[cfg(feature = "mysql")]
-        crate::db::AnyConnection::Mysql(_) => db_now_ms!(mysql),
-    };
+    let now = super::db_now_ms(conn);
     diesel::select(sql::<BigInt>(now)).get_result(conn)
 }
 
