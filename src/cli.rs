@@ -13,9 +13,10 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::clock::now_ms;
 use crate::config::Config;
-use crate::db::models::{Source, State};
+use crate::db::models::{EventState, Source, State};
 use crate::db::queries::{self, controls, receipts, record::RecordRequest};
 use crate::db::{bulk, Db};
+use crate::http::events::EventView;
 use crate::http::views::ReceiptView;
 use crate::paths::PathSpec;
 use crate::paths::MAX_REQUEST_PATHS;
@@ -81,6 +82,15 @@ pub(crate) enum Command {
         #[arg(long, value_name = "RFC3339", value_parser = parse_time)]
         until: Option<i64>,
     },
+    /// Write the outbox's pending events (or, with --dead, its dead ones)
+    /// as JSON lines, in id order.
+    Events {
+        /// Dead events: their retries ran out.
+        #[arg(long)]
+        dead: bool,
+    },
+    /// Make an event (or every dead one) due for delivery now.
+    Redeliver(RedeliverArgs),
     /// Print the configuration in effect (file, then environment) as JSON,
     /// with secrets and the database password shown as `***`.
     Config,
@@ -96,6 +106,16 @@ pub(crate) struct CancelArgs {
     /// scheduler, which did not check ids).
     #[arg(long)]
     invalid: bool,
+}
+
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub(crate) struct RedeliverArgs {
+    /// The event's id (`id` in `events`, `evt_<id>` in its webhook-id).
+    id: Option<i64>,
+    /// Every dead event.
+    #[arg(long)]
+    dead: bool,
 }
 
 /// An RFC 3339 time as epoch milliseconds.
@@ -127,6 +147,8 @@ pub fn main() -> ExitCode {
         Command::Pause => set_paused(&config, true),
         Command::Resume => set_paused(&config, false),
         Command::Receipts { since, until } => export_receipts(&config, since, until),
+        Command::Events { dead } => list_events(&config, dead),
+        Command::Redeliver(RedeliverArgs { id, .. }) => redeliver(&config, id),
         Command::Config => serde_json::to_string_pretty(&config.redacted())
             .map(|json| println!("{json}"))
             .map_err(anyhow::Error::from),
@@ -286,7 +308,7 @@ fn retry_failed(config: &Config) -> anyhow::Result<()> {
 
 fn cancel_invalid(config: &Config) -> anyhow::Result<()> {
     let db = open(config)?;
-    let cancelled = bulk::cancel_invalid(&db, now_ms())?;
+    let cancelled = bulk::cancel_invalid(&db, now_ms(), &crate::notify::outbox_sinks(config))?;
     for id in &cancelled {
         println!("cancelled {}", quote(id));
     }
@@ -296,7 +318,12 @@ fn cancel_invalid(config: &Config) -> anyhow::Result<()> {
 
 fn cancel_failed(config: &Config) -> anyhow::Result<()> {
     let db = open(config)?;
-    let cancelled = bulk::cancel(&db, State::Failed, None)?;
+    let cancelled = bulk::cancel(
+        &db,
+        State::Failed,
+        None,
+        &crate::notify::outbox_sinks(config),
+    )?;
     println!("{cancelled} failed requests cancelled");
     Ok(())
 }
@@ -336,5 +363,47 @@ fn export_receipts(config: &Config, since: Option<i64>, until: Option<i64>) -> a
         }
     }
     out.flush()?;
+    Ok(())
+}
+
+/// `events [--dead]`: JSON lines, as `GET /v1/events` shows them.
+fn list_events(config: &Config, dead: bool) -> anyhow::Result<()> {
+    use std::io::Write;
+    let db = open(config)?;
+    let state = match dead {
+        true => EventState::Dead,
+        false => EventState::Pending,
+    };
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut after = None;
+    loop {
+        let page = db.read(|c| queries::events::list(c, Some(state), None, after, EXPORT_PAGE))?;
+        for event in &page {
+            serde_json::to_writer(&mut out, &EventView::from(event.clone()))?;
+            out.write_all(b"\n")?;
+        }
+        match page.last() {
+            Some(last) if page.len() == EXPORT_PAGE => after = Some(last.id),
+            _ => break,
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// `redeliver ID|--dead`.
+fn redeliver(config: &Config, id: Option<i64>) -> anyhow::Result<()> {
+    let db = open(config)?;
+    match id {
+        Some(id) => match db.write(|c| queries::events::redeliver(c, id, now_ms()))? {
+            Some(event) => println!("event {id} ({}) due for delivery now", event.sink),
+            None => anyhow::bail!("no event {id}"),
+        },
+        None => {
+            let n = db.write(|c| queries::events::redeliver_dead(c, None, now_ms()))?;
+            println!("{n} dead events due for delivery now");
+        }
+    }
     Ok(())
 }

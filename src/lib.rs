@@ -21,7 +21,10 @@
 //!    on every target of the storage (`storage`: local disk, S3).
 //! 5. The batch is acked in one transaction ([`db::queries::ack`]): the row
 //!    deleted with its receipt (counts per target, [`erasure`]), or
-//!    rescheduled ([`pipeline::retry`]).
+//!    rescheduled ([`pipeline::retry`]); the same transaction writes the
+//!    outbox's events ([`db::queries::events`]).
+//! 6. NotifierActor (`pipeline/notifier.rs`) claims the events and
+//!    delivers them (`notify`: signed webhooks, CDN purges).
 //!
 //! # Modules
 //! Leaves (they import nothing of the crate, every layer may import them):
@@ -33,19 +36,22 @@
 //! - [`db`]: pools, migrations, the outage tracker, what a failure means
 //!   (`failure`), write conflicts (`conflicts`), the URL; all SQL in
 //!   [`db::queries`], one file per job (record, claim, ack, manage, counts,
-//!   receipts, controls).
+//!   receipts, controls, events).
 //! - `storage`: `Storage` (every target), the `Target` trait, local disk
 //!   (`storage/local.rs`: paths beneath a root, never escaping it), S3
 //!   (`storage/s3/`, feature `s3`: one file per request kind; versioned
 //!   buckets purged or hidden, as configured).
 //! - [`pipeline`]: the actors, one per file with their messages.
+//! - `notify`: the outbox's sinks (`webhook.rs`: Standard Webhooks signed
+//!   posts; `purge.rs`: HTTP purges and Cloudflare's `purge_cache`).
 //! - [`http`]: routes, one file per resource, auth, limits; `error` maps
 //!   errors to HTTP once; `views` is what a request looks like.
 //! - `metrics` (Prometheus, `/metrics`), `activity` (the dashboard's
 //!   chart), `logging` (env_logger, protocol errors demoted).
 //! - [`cli`]: the commands `serve` (default), `migrate`, `enqueue`,
 //!   `stats [--recount]`, `retry --failed`, `cancel --failed|--invalid`,
-//!   `pause`, `resume`, `receipts [--since] [--until]`, `config`.
+//!   `pause`, `resume`, `receipts [--since] [--until]`, `events [--dead]`,
+//!   `redeliver ID|--dead`, `config`.
 //!
 //! # Public surface
 //! What the binary, the benchmark (`bench/`) and the tests use; everything
@@ -71,6 +77,7 @@ pub(crate) mod error;
 pub mod http;
 pub(crate) mod logging;
 pub(crate) mod metrics;
+pub(crate) mod notify;
 pub(crate) mod paths;
 pub mod pipeline;
 pub mod schedule;
@@ -161,6 +168,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         record_timeout: Duration::from_millis(config.record_timeout_ms),
         access_log: config.access_log,
         instance: pipeline.owner.clone(),
+        sinks: Arc::new(notify::outbox_sinks(&config)),
     });
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
     let server = HttpServer::new(move || {

@@ -50,6 +50,8 @@ pub(crate) struct Metrics {
     pub erased: IntCounterVec,
     /// The database's conflicts and replication.
     pub db: DbMetrics,
+    /// The outbox and its deliveries.
+    pub events: EventMetrics,
     /// Deletions per 10 s over the last 15 minutes, for the dashboard.
     pub activity: crate::activity::Activity,
 }
@@ -100,6 +102,71 @@ impl DbMetrics {
                  (leases are set by this clock and checked by the server's)",
             )
             .expect("valid metric"),
+        }
+    }
+}
+
+/// The outbox: its depth per sink, deliveries, their latency.
+pub(crate) struct EventMetrics {
+    /// Events per sink and state (`pending`, `dead`), as of the last scrape.
+    pub outbox: IntGaugeVec,
+    /// Deliveries per sink and outcome (`delivered`, `failed`, `dead`).
+    pub deliveries: IntCounterVec,
+    /// From the event (an ack, a cancel) to its delivery, per sink.
+    pub latency: HistogramVec,
+}
+
+impl EventMetrics {
+    fn new() -> EventMetrics {
+        EventMetrics {
+            outbox: gauge_vec(
+                "video_scheduler_outbox_events",
+                "Outbox events per sink and state (pending, dead), as of the last scrape",
+                &["sink", "state"],
+            ),
+            deliveries: counter_vec(
+                "video_scheduler_event_deliveries_total",
+                "Event deliveries per sink and outcome (delivered, failed, dead)",
+                &["sink", "outcome"],
+            ),
+            latency: HistogramVec::new(
+                HistogramOpts::new(
+                    "video_scheduler_event_delivery_seconds",
+                    "From an event (the ack, the cancel) to its delivery, per sink",
+                )
+                .buckets(seconds_buckets()),
+                &["sink"],
+            )
+            .expect("valid metric"),
+        }
+    }
+
+    pub(crate) fn deliveries_of(&self, sink: &str, outcome: &str, n: usize) {
+        self.deliveries
+            .with_label_values(&[sink, outcome])
+            .inc_by(n as u64);
+    }
+
+    pub(crate) fn latency_of(&self, sink: &str, ms: i64) {
+        self.latency
+            .with_label_values(&[sink])
+            .observe(ms.max(0) as f64 / 1000.0);
+    }
+
+    /// Sets the depth gauges; every configured sink shows, 0 when empty.
+    pub(crate) fn set_outbox(
+        &self,
+        sinks: &[String],
+        summary: &[crate::db::queries::events::SinkSummary],
+    ) {
+        for sink in sinks {
+            let found = summary.iter().find(|s| &s.sink == sink);
+            for (state, n) in [
+                ("pending", found.map_or(0, |s| s.pending)),
+                ("dead", found.map_or(0, |s| s.dead)),
+            ] {
+                self.outbox.with_label_values(&[sink, state]).set(n);
+            }
         }
     }
 }
@@ -186,6 +253,7 @@ impl Metrics {
                 &["target", "what"],
             ),
             db: DbMetrics::new(),
+            events: EventMetrics::new(),
             activity: crate::activity::Activity::default(),
             registry: Registry::new(),
         };
@@ -228,6 +296,9 @@ impl Metrics {
             Box::new(self.db.galera_cluster_size.clone()),
             Box::new(self.db.galera_ready.clone()),
             Box::new(self.db.clock_skew.clone()),
+            Box::new(self.events.outbox.clone()),
+            Box::new(self.events.deliveries.clone()),
+            Box::new(self.events.latency.clone()),
             Box::new(crate::logging::PROTOCOL_ERRORS.clone()),
         ] {
             self.registry

@@ -13,8 +13,12 @@ use figment::providers::{Env, Format, Json, Serialized};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
+mod notify;
 mod storage;
 
+pub use notify::{
+    PurgeConfig, PurgeKind, Secrets, WebhookConfig, CANCELLED, COMPLETED, EVENT_TYPES, FAILED,
+};
 pub use storage::{Secret, StorageConfig, StorageKind, Targets, Versions};
 
 /// Prefix of the environment variables that override the file.
@@ -86,6 +90,13 @@ pub struct Config {
     /// id). Off by default: at thousands of requests a second the log
     /// would be mostly access lines.
     pub access_log: bool,
+    /// Receivers told of each request's end, signed (Standard Webhooks).
+    pub webhooks: Vec<WebhookConfig>,
+    /// CDNs purged of each erased video's URLs.
+    pub purge: Vec<PurgeConfig>,
+    /// How long a webhook's event is retried before it is dead (hours,
+    /// fractions allowed).
+    pub webhook_retry_hours: f64,
 }
 
 /// `receipts` section.
@@ -131,6 +142,9 @@ impl Default for Config {
             max_deletions_per_sec: 0,
             receipts: ReceiptsConfig::default(),
             access_log: false,
+            webhooks: Vec::new(),
+            purge: Vec::new(),
+            webhook_retry_hours: 72.0,
         }
     }
 }
@@ -228,6 +242,7 @@ impl Config {
         value["database_url"] = crate::db::url::redact(&self.database_url).into();
         value["api_tokens"] =
             serde_json::Value::Array(self.api_tokens.iter().map(|_| "***".into()).collect());
+        notify::redact(&mut value);
         let targets: Vec<&mut serde_json::Value> = match &mut value["storage"] {
             serde_json::Value::Array(list) => list.iter_mut().collect(),
             one => vec![one],
@@ -279,6 +294,16 @@ impl Config {
         if self.api_tokens.iter().any(|t| t.trim().is_empty()) {
             return invalid("api_tokens", "tokens must not be empty");
         }
+        if !(self.webhook_retry_hours > 0.0 && self.webhook_retry_hours <= 8760.0) {
+            return invalid(
+                "webhook_retry_hours",
+                format!(
+                    "must be above 0 and at most 8760, not {}",
+                    self.webhook_retry_hours
+                ),
+            );
+        }
+        notify::validate(&self.webhooks, &self.purge)?;
         self.storage.validate()
     }
 }
@@ -330,8 +355,28 @@ mod tests {
         };
         config.storage[0].secret_access_key = Some(Secret::new("s3-secret"));
         config.storage[0].session_token = Some(Secret::new("s3-session"));
+        config.webhooks = vec![serde_json::from_value(serde_json::json!({
+            "name": "mgmt", "url": "http://127.0.0.1:1/",
+            "secret": ["whsec_aG9vay1zZWNyZXQ=", "whsec_b2xkLXNlY3JldA=="]
+        }))
+        .unwrap()];
+        config.purge = vec![serde_json::from_value(serde_json::json!({
+            "name": "cf", "kind": "cloudflare", "zone_id": "z", "api_token": "cf-token",
+            "urls": ["https://cdn/{id}"], "headers": { "X-Key": "purge-key" }
+        }))
+        .unwrap()];
+        super::notify::validate(&config.webhooks, &config.purge).unwrap();
         let shown = format!("{config:?} {}", config.redacted());
-        for secret in ["db-password", "api-token", "s3-secret", "s3-session"] {
+        for secret in [
+            "db-password",
+            "api-token",
+            "s3-secret",
+            "s3-session",
+            "aG9vay1zZWNyZXQ",
+            "b2xkLXNlY3JldA",
+            "cf-token",
+            "purge-key",
+        ] {
             assert!(!shown.contains(secret), "{secret} in {shown}");
         }
         assert_eq!(config.redacted()["storage"]["secret_access_key"], "***");

@@ -5,7 +5,9 @@
 
 use super::models::State;
 use super::queries;
+use super::queries::events::Sinks;
 use super::{Db, DbError};
+use crate::clock::now_ms;
 use crate::video_id::VideoId;
 
 /// Rows per transaction of a bulk action.
@@ -39,10 +41,15 @@ pub(crate) fn retry_failed(db: &Db, now: i64) -> Result<usize, DbError> {
 /// Cancels requests in `state` (`failed` or `pending`): those of `ids`, or
 /// every one. A request claimed meanwhile is running and left alone.
 /// Returns how many were cancelled.
-pub(crate) fn cancel(db: &Db, state: State, ids: Option<Vec<String>>) -> Result<usize, DbError> {
+pub(crate) fn cancel(
+    db: &Db,
+    state: State,
+    ids: Option<Vec<String>>,
+    sinks: &Sinks,
+) -> Result<usize, DbError> {
     let cancelled = for_each_page(db, state, ids, |page| {
         let ids: Vec<&str> = page.iter().map(String::as_str).collect();
-        db.write(|c| queries::manage::cancel_ids(c, &ids, state))
+        db.write(|c| queries::manage::cancel_ids(c, &ids, state, now_ms(), sinks))
     })?;
     log::info!(
         "bulk cancel: {cancelled} {} requests cancelled",
@@ -84,13 +91,15 @@ fn for_each_page(
 /// Go scheduler, which did not check ids), whatever its state, unless an
 /// instance holds a live lease on it. Walks the whole table by id, reading
 /// only ids. Returns the ids cancelled.
-pub(crate) fn cancel_invalid(db: &Db, now: i64) -> Result<Vec<String>, DbError> {
+pub(crate) fn cancel_invalid(db: &Db, now: i64, sinks: &Sinks) -> Result<Vec<String>, DbError> {
     let mut cancelled = Vec::new();
     let mut after: Option<String> = None;
     loop {
         let page = db.read(|c| queries::manage::ids_after(c, after.as_deref(), BATCH))?;
         for id in page.iter().filter(|id| VideoId::parse(id).is_err()) {
-            if db.write(|c| queries::manage::cancel(c, id, now))? == queries::manage::Change::Done {
+            if db.write(|c| queries::manage::cancel(c, id, now, sinks))?
+                == queries::manage::Change::Done
+            {
                 cancelled.push(id.clone());
             }
         }

@@ -297,3 +297,67 @@ impl Replication {
         }
     }
 }
+
+/// The events a request's end may give, as the webhooks' `type`.
+pub const EVENT_TYPES: [&str; 3] = [COMPLETED, FAILED, CANCELLED];
+/// Its files are gone (the receipt).
+pub const COMPLETED: &str = "deletion.completed";
+/// Given up after `max_attempts`.
+pub const FAILED: &str = "deletion.failed";
+/// Cancelled by an operator.
+pub const CANCELLED: &str = "deletion.cancelled";
+
+/// An outbox event's state: `pending` until a delivery succeeds
+/// (`delivered`), or until its retries ran out (`dead`, kept with its last
+/// error until redelivered).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventState {
+    Pending,
+    Delivered,
+    Dead,
+}
+
+impl EventState {
+    pub const ALL: [EventState; 3] = [EventState::Pending, EventState::Delivered, EventState::Dead];
+
+    /// The value stored in `video_del_event.state`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventState::Pending => "pending",
+            EventState::Delivered => "delivered",
+            EventState::Dead => "dead",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<EventState> {
+        EventState::ALL
+            .into_iter()
+            .find(|state| state.as_str() == s)
+    }
+}
+
+/// A row of `video_del_event`: one event for one sink.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
+#[diesel(table_name = crate::db::schema::video_del_event)]
+pub struct Event {
+    pub id: i64,
+    pub sink: String,
+    /// `deletion.completed`, `deletion.failed` or `deletion.cancelled`.
+    pub kind: String,
+    /// The video id.
+    pub subject: String,
+    pub occurred_at: i64,
+    /// The body's `data`, JSON.
+    pub data: String,
+    pub state: String,
+    /// Deliveries tried since it was written (or redelivered).
+    pub tries: i32,
+    pub not_before: i64,
+    pub locked_by: Option<String>,
+    pub locked_until: Option<i64>,
+    /// The last answer's HTTP status, when there was one.
+    pub last_status: Option<i32>,
+    pub last_error: Option<String>,
+    pub delivered_at: Option<i64>,
+}

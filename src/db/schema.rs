@@ -57,3 +57,24 @@ diesel::table! {
         done -> BigInt,
     }
 }
+
+diesel::table! {
+    /// The outbox: one row per sink and event of a request's end, kept
+    /// until delivered and then for the receipts' retention.
+    video_del_event (id) {
+        id -> BigInt,
+        sink -> Varchar,
+        kind -> Varchar,
+        subject -> Varchar,
+        occurred_at -> BigInt,
+        data -> Text,
+        state -> Varchar,
+        tries -> Integer,
+        not_before -> BigInt,
+        locked_by -> Nullable<Varchar>,
+        locked_until -> Nullable<BigInt>,
+        last_status -> Nullable<Integer>,
+        last_error -> Nullable<Text>,
+        delivered_at -> Nullable<BigInt>,
+    }
+}

@@ -88,8 +88,8 @@ pub(crate) async fn bulk_cancel(
     body: web::Json<BulkBody>,
 ) -> Result<HttpResponse, ApiError> {
     let (filter, ids) = body.into_inner().parse(&[State::Failed, State::Pending])?;
-    let db = state.db.clone();
-    let count = actix_web::rt::task::spawn_blocking(move || bulk::cancel(&db, filter, ids))
+    let (db, sinks) = (state.db.clone(), state.sinks.clone());
+    let count = actix_web::rt::task::spawn_blocking(move || bulk::cancel(&db, filter, ids, &sinks))
         .await
         .map_err(|_| ApiError::Internal)??;
     Ok(HttpResponse::Ok().json(Count { count }))

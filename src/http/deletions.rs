@@ -377,9 +377,10 @@ pub(crate) async fn cancel(
 ) -> Result<HttpResponse, ApiError> {
     let id = PathId::parse(&id)?;
     let text = id.text();
+    let sinks = state.sinks.clone();
     match state
         .db
-        .write_async(move |c| queries::manage::cancel(c, &text, now_ms()))
+        .write_async(move |c| queries::manage::cancel(c, &text, now_ms(), &sinks))
         .await?
     {
         Change::Done => Ok(HttpResponse::NoContent().finish()),

@@ -35,6 +35,15 @@ pub(crate) async fn metrics(state: web::Data<AppState>) -> HttpResponse {
             log::debug!("metrics without fresh queue gauges: no answer within {GAUGES_WITHIN:?}")
         }
     }
+    if !state.sinks.names.is_empty() {
+        let summary = state.db.read_async(queries::events::summary);
+        if let Ok(Ok(summary)) = actix_web::rt::time::timeout(GAUGES_WITHIN, summary).await {
+            state
+                .metrics
+                .events
+                .set_outbox(&state.sinks.names, &summary);
+        }
+    }
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(state.metrics.render())

@@ -4,6 +4,7 @@ pub(crate) mod bulk;
 pub(crate) mod controls;
 pub(crate) mod dashboard;
 pub(crate) mod deletions;
+pub(crate) mod events;
 pub(crate) mod health;
 pub(crate) mod metrics;
 pub(crate) mod openapi;
@@ -54,6 +55,8 @@ pub(crate) struct AppState {
     pub access_log: bool,
     /// This process's `locked_by`, shown by the dashboard.
     pub instance: Arc<str>,
+    /// The sinks told of cancels (`webhooks`, `purge`).
+    pub sinks: Arc<crate::db::queries::events::Sinks>,
 }
 
 /// A route answering GET, and HEAD the same way without the body (the
@@ -87,6 +90,7 @@ fn declare(routes: &mut router::Routes) {
     deletions::routes(routes);
     stats::routes(routes);
     controls::routes(routes);
+    events::routes(routes);
     dashboard::routes(routes);
     health::routes(routes);
     metrics::routes(routes);

@@ -19,7 +19,7 @@ use utoipa::{Modify, OpenApi};
 use super::AppState;
 
 use super::router::Routes;
-use super::{bulk, controls, dashboard, deletions, health, metrics, seed, stats};
+use super::{bulk, controls, dashboard, deletions, events, health, metrics, seed, stats};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -42,6 +42,10 @@ use super::{bulk, controls, dashboard, deletions, health, metrics, seed, stats};
         stats::stats,
         controls::pause,
         controls::resume,
+        events::list,
+        events::sinks,
+        events::redeliver,
+        events::redeliver_all,
         dashboard::page,
         dashboard::activity,
         health::healthz,
@@ -118,7 +122,7 @@ fn constrain(doc: &mut Value, secured: bool) {
             let Some(operation) = operation.as_object_mut() else {
                 continue;
             };
-            constrain_parameters(operation);
+            constrain_parameters(path, operation);
             add_answers(path, method, operation, secured && !open);
             if secured {
                 let requirement = if open {
@@ -222,7 +226,8 @@ fn add_head(path: &str, item: &mut Value) {
 }
 
 /// The rules of path and query parameters.
-fn constrain_parameters(operation: &mut serde_json::Map<String, Value>) {
+fn constrain_parameters(path: &str, operation: &mut serde_json::Map<String, Value>) {
+    let events = path.starts_with("/v1/events");
     for parameter in operation
         .get_mut("parameters")
         .and_then(Value::as_array_mut)
@@ -230,6 +235,17 @@ fn constrain_parameters(operation: &mut serde_json::Map<String, Value>) {
         .flatten()
     {
         parameter["schema"] = match (parameter["in"].as_str(), parameter["name"].as_str()) {
+            (Some("path"), Some("id")) if events => json!({ "type": "integer", "format": "int64" }),
+            (Some("query"), Some("state")) if path == "/v1/events/redeliver" => {
+                json!({ "enum": ["dead"] })
+            }
+            (Some("query"), Some("state")) if events => {
+                json!({ "enum": ["pending", "delivered", "dead"] })
+            }
+            (Some("query"), Some("after")) if events => {
+                json!({ "type": "integer", "format": "int64" })
+            }
+            (Some("query"), Some("sink")) => json!({ "type": "string", "maxLength": 64 }),
             (Some("path"), Some("id" | "vid")) => video_id(),
             (Some("query"), Some("state")) => {
                 json!({ "enum": ["pending", "running", "failed", "done"] })

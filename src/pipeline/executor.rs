@@ -14,8 +14,10 @@ use super::batch;
 use super::retry::RetryPolicy;
 use crate::clock::now_ms;
 use crate::db::models::{AckCounts, Claimed, Done, Failure};
+use crate::db::queries::events::Sinks;
 use crate::db::{queries, Db, DbError};
 use crate::metrics::Metrics;
+use crate::pipeline::notifier::Nudge;
 use crate::storage::Storage;
 
 /// Pause between tries of an ack or a release: growing by this step, at
@@ -33,6 +35,9 @@ pub(crate) struct ExecutorActor {
     /// Write a receipt for each completed request (`receipts.retention_days`
     /// above 0).
     receipts: bool,
+    /// The outbox's sinks, and the notifier told when an ack wrote events.
+    sinks: Arc<Sinks>,
+    notifier: Option<Recipient<Nudge>>,
 }
 
 impl ExecutorActor {
@@ -43,6 +48,7 @@ impl ExecutorActor {
         retry: RetryPolicy,
         metrics: Arc<Metrics>,
         receipts: bool,
+        (sinks, notifier): (Arc<Sinks>, Option<Recipient<Nudge>>),
     ) -> ExecutorActor {
         ExecutorActor {
             db,
@@ -51,6 +57,8 @@ impl ExecutorActor {
             retry,
             metrics,
             receipts,
+            sinks,
+            notifier,
         }
     }
 
@@ -88,9 +96,18 @@ impl ExecutorActor {
         self.with_retries("ack", until, || {
             let _timer = self.metrics.ack_seconds.start_timer();
             let (owner, receipts, batch) = (self.owner.clone(), self.receipts, batch.clone());
+            let sinks = self.sinks.clone();
             self.db.write_relaxed_by("an ack", until, move |conn| {
-                let receipts_at = receipts.then(now_ms);
-                queries::ack::ack(conn, &owner, &batch.0, &batch.1, receipts_at)
+                let now = now_ms();
+                let acked = (batch.0.as_slice(), batch.1.as_slice());
+                queries::ack::ack_announcing(
+                    conn,
+                    &owner,
+                    acked,
+                    receipts.then_some(now),
+                    now,
+                    &sinks,
+                )
             })
         })
     }
@@ -244,6 +261,13 @@ impl Handler<DeleteBatch> for ExecutorActor {
             // are counted by the instance that acks them.
             if counts.lost_lease == 0 {
                 self.metrics.count_erased(&acked.0);
+            }
+            if let Some(notifier) = self
+                .notifier
+                .as_ref()
+                .filter(|_| counts.removed + counts.failed > 0)
+            {
+                notifier.do_send(Nudge);
             }
         }
         self.metrics

@@ -8,12 +8,14 @@
 //! ExecutorActor --ack (delete done, write receipt / reschedule failed)--> video_del_rec
 //! PrunerActor --prune expired receipts (one instance at a time)--> video_del_receipt
 //! ReplicationActor --read standbys / Galera cluster every minute--> Db, /metrics
+//! ExecutorActor --Nudge--> NotifierActor --claim (lease), deliver--> video_del_event, sinks
 //! ```
 
 pub(crate) mod batch;
 mod dispatch;
 pub(crate) mod dispatcher;
 pub(crate) mod executor;
+pub(crate) mod notifier;
 pub(crate) mod pruner;
 pub(crate) mod record;
 pub(crate) mod replication;
@@ -31,6 +33,7 @@ use crate::metrics::Metrics;
 use crate::storage::Storage;
 use dispatcher::{DispatcherActor, ReleaseInFlight, Shutdown};
 use executor::ExecutorActor;
+use notifier::{NotifierActor, StopNotifier};
 use pruner::{PrunerActor, StopPruner};
 use record::RecordActor;
 use replication::{ReplicationActor, StopReplication};
@@ -44,6 +47,7 @@ pub(crate) struct Pipeline {
     timer: Addr<TimerActor>,
     pruner: Addr<PrunerActor>,
     replication: Addr<ReplicationActor>,
+    notifier: Option<Addr<NotifierActor>>,
     /// `locked_by` of this process's claims (and `acked_by` of receipts).
     pub owner: Arc<str>,
 }
@@ -59,8 +63,21 @@ impl Pipeline {
         let owner: Arc<str> = instance_id().into();
         let retry = RetryPolicy::from_config(config);
         let receipts = config.receipts.retention_days > 0;
+        let sinks = crate::notify::Sink::all(config);
+        let notifier = (!sinks.is_empty()).then(|| {
+            NotifierActor::new(
+                db.labeled("notify"),
+                owner.clone(),
+                sinks,
+                metrics.clone(),
+                config.webhook_retry_hours,
+            )
+            .start()
+        });
+        let outbox = Arc::new(crate::notify::outbox_sinks(config));
         let executors = {
             let (db, owner, metrics) = (db.labeled("ack"), owner.clone(), metrics.clone());
+            let nudge = notifier.clone().map(Addr::recipient);
             SyncArbiter::start(config.executors, move || {
                 ExecutorActor::new(
                     db.clone(),
@@ -69,6 +86,7 @@ impl Pipeline {
                     retry,
                     metrics.clone(),
                     receipts,
+                    (outbox.clone(), nudge.clone()),
                 )
             })
         };
@@ -108,6 +126,7 @@ impl Pipeline {
             timer,
             pruner,
             replication,
+            notifier,
             owner,
         }
     }
@@ -119,6 +138,9 @@ impl Pipeline {
         let _ = self.timer.send(StopTimer).await;
         let _ = self.pruner.send(StopPruner).await;
         let _ = self.replication.send(StopReplication).await;
+        if let Some(notifier) = &self.notifier {
+            let _ = notifier.send(StopNotifier).await;
+        }
         let drained = actix_web::rt::time::timeout(timeout, self.dispatcher.send(Shutdown)).await;
         if drained.is_err() {
             let released = self.dispatcher.send(ReleaseInFlight).await.unwrap_or(0);

@@ -16,7 +16,7 @@ use std::time::Duration;
 use actix::prelude::*;
 
 use crate::clock::now_ms;
-use crate::db::queries::{controls, receipts};
+use crate::db::queries::{controls, events, receipts};
 use crate::db::{Db, DbError};
 
 /// Receipts deleted per transaction.
@@ -83,6 +83,17 @@ impl PrunerActor {
                     .write_relaxed_async(move |c| receipts::prune(c, cutoff, PRUNE_BATCH))
                     .await?;
                 pruned += n;
+                if n < PRUNE_BATCH {
+                    break;
+                }
+                actix_web::rt::time::sleep(PRUNE_PAUSE).await;
+            }
+            // Delivered events go with the receipts; pending and dead ones
+            // stay until delivered.
+            loop {
+                let n = db
+                    .write_relaxed_async(move |c| events::prune(c, cutoff, PRUNE_BATCH))
+                    .await?;
                 if n < PRUNE_BATCH {
                     return Ok(Some(pruned));
                 }

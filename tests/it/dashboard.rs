@@ -19,6 +19,9 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
+/// The Notifications panel (webhooks, purges), in a file of its own.
+mod events;
+
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const CHROMIUM: &str = "/usr/bin/chromium";
 const INSTALL: &str = "apt-get install chromium chromium-driver";
@@ -325,6 +328,9 @@ fn the_dashboard_shows_the_queue_finds_requests_and_retries_or_cancels_failed_on
             .await;
         assert!(!displayed(c, "#token-form").await, "no token needed");
         assert!(!displayed(c, "#error").await, "no error");
+        // No webhook or purge: the Notifications panel says so.
+        wait_for_text(c, "#sinks-empty", "No webhooks or purges are configured.").await;
+        assert!(!displayed(c, "#sinks-table").await);
 
         // The chart: this instance's 24 deletions and 3 failed attempts.
         // (Buckets are 10 s wide: these may straddle two.)
@@ -430,6 +436,9 @@ fn with_api_tokens_the_dashboard_shows_only_a_token_prompt_until_given_a_valid_o
         click(c, "#token-form button[type=submit]").await;
         wait_for_text(c, "#count-pending", "2").await;
         assert!(!displayed(c, "#token-form").await, "the prompt is gone");
+        // The Notifications panel's call carries the token too.
+        wait_for_text(c, "#sinks-empty", "No webhooks or purges are configured.").await;
+        assert!(!displayed(c, "#token-form").await, "still unlocked");
 
         // The token is kept for the tab: a reload goes straight in.
         c.refresh().await.unwrap();

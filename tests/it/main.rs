@@ -44,11 +44,13 @@ mod layout;
 #[cfg(feature = "s3")]
 mod moto_harness;
 mod named_paths;
+mod notifications;
 #[cfg(feature = "s3")]
 mod object_storage;
 mod observability;
 #[cfg(any(feature = "mysql", feature = "postgres"))]
 mod outage;
+mod outbox;
 #[cfg(any(feature = "mysql", feature = "postgres"))]
 mod partition;
 mod pipeline;

@@ -7,6 +7,8 @@
 use diesel::prelude::*;
 
 use super::counts;
+use super::events::{self, NewEvent, Sinks};
+use crate::db::models::CANCELLED;
 use crate::db::models::{CountDelta, Deletion, State};
 use crate::db::schema::video_del_rec::dsl as t;
 use crate::db::Conn;
@@ -49,7 +51,10 @@ pub(crate) enum Change {
 /// Cancels a request unless an instance holds a live lease on it. `id` is
 /// the row's exact text (it may not be a valid video id). Each DELETE
 /// names the state it removes, so the kept counts follow exactly.
-pub(crate) fn cancel(conn: &mut Conn, id: &str, now: i64) -> QueryResult<Change> {
+///
+/// A cancel writes its `deletion.cancelled` events (`sinks`) in the same
+/// transaction.
+pub(crate) fn cancel(conn: &mut Conn, id: &str, now: i64, sinks: &Sinks) -> QueryResult<Change> {
     conn.transaction(|conn| {
         let row = t::video_del_rec.find(id);
         let failed =
@@ -71,6 +76,7 @@ pub(crate) fn cancel(conn: &mut Conn, id: &str, now: i64) -> QueryResult<Change>
                     done: 0,
                 },
             )?;
+            announce_cancelled(conn, sinks, &[id], now)?;
             return Ok(Change::Done);
         }
         Ok(match get(conn, id)? {
@@ -162,9 +168,71 @@ pub(crate) fn retry_ids(conn: &mut Conn, ids: &[&str], now: i64) -> QueryResult<
 }
 
 /// Cancels these requests, those of them still in `state` (a pending one
-/// being claimed right now is running, and left alone). Returns how many.
-pub(crate) fn cancel_ids(conn: &mut Conn, ids: &[&str], state: State) -> QueryResult<usize> {
-    let cancelled = diesel::delete(these_in(ids, state)).execute(conn)?;
+/// being claimed right now is running, and left alone), with their
+/// `deletion.cancelled` events (`sinks`) in the same transaction. Returns
+/// how many.
+pub(crate) fn cancel_ids(
+    conn: &mut Conn,
+    ids: &[&str],
+    state: State,
+    now: i64,
+    sinks: &Sinks,
+) -> QueryResult<usize> {
+    conn.transaction(|conn| {
+        let cancelled = match sinks.wanting(CANCELLED).is_empty() {
+            true => diesel::delete(these_in(ids, state)).execute(conn)?,
+            false => {
+                let gone = delete_returning_ids(conn, ids, state)?;
+                let gone: Vec<&str> = gone.iter().map(String::as_str).collect();
+                announce_cancelled(conn, sinks, &gone, now)?;
+                gone.len()
+            }
+        };
+        keep_cancelled_count(conn, cancelled, state)
+    })
+}
+
+/// Deletes the rows of `ids` in `state`; returns the ids deleted.
+fn delete_returning_ids(conn: &mut Conn, ids: &[&str], state: State) -> QueryResult<Vec<String>> {
+    match conn {
+        #[cfg(feature = "sqlite")]
+        crate::db::AnyConnection::Sqlite(c) => diesel::delete(these_in(ids, state))
+            .returning(t::id)
+            .load(c),
+        #[cfg(feature = "postgres")]
+        crate::db::AnyConnection::Pg(c) => diesel::delete(these_in(ids, state))
+            .returning(t::id)
+            .load(c),
+        // No DELETE ... RETURNING: the rows are locked first.
+        #[cfg(feature = "mysql")]
+        crate::db::AnyConnection::Mysql(c) => {
+            let ours: Vec<String> = these_in(ids, state).select(t::id).for_update().load(c)?;
+            diesel::delete(t::video_del_rec.filter(t::id.eq_any(&ours))).execute(c)?;
+            Ok(ours)
+        }
+    }
+}
+
+/// Writes a `deletion.cancelled` event per id for each sink that wants it.
+fn announce_cancelled(conn: &mut Conn, sinks: &Sinks, ids: &[&str], now: i64) -> QueryResult<()> {
+    let wanting = sinks.wanting(CANCELLED);
+    if wanting.is_empty() || ids.is_empty() {
+        return Ok(());
+    }
+    let cancelled: Vec<NewEvent<'_>> = ids
+        .iter()
+        .map(|id| NewEvent {
+            kind: CANCELLED,
+            subject: id,
+            occurred_at: now,
+            data: events::cancelled_data(id, now, None),
+        })
+        .collect();
+    events::insert(conn, wanting, &cancelled).map(drop)
+}
+
+/// Takes `cancelled` rows in `state` off the kept counts.
+fn keep_cancelled_count(conn: &mut Conn, cancelled: usize, state: State) -> QueryResult<usize> {
     let n = cancelled as i64;
     let delta = match state {
         State::Failed => CountDelta {

@@ -110,6 +110,7 @@ pub mod ack;
 pub mod claim;
 pub mod controls;
 pub mod counts;
+pub mod events;
 pub mod manage;
 // MySQL's statements are prepared anew each time (see `claim`).
 #[cfg(any(feature = "sqlite", feature = "postgres"))]

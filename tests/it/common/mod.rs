@@ -20,6 +20,7 @@ pub mod moto;
 pub mod pg_cluster;
 pub mod process;
 pub mod proxy;
+pub mod receiver;
 #[cfg(feature = "s3")]
 pub mod s3;
 

@@ -1,167 +1,28 @@
-//! Acking an executed batch in one transaction (or one PostgreSQL
-//! statement): rows whose files are gone are deleted with their receipts,
-//! failed ones rescheduled or failed for good, and the kept counts follow;
-//! all only for rows still leased to the acking instance (`locked_by`), so
-//! a row another instance took over after the lease expired is left to it.
+//! Removing an acked batch's done rows with their receipts (and, on
+//! PostgreSQL, their outbox events), one function per backend.
 
+#[cfg(feature = "mysql")]
 use diesel::dsl::sql;
 use diesel::prelude::*;
 #[cfg(feature = "postgres")]
 use diesel::sql_types::Array;
-use diesel::sql_types::{BigInt, Nullable};
+use diesel::sql_types::BigInt;
+#[cfg(feature = "mysql")]
+use diesel::sql_types::Nullable;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 use diesel::sql_types::{Integer, Text};
 
+#[cfg(feature = "postgres")]
+use super::super::counts;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
-use super::prepared::prepared;
+use super::super::prepared::prepared;
 #[cfg(feature = "mysql")]
-use super::receipts;
-use super::{atomically, counts};
-use crate::db::models::{AckCounts, CountDelta, Done, Failure, State};
+use super::super::receipts;
+use super::{Announce, Grouped, Outcome, Outcomes, Receipts};
+use crate::db::models::CountDelta;
+#[cfg(feature = "mysql")]
 use crate::db::schema::video_del_rec::dsl as t;
 use crate::db::{AnyConnection, Conn};
-
-/// Acks one executed batch in one transaction: removes the rows whose files
-/// are gone, writes their receipts (completed at `receipts_at`; `None`
-/// when receipts are off), reschedules (or fails) the others, all only
-/// while `owner` still holds them, and keeps the counts.
-///
-/// Receipts are written by a plain INSERT: almost every receipt is new, and
-/// an upsert costs each of them a second look at the key (PostgreSQL's
-/// speculative insertion; about a third of a receipt's cost there). An id
-/// deleted again while its earlier receipt is kept makes that INSERT fail on
-/// the key; the failed ack left nothing behind (one statement, or a
-/// transaction rolled back), and it runs once more replacing receipts.
-pub fn ack(
-    conn: &mut Conn,
-    owner: &str,
-    done: &[Done],
-    failures: &[Failure],
-    receipts_at: Option<i64>,
-) -> QueryResult<AckCounts> {
-    let receipts = |replace| receipts_at.map(|at| Receipts { at, replace });
-    match ack_writing(conn, owner, done, failures, receipts(false)) {
-        Err(diesel::result::Error::DatabaseError(
-            diesel::result::DatabaseErrorKind::UniqueViolation,
-            _,
-        )) if receipts_at.is_some() => ack_writing(conn, owner, done, failures, receipts(true)),
-        acked => acked,
-    }
-}
-
-/// How an ack writes receipts.
-#[derive(Debug, Clone, Copy)]
-struct Receipts {
-    /// Completion time, epoch ms.
-    at: i64,
-    /// Whether an id may still have an earlier receipt, to be replaced (an
-    /// upsert); otherwise such an id fails the INSERT.
-    replace: bool,
-}
-
-fn ack_writing(
-    conn: &mut Conn,
-    owner: &str,
-    done: &[Done],
-    failures: &[Failure],
-    receipts: Option<Receipts>,
-) -> QueryResult<AckCounts> {
-    let groups = by_outcome(done);
-    let run = |conn: &mut Conn| {
-        let mut counts = AckCounts::default();
-        let mut delta = CountDelta::default();
-        if !done.is_empty() {
-            let gone = remove_done(conn, owner, &groups, receipts)?;
-            if receipts.is_some() {
-                counts.receipts = gone.removed;
-            }
-            counts.removed = gone.removed;
-            counts.lost_lease += done.len() - gone.removed;
-            delta = gone.delta;
-        }
-        reschedule(conn, owner, failures, &mut counts, &mut delta)?;
-        counts::add(conn, delta)?;
-        Ok(counts)
-    };
-    // PostgreSQL removes, writes receipts and keeps the counts in one
-    // statement per group: the usual batch (one group, no failures) is that
-    // statement alone.
-    atomically(
-        conn,
-        failures.is_empty() && (receipts.is_none() || groups.len() <= 1),
-        run,
-    )
-}
-
-/// Reschedules (or fails for good) the ids whose deletion failed, those
-/// still leased to `owner`, adding to `counts` and to the kept counts'
-/// `delta`.
-fn reschedule(
-    conn: &mut Conn,
-    owner: &str,
-    failures: &[Failure],
-    counts: &mut AckCounts,
-    delta: &mut CountDelta,
-) -> QueryResult<()> {
-    let db_now = super::db_now_ms(conn);
-    for failure in failures {
-        let state = match failure.retry_at {
-            Some(_) => State::Pending,
-            None => State::Failed,
-        };
-        let updated = diesel::update(
-            t::video_del_rec
-                .filter(t::id.eq(&failure.id))
-                .filter(t::locked_by.eq(owner))
-                .filter(t::locked_until.gt(sql::<Nullable<BigInt>>(db_now))),
-        )
-        .set((
-            t::state.eq(state.as_str()),
-            t::attempts.eq(failure.attempts),
-            t::last_error.eq(&failure.error),
-            t::not_before.eq(failure.retry_at),
-            t::locked_by.eq(None::<String>),
-            t::locked_until.eq(None::<i64>),
-        ))
-        .execute(conn)?;
-        match (updated, state) {
-            (0, _) => counts.lost_lease += 1,
-            (_, State::Failed) => {
-                counts.failed += 1;
-                delta.queued -= 1;
-                delta.failed += 1;
-            }
-            _ => counts.retried += 1,
-        }
-    }
-    Ok(())
-}
-
-/// What a group of a batch's ids found, bound once for all of them in
-/// their receipts: paths deleted and missing, and the per-target counts
-/// (JSON).
-type Outcome = (u32, u32, String);
-
-/// The ids of a batch by what their deletion found: a receipt's counts
-/// are then bound once per group instead of travelling with each id. A
-/// batch usually has one group (every id has the same paths, and they all
-/// existed).
-pub(super) type Outcomes<'a> = std::collections::BTreeMap<Outcome, Vec<&'a str>>;
-
-fn by_outcome(done: &[Done]) -> Outcomes<'_> {
-    let mut groups = Outcomes::new();
-    for d in done {
-        groups
-            .entry((
-                d.removed.deleted,
-                d.removed.missing,
-                d.removed.targets_json(),
-            ))
-            .or_default()
-            .push(d.claimed.id.as_str());
-    }
-    groups
-}
 
 /// Replaces an earlier receipt of the same id (SQLite and PostgreSQL spell
 /// it alike). `completions` counts up, so a receipt returning 1 is new.
@@ -187,16 +48,20 @@ macro_rules! replacing_receipts {
 /// batch size: no statement with thousands of placeholders to parse per ack.
 /// (A JSON array of `[id, deleted, missing]` triples made SQLite parse each
 /// triple again for every field it read: the receipts cost a third more.)
-fn remove_done(
+pub(super) fn remove_done(
     conn: &mut Conn,
     owner: &str,
-    groups: &Outcomes<'_>,
+    grouped: &Grouped<'_>,
     receipts: Option<Receipts>,
+    announce: &Announce<'_>,
 ) -> QueryResult<Gone> {
     let removal = Removal {
         owner,
-        groups,
+        groups: &grouped.ids,
         receipts,
+        data: &grouped.data,
+        sinks: announce.sinks.wanting(crate::db::models::COMPLETED),
+        at: announce.at,
     };
     match conn {
         #[cfg(feature = "sqlite")]
@@ -214,6 +79,20 @@ struct Removal<'a> {
     owner: &'a str,
     groups: &'a Outcomes<'a>,
     receipts: Option<Receipts>,
+    /// Per group, its ids' `deletion.completed` data (PostgreSQL).
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    data: &'a std::collections::BTreeMap<Outcome, Vec<&'a String>>,
+    /// The sinks wanting `deletion.completed` (none: no events).
+    sinks: &'a [String],
+    /// When the events occurred (PostgreSQL).
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    at: i64,
+}
+
+impl Removal<'_> {
+    fn announces(&self) -> bool {
+        !self.sinks.is_empty()
+    }
 }
 
 /// Binds a receipt's values in the order its INSERT ... SELECT takes them:
@@ -232,9 +111,12 @@ macro_rules! receipt_values {
 
 /// What removing a batch's done rows did: rows removed, and the change to
 /// the kept counts still to be added (none when the statement kept them).
-struct Gone {
-    removed: usize,
-    delta: CountDelta,
+pub(super) struct Gone {
+    pub removed: usize,
+    pub delta: CountDelta,
+    /// The ids removed, when their events are still to be written (SQLite,
+    /// MySQL: PostgreSQL writes them in its statement).
+    pub ids: Option<Vec<String>>,
 }
 
 /// SQLite, one writer, no concurrent change: receipts are copied from the
@@ -265,6 +147,7 @@ fn sqlite_remove_done(
     let mut gone = Gone {
         removed: 0,
         delta: CountDelta::default(),
+        ids: removal.announces().then(Vec::new),
     };
     for ((deleted, missing, targets), ids) in groups {
         let ids = serde_json::to_string(ids)
@@ -290,16 +173,47 @@ fn sqlite_remove_done(
                     .count() as i64,
             };
         }
-        gone.removed += prepared(concat!(
-            "DELETE FROM video_del_rec WHERE id IN (SELECT value FROM json_each(?)) AND ",
-            leased!(sqlite)
-        ))
-        .bind::<Text, _>(&ids)
-        .bind::<Text, _>(owner)
-        .execute(c)?;
+        gone.removed += sqlite_delete(c, &ids, owner, gone.ids.as_mut())?;
     }
     gone.delta.queued -= gone.removed as i64;
     Ok(gone)
+}
+
+/// Deletes the rows of `ids` (a JSON array) still leased to `owner`;
+/// returns how many went, and adds their ids to `removed` when given.
+#[cfg(feature = "sqlite")]
+fn sqlite_delete(
+    c: &mut diesel::SqliteConnection,
+    ids: &str,
+    owner: &str,
+    removed: Option<&mut Vec<String>>,
+) -> QueryResult<usize> {
+    macro_rules! delete {
+        () => {
+            concat!(
+                "DELETE FROM video_del_rec WHERE id IN (SELECT value FROM json_each(?)) AND ",
+                leased!(sqlite)
+            )
+        };
+    }
+    let Some(removed) = removed else {
+        return prepared(delete!())
+            .bind::<Text, _>(ids)
+            .bind::<Text, _>(owner)
+            .execute(c);
+    };
+    #[derive(QueryableByName)]
+    struct Id {
+        #[diesel(sql_type = Text)]
+        id: String,
+    }
+    let gone: Vec<Id> = prepared(concat!(delete!(), " RETURNING id"))
+        .bind::<Text, _>(ids)
+        .bind::<Text, _>(owner)
+        .load(c)?;
+    let n = gone.len();
+    removed.extend(gone.into_iter().map(|i| i.id));
+    Ok(n)
 }
 
 /// How many rows a PostgreSQL removal returned.
@@ -310,34 +224,93 @@ struct Removed {
     removed: i64,
 }
 
+// The outbox's rows, made from what the DELETE returned (so only for rows
+// that went), one per sink; its binds come last.
+#[cfg(feature = "postgres")]
+macro_rules! announced {
+    () => {
+        ", announced AS ( \
+           INSERT INTO video_del_event (sink, kind, subject, occurred_at, data, not_before) \
+           SELECT s.sink, 'deletion.completed', gone.id, ?, d.data, ? \
+           FROM gone JOIN unnest(?::text[], ?::text[]) AS d(id, data) ON d.id = gone.id \
+           CROSS JOIN unnest(?::text[]) AS s(sink))"
+    };
+}
+
+#[cfg(feature = "postgres")]
+macro_rules! removed {
+    () => {
+        " SELECT count(*) AS removed FROM gone"
+    };
+}
+
+// Binds the values of `announced!`: when, the ids with their data, the
+// sinks.
+#[cfg(feature = "postgres")]
+macro_rules! announced_values {
+    ($query:expr, $removal:expr, $ids:expr, $data:expr) => {
+        $query
+            .bind::<BigInt, _>($removal.at)
+            .bind::<BigInt, _>($removal.at)
+            .bind::<Array<Text>, _>($ids)
+            .bind::<Array<Text>, _>($data)
+            .bind::<Array<Text>, _>($removal.sinks)
+    };
+}
+
+/// PostgreSQL without receipts: the rows go, the counts follow, and the
+/// events are written, in one statement for the whole batch.
+#[cfg(feature = "postgres")]
+fn pg_remove_without_receipts(
+    c: &mut diesel::PgConnection,
+    removal: &Removal<'_>,
+) -> QueryResult<Gone> {
+    macro_rules! gone {
+        ($($announced:tt)*) => {
+            concat!(
+                "WITH gone AS (DELETE FROM video_del_rec WHERE id = ANY(?) AND ",
+                leased!(postgres),
+                " RETURNING id), \
+                 counted AS (UPDATE video_del_counts \
+                   SET queued = queued - (SELECT count(*) FROM gone) WHERE shard = ?)",
+                $($announced)*
+                removed!()
+            )
+        };
+    }
+    let ids: Vec<&str> = removal.groups.values().flatten().copied().collect();
+    let sql = match removal.announces() {
+        false => gone!(),
+        true => gone!(announced!(),),
+    };
+    let query = prepared(sql)
+        .bind::<Array<Text>, _>(&ids)
+        .bind::<Text, _>(removal.owner)
+        .bind::<Integer, _>(counts::shard());
+    let data: Vec<&String> = removal.data.values().flatten().copied().collect();
+    let gone: Removed = match removal.announces() {
+        false => query.get_result(c)?,
+        true => announced_values!(query, removal, &ids, &data).get_result(c)?,
+    };
+    Ok(Gone {
+        removed: gone.removed as usize,
+        delta: CountDelta::default(),
+        ids: None,
+    })
+}
+
 /// PostgreSQL, one statement per group: the rows go, their receipts are
 /// made from what the DELETE returns (so a row re-leased meanwhile by
 /// another instance gets none), and the kept counts change in the same
 /// statement.
 #[cfg(feature = "postgres")]
 fn pg_remove_done(c: &mut diesel::PgConnection, removal: &Removal<'_>) -> QueryResult<Gone> {
-    let (owner, groups, receipts) = (removal.owner, removal.groups, removal.receipts);
-    let Some(Receipts { at, replace }) = receipts else {
-        let ids: Vec<&str> = groups.values().flatten().copied().collect();
-        let gone: Removed = prepared(concat!(
-            "WITH gone AS (DELETE FROM video_del_rec WHERE id = ANY(?) AND ",
-            leased!(postgres),
-            " RETURNING 1), \
-             counted AS (UPDATE video_del_counts \
-               SET queued = queued - (SELECT count(*) FROM gone) WHERE shard = ?) \
-             SELECT count(*) AS removed FROM gone",
-        ))
-        .bind::<Array<Text>, _>(&ids)
-        .bind::<Text, _>(owner)
-        .bind::<Integer, _>(counts::shard())
-        .get_result(c)?;
-        return Ok(Gone {
-            removed: gone.removed as usize,
-            delta: CountDelta::default(),
-        });
+    let (owner, groups) = (removal.owner, removal.groups);
+    let Some(Receipts { at, replace }) = removal.receipts else {
+        return pg_remove_without_receipts(c, removal);
     };
     macro_rules! gone_and_kept {
-        ($($replacing:tt)*) => {
+        ([$($replacing:tt)*] [$($announced:tt)*]) => {
             concat!(
                 "WITH gone AS ( \
                    DELETE FROM video_del_rec WHERE id = ANY(?) AND ",
@@ -354,28 +327,38 @@ fn pg_remove_done(c: &mut diesel::PgConnection, removal: &Removal<'_>) -> QueryR
                    UPDATE video_del_counts \
                    SET queued = queued - (SELECT count(*) FROM gone), \
                      done = done + (SELECT count(*) FROM kept WHERE completions = 1) \
-                   WHERE shard = ?) \
-                 SELECT count(*) AS removed FROM gone"
+                   WHERE shard = ?)",
+                $($announced)*
+                removed!()
             )
         };
     }
     let mut removed = 0;
-    for ((deleted, missing, targets), ids) in groups {
-        let sql = match replace {
-            false => gone_and_kept!(),
-            true => gone_and_kept!(replacing_receipts!(),),
+    for (outcome, ids) in groups {
+        let (deleted, missing, targets) = outcome;
+        let sql = match (replace, removal.announces()) {
+            (false, false) => gone_and_kept!([][]),
+            (true, false) => gone_and_kept!([replacing_receipts!(),][]),
+            (false, true) => gone_and_kept!([][announced!(),]),
+            (true, true) => gone_and_kept!([replacing_receipts!(),][announced!(),]),
         };
         let leased = prepared(sql)
             .bind::<Array<Text>, _>(ids)
             .bind::<Text, _>(owner);
-        let gone: Removed = receipt_values!(leased, at, deleted, missing, owner, targets)
-            .bind::<Integer, _>(counts::shard())
-            .get_result(c)?;
+        let query = receipt_values!(leased, at, deleted, missing, owner, targets)
+            .bind::<Integer, _>(counts::shard());
+        let gone: Removed = match removal.data.get(outcome) {
+            Some(data) if removal.announces() => {
+                announced_values!(query, removal, ids, data).get_result(c)?
+            }
+            _ => query.get_result(c)?,
+        };
         removed += gone.removed as usize;
     }
     Ok(Gone {
         removed,
         delta: CountDelta::default(),
+        ids: None,
     })
 }
 
@@ -395,12 +378,21 @@ fn mysql_remove_done(c: &mut diesel::MysqlConnection, removal: &Removal<'_>) -> 
         .for_update()
         .load(c)?;
     if ours.is_empty() {
-        return Ok(Gone { removed: 0, delta });
+        return Ok(Gone {
+            removed: 0,
+            delta,
+            ids: None,
+        });
     }
     if let Some(Receipts { at, replace }) = receipts {
         delta.done += receipts::write(c, owner, groups, &ours, at, replace)?;
     }
     let removed = diesel::delete(t::video_del_rec.filter(t::id.eq_any(&ours))).execute(c)?;
     delta.queued -= removed as i64;
-    Ok(Gone { removed, delta })
+    let ids = removal.announces().then_some(ours);
+    Ok(Gone {
+        removed,
+        delta,
+        ids,
+    })
 }
