@@ -9,9 +9,12 @@
 //! of the same machine and database, ingest on the seed and batch routes,
 //! recording-to-deletion latency, idle CPU and peak RSS with a million
 //! pending rows. Every measurement starts from a fresh database.
+//! `--galera` and `--notify` measure a cluster and the notifications
+//! instead (galera.rs, notify.rs).
 
 mod galera;
 mod measure;
+mod notify;
 mod s3;
 mod server;
 
@@ -82,6 +85,22 @@ struct Args {
     /// times each; `--n` ids per drain.
     #[arg(long)]
     galera: bool,
+    /// Instead of the backends' measures: notifications, against a
+    /// receiver in the benchmark's process. Per backend: the drain with a
+    /// webhook and an http purge sink against without sinks (`--n` ids,
+    /// `--drain-runs` times each, and how long after the drain the outbox
+    /// was empty), the webhook delivery rate (`--events` events, 64 in
+    /// flight), and ack-to-webhook latency at 1,000 deletions/s for
+    /// `--notify-secs`.
+    #[arg(long)]
+    notify: bool,
+    /// `--notify`: events of the delivery-rate run.
+    #[arg(long, default_value_t = 20_000)]
+    events: usize,
+    /// `--notify`: seconds of recording at 1,000 deletions/s for the
+    /// latency.
+    #[arg(long, default_value_t = 10)]
+    notify_secs: u64,
     /// MariaDB server (a database is created on it and dropped).
     #[arg(
         long,
@@ -164,6 +183,8 @@ fn main() -> anyhow::Result<()> {
         args.s3_n = 500;
         args.purge_n = 500;
         args.stats_rows = 20_000;
+        args.events = 1_000;
+        args.notify_secs = 2;
     }
     let backends: Vec<Backend> = if args.backend.contains(&Which::All) {
         vec![Backend::Sqlite, Backend::Mysql, Backend::Postgres]
@@ -183,30 +204,45 @@ fn main() -> anyhow::Result<()> {
     };
     if args.galera {
         let runs = galera::measure(&bin, args.n, args.drain_runs, args.batch_size)?;
-        let table = galera::table(&runs);
-        println!("{table}");
-        if let Some(path) = &args.markdown {
-            std::fs::write(path, table)?;
-        }
-        return Ok(());
+        return output(&args, &galera::table(&runs));
     }
-    let mut results = Vec::new();
-    for backend in backends {
-        let setup = Setup {
-            bin: bin.clone(),
-            backend,
-            server_url: match backend {
-                Backend::Mysql => args.mysql_url.clone(),
-                _ => args.postgres_url.clone(),
-            },
+    let setup = |backend| Setup {
+        bin: bin.clone(),
+        backend,
+        server_url: match backend {
+            Backend::Mysql => args.mysql_url.clone(),
+            _ => args.postgres_url.clone(),
+        },
+        batch_size: args.batch_size,
+        executors: args.executors,
+    };
+    if args.notify {
+        let params = notify::Params {
+            n: args.n,
+            drain_runs: args.drain_runs,
+            events: args.events,
+            secs: args.notify_secs,
             batch_size: args.batch_size,
             executors: args.executors,
         };
+        let mut results = Vec::new();
+        for backend in backends {
+            eprintln!("== {backend:?} (notifications)");
+            results.push((backend, notify::measure(&setup(backend), &params)?));
+        }
+        return output(&args, &notify::table(&params, &results));
+    }
+    let mut results = Vec::new();
+    for backend in backends {
         eprintln!("== {backend:?}");
-        let f = measure_backend(&args, &setup)?;
+        let f = measure_backend(&args, &setup(backend))?;
         results.push((backend, f));
     }
-    let table = table(&args, &results);
+    output(&args, &table(&args, &results))
+}
+
+/// Prints `table`, and writes it to `--markdown`'s file.
+fn output(args: &Args, table: &str) -> anyhow::Result<()> {
     println!("{table}");
     if let Some(path) = &args.markdown {
         std::fs::write(path, table)?;

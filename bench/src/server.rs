@@ -233,7 +233,12 @@ fn older_readable(config: &Config) -> anyhow::Result<serde_json::Value> {
     // Top-level keys added since, left out while at their defaults.
     let defaults = serde_json::to_value(Config::default())?;
     if let Some(fields) = json.as_object_mut() {
-        for key in ["require_synchronous_replication"] {
+        for key in [
+            "require_synchronous_replication",
+            "webhooks",
+            "purge",
+            "webhook_retry_hours",
+        ] {
             if fields.get(key) == defaults.get(key) {
                 fields.remove(key);
             }

@@ -338,7 +338,7 @@ impl EventState {
 }
 
 /// A row of `video_del_event`: one event for one sink.
-#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, QueryableByName, Selectable)]
 #[diesel(table_name = crate::db::schema::video_del_event)]
 pub struct Event {
     pub id: i64,
@@ -360,4 +360,47 @@ pub struct Event {
     pub last_status: Option<i32>,
     pub last_error: Option<String>,
     pub delivered_at: Option<i64>,
+}
+
+/// `deletion.completed`'s data: the receipt of `done`, completed at `at`
+/// by `owner`.
+pub(crate) fn completed_data(done: &Done, at: i64, owner: &str) -> String {
+    use crate::schedule::rfc3339;
+    let (claimed, removed) = (&done.claimed, &done.removed);
+    serde_json::json!({
+        "id": claimed.id,
+        "requested_at": rfc3339(claimed.created_at),
+        "completed_at": rfc3339(at),
+        "attempts": claimed.attempts + 1,
+        "deleted": removed.deleted,
+        "missing": removed.missing,
+        "targets": removed.targets,
+        "acked_by": owner,
+        "source": claimed.source,
+        "request_id": claimed.request_id,
+    })
+    .to_string()
+}
+
+/// `deletion.failed`'s data: given up after `attempts`, with the last
+/// error.
+pub(crate) fn failed_data(failure: &Failure, at: i64) -> String {
+    serde_json::json!({
+        "id": failure.id,
+        "failed_at": crate::schedule::rfc3339(at),
+        "attempts": failure.attempts,
+        "last_error": failure.error,
+    })
+    .to_string()
+}
+
+/// `deletion.cancelled`'s data. `by` names who cancelled once tokens have
+/// names; `null` until then.
+pub(crate) fn cancelled_data(id: &str, at: i64, by: Option<&str>) -> String {
+    serde_json::json!({
+        "id": id,
+        "cancelled_at": crate::schedule::rfc3339(at),
+        "by": by,
+    })
+    .to_string()
 }

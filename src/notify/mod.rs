@@ -20,14 +20,14 @@ use std::time::Duration;
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
-use crate::config::{Config, PurgeKind};
+use crate::config::{Config, PurgeConfig, PurgeKind};
 use crate::db::models::Event;
 
 /// One configured sink, ready to deliver.
 pub(crate) struct Sink {
     pub name: String,
-    /// Events delivered at once (claimed at most this many ahead).
-    pub max_in_flight: usize,
+    /// Events claimed ahead by this instance and not yet written back.
+    pub capacity: usize,
     /// Events per claim.
     pub per_claim: usize,
     /// How long a claimed event stays leased to this instance: its
@@ -76,60 +76,75 @@ impl Sink {
         for hook in &config.webhooks {
             sinks.push(Arc::new(Sink {
                 name: hook.name.clone(),
-                max_in_flight: hook.max_in_flight,
-                per_claim: hook.max_in_flight.min(MAX_PER_CLAIM),
-                lease: lease(hook.timeout_secs, Duration::ZERO),
+                capacity: 2 * ahead(hook.max_in_flight),
+                per_claim: ahead(hook.max_in_flight),
+                lease: lease(
+                    hook.timeout_secs,
+                    (2 * ahead(hook.max_in_flight)).div_ceil(hook.max_in_flight),
+                    Duration::ZERO,
+                ),
                 per_claim_limit: None,
                 kind: Kind::Webhook(webhook::Webhook::new(
                     hook,
+                    hook.max_in_flight,
                     client(hook.timeout_secs, hook.max_in_flight),
                 )),
             }));
         }
         for sink in &config.purge {
             let http = client(sink.timeout_secs, sink.max_in_flight);
-            let (per_claim, waits, per_claim_limit, limit) = match sink.kind {
-                PurgeKind::Http => {
-                    let per_claim = sink.max_in_flight.min(MAX_PER_CLAIM);
-                    let limit = (sink.max_per_sec > 0).then(|| {
-                        let per_sec = std::num::NonZeroU32::new(sink.max_per_sec).expect("above 0");
-                        Arc::new(RateLimiter::direct(Quota::per_second(per_sec)))
-                    });
-                    // Every URL of a claim, at the rate allowed.
-                    let urls = (per_claim * sink.urls.len()) as u64;
-                    let waits = match sink.max_per_sec {
-                        0 => Duration::ZERO,
-                        n => Duration::from_millis(urls * 1000 / u64::from(n)),
-                    };
-                    (per_claim, waits, None, limit)
-                }
-                PurgeKind::Cloudflare => {
-                    // A call's worth of events: its URLs fill one call.
-                    let per_claim = (sink.max_urls_per_call / sink.urls.len()).max(1);
-                    // At most `max_calls_per_min` calls in any minute: one
-                    // permit, replenished every 60 s / n (a burst of n would
-                    // allow almost 2n in a minute).
-                    let period =
-                        Duration::from_millis(60_000 / u64::from(sink.max_calls_per_min) + 1);
-                    let limit = Quota::with_period(period).expect("a period above 0");
-                    (
-                        per_claim,
-                        Duration::ZERO,
-                        Some(Arc::new(RateLimiter::direct(limit))),
-                        None,
-                    )
-                }
-            };
-            sinks.push(Arc::new(Sink {
-                name: sink.name.clone(),
-                max_in_flight: sink.max_in_flight,
-                per_claim,
-                lease: lease(sink.timeout_secs, waits),
-                per_claim_limit,
-                kind: Kind::Purge(purge::Purge::new(sink, http, limit)),
-            }));
+            sinks.push(Arc::new(Sink::purge(sink, http)));
         }
         sinks
+    }
+
+    /// A purge sink: its claims, lease and rate limits.
+    fn purge(sink: &PurgeConfig, http: reqwest::Client) -> Sink {
+        let (per_claim, rounds, waits, per_claim_limit, limit) = match sink.kind {
+            PurgeKind::Http => {
+                let per_claim = ahead(sink.max_in_flight);
+                let limit = (sink.max_per_sec > 0).then(|| {
+                    let per_sec = std::num::NonZeroU32::new(sink.max_per_sec).expect("above 0");
+                    Arc::new(RateLimiter::direct(Quota::per_second(per_sec)))
+                });
+                // Every URL of the two claims it may hold, at the rate
+                // allowed.
+                let urls = (2 * per_claim * sink.urls.len()) as u64;
+                let waits = match sink.max_per_sec {
+                    0 => Duration::ZERO,
+                    n => Duration::from_millis(urls * 1000 / u64::from(n)),
+                };
+                let rounds = (2 * per_claim).div_ceil(sink.max_in_flight) * sink.urls.len();
+                (per_claim, rounds, waits, None, limit)
+            }
+            PurgeKind::Cloudflare => {
+                // A call's worth of events: its URLs fill one call.
+                let per_claim = (sink.max_urls_per_call / sink.urls.len()).max(1);
+                // At most `max_calls_per_min` calls in any minute: one
+                // permit, replenished every 60 s / n (a burst of n would
+                // allow almost 2n in a minute).
+                let period = Duration::from_millis(60_000 / u64::from(sink.max_calls_per_min) + 1);
+                let limit = Quota::with_period(period).expect("a period above 0");
+                (
+                    per_claim,
+                    1,
+                    Duration::ZERO,
+                    Some(Arc::new(RateLimiter::direct(limit))),
+                    None,
+                )
+            }
+        };
+        Sink {
+            name: sink.name.clone(),
+            capacity: match sink.kind {
+                PurgeKind::Http => 2 * per_claim,
+                PurgeKind::Cloudflare => per_claim * sink.max_in_flight,
+            },
+            per_claim,
+            lease: lease(sink.timeout_secs, rounds, waits),
+            per_claim_limit,
+            kind: Kind::Purge(purge::Purge::new(sink, http, limit, sink.max_in_flight)),
+        }
     }
 
     /// Delivers `events` (claimed for this sink): what happened to each.
@@ -155,10 +170,19 @@ pub(crate) fn outbox_sinks(config: &Config) -> crate::db::queries::events::Sinks
 /// Most events claimed at once for one sink.
 const MAX_PER_CLAIM: usize = 200;
 
-/// A claim's lease: twice the answer's timeout (connect and answer), the
-/// rate limit's waits, and 5 s for the outcome's write.
-fn lease(timeout_secs: u64, waits: Duration) -> Duration {
-    Duration::from_secs(2 * timeout_secs + 5) + waits
+/// Events a sink claims at once: four of its requests at once, so that
+/// claims and the writes of their outcomes are few (one each per claim),
+/// at most [`MAX_PER_CLAIM`]. A sink holds at most two claims' worth, so
+/// that one is claimed while the other is delivered.
+fn ahead(in_flight: usize) -> usize {
+    (4 * in_flight).min(MAX_PER_CLAIM)
+}
+
+/// A claim's lease: for each of its `rounds` of requests (its events over
+/// the requests at once), twice the answer's timeout (connect and answer);
+/// the rate limit's waits; and 5 s for the outcome's write.
+fn lease(timeout_secs: u64, rounds: usize, waits: Duration) -> Duration {
+    Duration::from_secs(2 * timeout_secs * rounds as u64 + 5) + waits
 }
 
 /// An HTTP status as stored (`last_status`).

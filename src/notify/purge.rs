@@ -24,6 +24,8 @@ pub(super) struct Purge {
     limit: Option<Arc<DefaultDirectRateLimiter>>,
     /// `cloudflare`: `{api_base}/zones/{zone_id}/purge_cache`.
     endpoint: String,
+    /// `http`: events purged at once (`max_in_flight` permits).
+    permits: Arc<tokio::sync::Semaphore>,
 }
 
 impl Purge {
@@ -31,6 +33,7 @@ impl Purge {
         config: &PurgeConfig,
         client: reqwest::Client,
         limit: Option<Arc<DefaultDirectRateLimiter>>,
+        in_flight: usize,
     ) -> Purge {
         let mut headers = HeaderMap::new();
         for (name, value) in &config.headers {
@@ -64,6 +67,7 @@ impl Purge {
             client,
             limit,
             endpoint,
+            permits: Arc::new(tokio::sync::Semaphore::new(in_flight)),
         }
     }
 
@@ -85,6 +89,7 @@ impl Purge {
     /// (not in the cache: a cache-purge module's answer for what it does not
     /// hold).
     async fn purge_one(&self, event: &Event) -> Outcome {
+        let _permit = self.permits.acquire().await.expect("never closed");
         let ids = vec![event.id];
         let mut status = None;
         for url in self.urls_of(event) {

@@ -5,6 +5,10 @@
 //! against replays) and `webhook-signature` (`v1,<base64 HMAC-SHA256 of
 //! id.timestamp.body>`, one per configured secret while they rotate).
 
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+
 use super::{describe, excerpt, status_of, Outcome};
 use crate::config::WebhookConfig;
 use crate::db::models::Event;
@@ -13,10 +17,16 @@ pub(super) struct Webhook {
     url: String,
     keys: Vec<standardwebhooks::Webhook>,
     client: reqwest::Client,
+    /// Requests at once: `max_in_flight` permits.
+    permits: Arc<Semaphore>,
 }
 
 impl Webhook {
-    pub(super) fn new(config: &WebhookConfig, client: reqwest::Client) -> Webhook {
+    pub(super) fn new(
+        config: &WebhookConfig,
+        in_flight: usize,
+        client: reqwest::Client,
+    ) -> Webhook {
         let keys = config
             .secret
             .iter()
@@ -29,16 +39,18 @@ impl Webhook {
             url: config.url.clone(),
             keys,
             client,
+            permits: Arc::new(Semaphore::new(in_flight)),
         }
     }
 
-    /// Posts every event at once (the notifier claims no more than the
-    /// sink's `max_in_flight`).
+    /// Posts the events, at most `max_in_flight` at once for the sink
+    /// (whatever the claims they came in).
     pub(super) async fn deliver(&self, events: Vec<Event>) -> Vec<Outcome> {
         futures_util::future::join_all(events.iter().map(|e| self.post(e))).await
     }
 
     async fn post(&self, event: &Event) -> Outcome {
+        let _permit = self.permits.acquire().await.expect("never closed");
         let id = message_id(event.id);
         let body = body(event);
         let timestamp = crate::clock::now_ms() / 1000;

@@ -104,7 +104,7 @@ impl NotifierActor {
         let Some(lane) = self.lanes.get_mut(name) else {
             return;
         };
-        let room = lane.sink.max_in_flight.saturating_sub(lane.in_flight);
+        let room = lane.sink.capacity.saturating_sub(lane.in_flight);
         if self.stopped || room == 0 || lane.claiming {
             lane.again = true;
             return;
@@ -239,11 +239,19 @@ fn write_outcomes(
     window_ms: i64,
 ) -> diesel::QueryResult<usize> {
     let mut dead = 0;
+    // Delivered ones in one statement per status (usually one).
+    let mut delivered: std::collections::BTreeMap<Option<i32>, Vec<i64>> = Default::default();
+    for outcome in outcomes {
+        if let Outcome::Delivered { ids, status } = outcome {
+            delivered.entry(*status).or_default().extend(ids);
+        }
+    }
+    for (status, ids) in delivered {
+        events::delivered(c, owner, &ids, status, now)?;
+    }
     for outcome in outcomes {
         match outcome {
-            Outcome::Delivered { ids, status } => {
-                events::delivered(c, owner, ids, *status, now)?;
-            }
+            Outcome::Delivered { .. } => {}
             Outcome::Failed { ids, status, error } => {
                 for id in ids {
                     let tried = tries.get(id).map_or(0, |t| t.0) + 1;

@@ -27,7 +27,7 @@ fn crash_config(config: &mut Config) {
     config.executors = 2;
 }
 
-fn queue(db: &Db, ids: &[String]) {
+pub fn queue(db: &Db, ids: &[String]) {
     let ids: Vec<VideoId> = ids.iter().map(|id| VideoId::parse(id).unwrap()).collect();
     let now = now_ms();
     let requests = [RecordRequest {
@@ -58,7 +58,7 @@ fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
 }
 
 /// Every id in the table, page by page.
-fn all_ids(db: &Db) -> BTreeSet<String> {
+pub fn all_ids(db: &Db) -> BTreeSet<String> {
     let mut ids = BTreeSet::new();
     let mut after: Option<String> = None;
     loop {

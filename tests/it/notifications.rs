@@ -369,6 +369,14 @@ fn an_event_dies_after_the_retry_window_and_is_redelivered(backend: Backend) {
         metrics.contains(r#"video_scheduler_outbox_events{sink="mgmt",state="dead"} 3"#),
         "{metrics}"
     );
+    assert_eq!(
+        app.metric(r#"video_scheduler_event_deliveries_total{outcome="dead",sink="mgmt"}"#),
+        3.0
+    );
+    assert_eq!(
+        app.metric(r#"video_scheduler_event_deliveries_total{outcome="failed",sink="mgmt"}"#),
+        9.0
+    );
     // The CLI lists them.
     let conf =
         crate::common::process::write_config(&app.config, app.root().parent().unwrap(), "cli.json");
@@ -390,6 +398,14 @@ fn an_event_dies_after_the_retry_window_and_is_redelivered(backend: Backend) {
     let rest = app.post("/v1/events/redeliver?state=dead", json!({}));
     assert_eq!(rest.json()["count"], 2, "{}", rest.body);
     wait_until("every event arrives", || delivered(&receiver).len() == 3);
+    wait_until("their deliveries are counted", || {
+        app.metric(r#"video_scheduler_event_deliveries_total{outcome="delivered",sink="mgmt"}"#)
+            == 3.0
+    });
+    assert_eq!(
+        app.metric(r#"video_scheduler_event_delivery_seconds_count{sink="mgmt"}"#),
+        3.0
+    );
     assert_eq!(
         app.post("/v1/events/999999/redeliver", json!({})).status,
         404

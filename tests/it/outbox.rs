@@ -11,14 +11,17 @@ use std::time::Duration;
 use crate::common::process::{write_config, ServerProcess};
 use crate::common::receiver::Receiver;
 use crate::common::{binary, row_count, wait_until, workspace, Backend};
+use crate::crash::{all_ids, queue};
 use crate::notifications::{http_purge, webhook};
 use serde_json::json;
 use video_scheduler::db::models::{Event, EventState};
-use video_scheduler::db::queries::{self, record::RecordRequest};
+use video_scheduler::db::queries;
 use video_scheduler::db::Db;
-use video_scheduler::video_id::VideoId;
 
-backend_tests!(kill_9_ten_times_during_a_drain_announces_each_erased_id_once_per_sink);
+backend_tests!(
+    kill_9_ten_times_during_a_drain_announces_each_erased_id_once_per_sink,
+    delivered_events_are_pruned_with_the_receipts_and_the_others_kept,
+);
 
 /// Every event of the outbox, page by page.
 fn all_events(db: &Db) -> Vec<Event> {
@@ -34,36 +37,6 @@ fn all_events(db: &Db) -> Vec<Event> {
             return all;
         }
     }
-}
-
-/// Every id still in the table.
-fn left_in_table(db: &Db) -> BTreeSet<String> {
-    let mut ids = BTreeSet::new();
-    let mut after: Option<String> = None;
-    loop {
-        let page = db
-            .read(|c| queries::manage::list(c, None, after.as_deref(), 1000))
-            .unwrap();
-        ids.extend(page.iter().map(|d| d.id.clone()));
-        match page.last() {
-            Some(last) if page.len() == 1000 => after = Some(last.id.clone()),
-            _ => return ids,
-        }
-    }
-}
-
-fn queue(db: &Db, ids: &[String]) {
-    let now = crate::common::now_ms();
-    let requests = [RecordRequest {
-        ids: ids.iter().map(|id| VideoId::parse(id).unwrap()).collect(),
-        not_before: now,
-        counted: false,
-        source: video_scheduler::db::models::Source::Cli,
-        request_id: None,
-        paths: Vec::new(),
-    }];
-    db.write(|c| queries::record::record_many(c, &requests, now))
-        .unwrap();
 }
 
 fn start(config: &video_scheduler::config::Config, dir: &Path, n: usize) -> Vec<ServerProcess> {
@@ -113,7 +86,7 @@ fn kill_9_ten_times_during_a_drain_announces_each_erased_id_once_per_sink(backen
         // the ack that removed its row. Events are read first: a statement
         // of a killed instance may still commit on the server meanwhile.
         let told: Vec<Event> = all_events(&db);
-        let left = left_in_table(&db);
+        let left = all_ids(&db);
         assert!(
             told.iter().all(|e| !left.contains(&e.subject)),
             "an event for a request that was not erased"
@@ -164,6 +137,41 @@ fn kill_9_ten_times_during_a_drain_announces_each_erased_id_once_per_sink(backen
         })
         .collect();
     assert_eq!(purged, expected, "a purge sent for each id");
+}
+
+fn delivered_events_are_pruned_with_the_receipts_and_the_others_kept(backend: Backend) {
+    let receiver = Receiver::ok();
+    let app = crate::common::spawn_app(backend, |c| {
+        // No receipts: delivered events go at the next round.
+        c.receipts.retention_days = 0;
+        c.receipts.prune_every_secs = 1;
+        c.webhooks = vec![
+            webhook("mgmt", receiver.url("/hooks")),
+            webhook(
+                "down",
+                format!(
+                    "http://127.0.0.1:{}/",
+                    crate::common::receiver::closed_port()
+                ),
+            ),
+        ];
+    });
+    let ids = ["pruned-1", "pruned-2"];
+    for id in ids {
+        app.create_file(id);
+    }
+    app.record_now(&ids);
+    wait_until("both are delivered to mgmt", || {
+        receiver.received().len() == 2
+    });
+    let db = app.db();
+    wait_until("the delivered events are pruned", || {
+        all_events(&db).iter().all(|e| e.sink == "down")
+    });
+    // The undelivered ones stay, whatever their age.
+    let kept = all_events(&db);
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    assert!(kept.iter().all(|e| e.state == EventState::Pending.as_str()));
 }
 
 /// Runs `command` (`serve`, `config`) with `extra` merged into a valid

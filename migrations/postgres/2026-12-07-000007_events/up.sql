@@ -21,5 +21,7 @@ CREATE TABLE video_del_event (
 );
 -- Claims per sink (due pending rows), the depth by sink and state, lists.
 CREATE INDEX video_del_event_due ON video_del_event (sink, state, not_before);
--- Pruning walks delivered rows by delivery time.
-CREATE INDEX video_del_event_delivered ON video_del_event (delivered_at);
+-- Pruning walks delivered rows by delivery time; partial, so that writing
+-- an event (not delivered yet) costs no entry here.
+CREATE INDEX video_del_event_delivered ON video_del_event (delivered_at)
+    WHERE delivered_at IS NOT NULL;

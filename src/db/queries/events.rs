@@ -7,10 +7,14 @@
 
 use diesel::prelude::*;
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+use super::prepared::prepared;
 use super::Conn;
 use crate::db::models::{Event, EventState};
 use crate::db::schema::video_del_event::dsl as e;
 use crate::db::AnyConnection;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+use diesel::sql_types::{BigInt, Text};
 
 /// Which configured sinks want each kind of event (webhooks filter by
 /// `events`; purges want only `deletion.completed`).
@@ -21,6 +25,7 @@ pub struct Sinks {
     completed: Vec<String>,
     failed: Vec<String>,
     cancelled: Vec<String>,
+    purges: Vec<String>,
 }
 
 impl Sinks {
@@ -46,7 +51,13 @@ impl Sinks {
             completed,
             failed: hooks(FAILED),
             cancelled: hooks(CANCELLED),
+            purges: purges.to_vec(),
         }
+    }
+
+    /// Whether `sink` is a purge (its events need no data).
+    pub fn is_purge(&self, sink: &str) -> bool {
+        self.purges.iter().any(|p| p == sink)
     }
 
     /// The sinks wanting `kind` (one of [`crate::db::models::EVENT_TYPES`]).
@@ -70,49 +81,7 @@ pub struct NewEvent<'a> {
     pub data: String,
 }
 
-/// `deletion.completed`'s data: the receipt of `done`, completed at `at`
-/// by `owner`.
-pub(crate) fn completed_data(done: &crate::db::models::Done, at: i64, owner: &str) -> String {
-    use crate::schedule::rfc3339;
-    let (claimed, removed) = (&done.claimed, &done.removed);
-    serde_json::json!({
-        "id": claimed.id,
-        "requested_at": rfc3339(claimed.created_at),
-        "completed_at": rfc3339(at),
-        "attempts": claimed.attempts + 1,
-        "deleted": removed.deleted,
-        "missing": removed.missing,
-        "targets": removed.targets,
-        "acked_by": owner,
-        "source": claimed.source,
-        "request_id": claimed.request_id,
-    })
-    .to_string()
-}
-
-/// `deletion.failed`'s data: given up after `attempts`, with the last
-/// error.
-pub(crate) fn failed_data(failure: &crate::db::models::Failure, at: i64) -> String {
-    serde_json::json!({
-        "id": failure.id,
-        "failed_at": crate::schedule::rfc3339(at),
-        "attempts": failure.attempts,
-        "last_error": failure.error,
-    })
-    .to_string()
-}
-
-/// `deletion.cancelled`'s data. `by` names who cancelled once tokens have
-/// names; `null` until then.
-pub(crate) fn cancelled_data(id: &str, at: i64, by: Option<&str>) -> String {
-    serde_json::json!({
-        "id": id,
-        "cancelled_at": crate::schedule::rfc3339(at),
-        "by": by,
-    })
-    .to_string()
-}
-
+#[cfg(any(feature = "postgres", feature = "mysql"))]
 #[derive(Insertable)]
 #[diesel(table_name = crate::db::schema::video_del_event)]
 struct Row<'a> {
@@ -128,46 +97,103 @@ struct Row<'a> {
 /// bound parameters (SQLite's 32,766).
 const INSERT_CHUNK: usize = 1000;
 
-/// Writes `events` once per sink of `sinks`, due at once. Returns the rows
-/// written. Part of the caller's transaction: an event exists only if
-/// what it tells of commits.
+/// Writes `events` once per sink of `sinks` that wants its kind, due at
+/// once. Returns the rows written. Part of the caller's transaction: an
+/// event exists only if what it tells of commits. A purge's rows keep no
+/// data (`{}`): a purge needs only the video id.
 pub(crate) fn insert(
     conn: &mut Conn,
-    sinks: &[String],
+    sinks: &Sinks,
     events: &[NewEvent<'_>],
 ) -> QueryResult<usize> {
-    let rows: Vec<Row<'_>> = events
+    // PostgreSQL and MySQL: rows of six values, a thousand an INSERT.
+    #[cfg(any(feature = "postgres", feature = "mysql"))]
+    macro_rules! in_chunks {
+        ($c:expr) => {{
+            let rows = rows(sinks, events);
+            let mut written = 0;
+            for chunk in rows.chunks(INSERT_CHUNK) {
+                written += diesel::insert_into(e::video_del_event)
+                    .values(chunk)
+                    .execute($c)?;
+            }
+            Ok(written)
+        }};
+    }
+    match conn {
+        #[cfg(feature = "sqlite")]
+        AnyConnection::Sqlite(c) => sqlite_insert(c, sinks, events),
+        #[cfg(feature = "postgres")]
+        AnyConnection::Pg(c) => in_chunks!(c),
+        #[cfg(feature = "mysql")]
+        AnyConnection::Mysql(c) => in_chunks!(c),
+    }
+}
+
+/// One row per event and sink that wants it.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+fn rows<'a>(sinks: &'a Sinks, events: &'a [NewEvent<'a>]) -> Vec<Row<'a>> {
+    events
         .iter()
         .flat_map(|event| {
-            sinks.iter().map(move |sink| Row {
+            sinks.wanting(event.kind).iter().map(move |sink| Row {
                 sink,
                 kind: event.kind,
                 subject: event.subject,
                 occurred_at: event.occurred_at,
-                data: &event.data,
+                data: match sinks.is_purge(sink) {
+                    true => NO_DATA,
+                    false => &event.data,
+                },
                 not_before: event.occurred_at,
             })
         })
-        .collect();
+        .collect()
+}
+
+/// SQLite: one cached statement per kind and time of the events (one, in
+/// practice), the events and the sinks as two JSON objects (`{id: data}`,
+/// `{sink: keeps data}`) instead of six parameters per row: a statement
+/// with thousands of parameters is parsed anew at each ack.
+#[cfg(feature = "sqlite")]
+fn sqlite_insert(
+    c: &mut diesel::SqliteConnection,
+    sinks: &Sinks,
+    events: &[NewEvent<'_>],
+) -> QueryResult<usize> {
+    use std::fmt::Write;
+    let mut groups: std::collections::BTreeMap<(&str, i64), String> = Default::default();
+    for event in events {
+        let object = groups.entry((event.kind, event.occurred_at)).or_default();
+        let key = serde_json::to_string(event.subject)
+            .map_err(|e| diesel::result::Error::SerializationError(Box::new(e)))?;
+        let _ = write!(object, ",{key}:{}", event.data);
+    }
     let mut written = 0;
-    for chunk in rows.chunks(INSERT_CHUNK) {
-        written += match conn {
-            #[cfg(feature = "sqlite")]
-            AnyConnection::Sqlite(c) => diesel::insert_into(e::video_del_event)
-                .values(chunk)
-                .execute(c)?,
-            #[cfg(feature = "postgres")]
-            AnyConnection::Pg(c) => diesel::insert_into(e::video_del_event)
-                .values(chunk)
-                .execute(c)?,
-            #[cfg(feature = "mysql")]
-            AnyConnection::Mysql(c) => diesel::insert_into(e::video_del_event)
-                .values(chunk)
-                .execute(c)?,
-        };
+    for ((kind, at), object) in groups {
+        let wanting: serde_json::Map<String, serde_json::Value> = sinks
+            .wanting(kind)
+            .iter()
+            .map(|s| (s.clone(), (!sinks.is_purge(s)).into()))
+            .collect();
+        written += prepared(
+            "INSERT INTO video_del_event (sink, kind, subject, occurred_at, data, not_before) \
+             SELECT s.key, ?, d.key, ?, CASE WHEN s.value THEN d.value ELSE '{}' END, ? \
+             FROM json_each(?) AS d, json_each(?) AS s",
+        )
+        .bind::<Text, _>(kind)
+        .bind::<BigInt, _>(at)
+        .bind::<BigInt, _>(at)
+        .bind::<Text, _>(format!("{{{}}}", object.trim_start_matches(',')))
+        .bind::<Text, _>(serde_json::Value::Object(wanting).to_string())
+        .execute(c)?;
     }
     Ok(written)
 }
+
+/// The data of a purge's events.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+const NO_DATA: &str = "{}";
 
 /// Leases up to `limit` due events of `sink` to `owner` until
 /// `lease_until`, oldest due first. An event whose lease ran out (its
@@ -180,38 +206,66 @@ pub(crate) fn claim(
     lease_until: i64,
     limit: usize,
 ) -> QueryResult<Vec<Event>> {
-    conn.transaction(|conn| {
-        let due = e::video_del_event
-            .select(e::id)
-            .filter(e::sink.eq(sink))
-            .filter(e::state.eq(EventState::Pending.as_str()))
-            .filter(e::not_before.le(now))
-            .order(e::not_before.asc())
-            .limit(limit as i64);
-        // SQLite: one writer, nothing to skip.
-        let ids: Vec<i64> = match conn {
-            #[cfg(feature = "sqlite")]
-            AnyConnection::Sqlite(c) => due.load(c)?,
-            #[cfg(feature = "postgres")]
-            AnyConnection::Pg(c) => due.for_update().skip_locked().load(c)?,
-            #[cfg(feature = "mysql")]
-            AnyConnection::Mysql(c) => due.for_update().skip_locked().load(c)?,
+    // One statement on SQLite (one writer: nothing to skip) and
+    // PostgreSQL; MySQL has no UPDATE ... RETURNING.
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
+    macro_rules! claim {
+        ($($skip_locked:tt)*) => {
+            concat!(
+                "UPDATE video_del_event SET locked_by = ?, locked_until = ?, not_before = ? \
+                 WHERE id IN (SELECT id FROM video_del_event \
+                   WHERE sink = ? AND state = 'pending' AND not_before <= ? \
+                   ORDER BY not_before LIMIT ?", $($skip_locked,)* ") \
+                 RETURNING id, sink, kind, subject, occurred_at, data, state, tries, \
+                   not_before, locked_by, locked_until, last_status, last_error, delivered_at"
+            )
         };
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        diesel::update(e::video_del_event.filter(e::id.eq_any(&ids)))
-            .set((
-                e::locked_by.eq(owner),
-                e::locked_until.eq(lease_until),
-                e::not_before.eq(lease_until),
-            ))
-            .execute(conn)?;
-        e::video_del_event
-            .filter(e::id.eq_any(&ids))
-            .select(Event::as_select())
-            .load(conn)
-    })
+    }
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
+    macro_rules! leasing {
+        ($sql:expr) => {
+            prepared($sql)
+                .bind::<Text, _>(owner)
+                .bind::<BigInt, _>(lease_until)
+                .bind::<BigInt, _>(lease_until)
+                .bind::<Text, _>(sink)
+                .bind::<BigInt, _>(now)
+                .bind::<BigInt, _>(limit as i64)
+        };
+    }
+    match conn {
+        #[cfg(feature = "sqlite")]
+        AnyConnection::Sqlite(c) => leasing!(claim!()).load(c),
+        #[cfg(feature = "postgres")]
+        AnyConnection::Pg(c) => leasing!(claim!(" FOR UPDATE SKIP LOCKED")).load(c),
+        #[cfg(feature = "mysql")]
+        AnyConnection::Mysql(c) => c.transaction(|c| {
+            let ids: Vec<i64> = e::video_del_event
+                .select(e::id)
+                .filter(e::sink.eq(sink))
+                .filter(e::state.eq(EventState::Pending.as_str()))
+                .filter(e::not_before.le(now))
+                .order(e::not_before.asc())
+                .limit(limit as i64)
+                .for_update()
+                .skip_locked()
+                .load(c)?;
+            if ids.is_empty() {
+                return Ok(Vec::new());
+            }
+            diesel::update(e::video_del_event.filter(e::id.eq_any(&ids)))
+                .set((
+                    e::locked_by.eq(owner),
+                    e::locked_until.eq(lease_until),
+                    e::not_before.eq(lease_until),
+                ))
+                .execute(c)?;
+            e::video_del_event
+                .filter(e::id.eq_any(&ids))
+                .select(Event::as_select())
+                .load(c)
+        }),
+    }
 }
 
 /// Marks events delivered (answered `status`), those still leased to

@@ -225,10 +225,10 @@ fn announce_cancelled(conn: &mut Conn, sinks: &Sinks, ids: &[&str], now: i64) ->
             kind: CANCELLED,
             subject: id,
             occurred_at: now,
-            data: events::cancelled_data(id, now, None),
+            data: crate::db::models::cancelled_data(id, now, None),
         })
         .collect();
-    events::insert(conn, wanting, &cancelled).map(drop)
+    events::insert(conn, sinks, &cancelled).map(drop)
 }
 
 /// Takes `cancelled` rows in `state` off the kept counts.

@@ -62,7 +62,7 @@ pub fn ack_announcing(
             false => batch
                 .0
                 .iter()
-                .map(|d| events::completed_data(d, now, owner))
+                .map(|d| crate::db::models::completed_data(d, now, owner))
                 .collect(),
         },
     };
@@ -129,8 +129,7 @@ fn ack_writing(
             let gone = remove_done(conn, owner, &groups, receipts, announce)?;
             // PostgreSQL wrote them in its statement.
             if let Some(ids) = &gone.ids {
-                let sinks = announce.sinks.wanting(crate::db::models::COMPLETED);
-                events::insert(conn, sinks, &announce.completed(done, ids))?;
+                events::insert(conn, announce.sinks, &announce.completed(done, ids))?;
             }
             if receipts.is_some() {
                 counts.receipts = gone.removed;
@@ -196,15 +195,14 @@ fn reschedule(
                     kind: crate::db::models::FAILED,
                     subject: &failure.id,
                     occurred_at: announce.at,
-                    data: events::failed_data(failure, announce.at),
+                    data: crate::db::models::failed_data(failure, announce.at),
                 });
             }
             _ => counts.retried += 1,
         }
     }
-    let sinks = announce.sinks.wanting(crate::db::models::FAILED);
-    if !sinks.is_empty() && !given_up.is_empty() {
-        events::insert(conn, sinks, &given_up)?;
+    if !given_up.is_empty() {
+        events::insert(conn, announce.sinks, &given_up)?;
     }
     Ok(())
 }

@@ -61,6 +61,12 @@ pub(super) fn remove_done(
         receipts,
         data: &grouped.data,
         sinks: announce.sinks.wanting(crate::db::models::COMPLETED),
+        signed: announce
+            .sinks
+            .wanting(crate::db::models::COMPLETED)
+            .iter()
+            .map(|sink| !announce.sinks.is_purge(sink))
+            .collect(),
         at: announce.at,
     };
     match conn {
@@ -84,6 +90,10 @@ struct Removal<'a> {
     data: &'a std::collections::BTreeMap<Outcome, Vec<&'a String>>,
     /// The sinks wanting `deletion.completed` (none: no events).
     sinks: &'a [String],
+    /// For each of `sinks`, whether its events keep their data (webhooks;
+    /// purges need only the id): PostgreSQL.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    signed: Vec<bool>,
     /// When the events occurred (PostgreSQL).
     #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     at: i64,
@@ -231,9 +241,10 @@ macro_rules! announced {
     () => {
         ", announced AS ( \
            INSERT INTO video_del_event (sink, kind, subject, occurred_at, data, not_before) \
-           SELECT s.sink, 'deletion.completed', gone.id, ?, d.data, ? \
+           SELECT s.sink, 'deletion.completed', gone.id, ?, \
+             CASE WHEN s.signed THEN d.data ELSE '{}' END, ? \
            FROM gone JOIN unnest(?::text[], ?::text[]) AS d(id, data) ON d.id = gone.id \
-           CROSS JOIN unnest(?::text[]) AS s(sink))"
+           CROSS JOIN unnest(?::text[], ?::bool[]) AS s(sink, signed))"
     };
 }
 
@@ -255,6 +266,7 @@ macro_rules! announced_values {
             .bind::<Array<Text>, _>($ids)
             .bind::<Array<Text>, _>($data)
             .bind::<Array<Text>, _>($removal.sinks)
+            .bind::<Array<diesel::sql_types::Bool>, _>(&$removal.signed)
     };
 }
 
