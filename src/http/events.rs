@@ -143,36 +143,25 @@ pub(crate) struct SinkView {
     pub last_error: Option<String>,
 }
 
-/// `GET /v1/events/sinks`: every configured sink's outbox, and any other
-/// sink that still has events (one removed from the configuration).
+/// `GET /v1/events/sinks`: every configured sink's outbox (the events of
+/// a sink removed from the configuration stay listed by `/v1/events`).
 #[utoipa::path(get, path = "/v1/events/sinks", tag = "v1",
     responses((status = 200, body = Vec<SinkView>)))]
 pub(crate) async fn sinks(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let summary = state.db.read_async(events::summary).await?;
-    let mut views: Vec<SinkView> = state
-        .sinks
-        .names
-        .iter()
-        .map(|name| SinkView {
-            sink: name.clone(),
-            pending: 0,
-            dead: 0,
-            last_error: None,
+    let sinks = state.sinks.names.clone();
+    let summary = state
+        .db
+        .read_async(move |c| events::summary(c, &sinks))
+        .await?;
+    let views: Vec<SinkView> = summary
+        .into_iter()
+        .map(|s| SinkView {
+            sink: s.sink,
+            pending: s.pending,
+            dead: s.dead,
+            last_error: s.last_error,
         })
         .collect();
-    for s in summary {
-        match views.iter_mut().find(|v| v.sink == s.sink) {
-            Some(view) => {
-                (view.pending, view.dead, view.last_error) = (s.pending, s.dead, s.last_error)
-            }
-            None => views.push(SinkView {
-                sink: s.sink,
-                pending: s.pending,
-                dead: s.dead,
-                last_error: s.last_error,
-            }),
-        }
-    }
     Ok(HttpResponse::Ok().json(views))
 }
 

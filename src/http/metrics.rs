@@ -36,7 +36,10 @@ pub(crate) async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         }
     }
     if !state.sinks.names.is_empty() {
-        let summary = state.db.read_async(queries::events::summary);
+        let sinks = state.sinks.names.clone();
+        let summary = state
+            .db
+            .read_async(move |c| queries::events::summary(c, &sinks));
         if let Ok(Ok(summary)) = actix_web::rt::time::timeout(GAUGES_WITHIN, summary).await {
             state
                 .metrics

@@ -412,43 +412,38 @@ fn again(
     )
 }
 
-/// Per sink: events pending and dead, and the last error of one not yet
-/// delivered (the newest such event that has one).
-pub(crate) fn summary(conn: &mut Conn) -> QueryResult<Vec<SinkSummary>> {
-    let counts: Vec<(String, String, i64)> = e::video_del_event
-        .filter(e::state.ne(EventState::Delivered.as_str()))
-        .group_by((e::sink, e::state))
-        .select((e::sink, e::state, diesel::dsl::count_star()))
-        .load(conn)?;
-    let mut sinks: Vec<SinkSummary> = Vec::new();
-    for (sink, state, n) in counts {
-        let i = match sinks.iter().position(|s| s.sink == sink) {
-            Some(i) => i,
-            None => {
-                sinks.push(SinkSummary {
-                    sink,
-                    ..SinkSummary::default()
-                });
-                sinks.len() - 1
-            }
+/// Per sink of `sinks`: events pending and dead, and the last error of
+/// one not yet delivered (a dead one's first, the newest by its due time).
+/// Each count is a range of the `(sink, state, not_before)` index: delivered
+/// events, kept for the receipts' retention, are never read.
+pub(crate) fn summary(conn: &mut Conn, sinks: &[String]) -> QueryResult<Vec<SinkSummary>> {
+    let mut summaries = Vec::with_capacity(sinks.len());
+    for sink in sinks {
+        let in_state = |state: EventState| {
+            e::video_del_event
+                .filter(e::sink.eq(sink))
+                .filter(e::state.eq(state.as_str()))
         };
-        match EventState::parse(&state) {
-            Some(EventState::Dead) => sinks[i].dead += n,
-            _ => sinks[i].pending += n,
+        let mut last_error = None;
+        for state in [EventState::Dead, EventState::Pending] {
+            if last_error.is_none() {
+                last_error = in_state(state)
+                    .filter(e::last_error.is_not_null())
+                    .order(e::not_before.desc())
+                    .select(e::last_error)
+                    .first::<Option<String>>(conn)
+                    .optional()?
+                    .flatten();
+            }
         }
+        summaries.push(SinkSummary {
+            sink: sink.clone(),
+            pending: in_state(EventState::Pending).count().get_result(conn)?,
+            dead: in_state(EventState::Dead).count().get_result(conn)?,
+            last_error,
+        });
     }
-    for summary in &mut sinks {
-        summary.last_error = e::video_del_event
-            .filter(e::sink.eq(&summary.sink))
-            .filter(e::state.ne(EventState::Delivered.as_str()))
-            .filter(e::last_error.is_not_null())
-            .order(e::id.desc())
-            .select(e::last_error)
-            .first::<Option<String>>(conn)
-            .optional()?
-            .flatten();
-    }
-    Ok(sinks)
+    Ok(summaries)
 }
 
 /// [`summary`]'s line for one sink.
