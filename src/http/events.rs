@@ -91,6 +91,17 @@ pub(crate) struct EventPage {
     pub next: Option<i64>,
 }
 
+/// A sink's name is at most 64 characters (as `webhooks[].name` and
+/// `purge[].name` are): a longer one is a malformed request.
+fn check_sink(sink: Option<&str>) -> Result<(), ApiError> {
+    match sink {
+        Some(sink) if sink.chars().count() > 64 => {
+            Err(ApiError::BadRequest("sink: at most 64 characters".into()))
+        }
+        _ => Ok(()),
+    }
+}
+
 fn parse_state(state: Option<&str>) -> Result<Option<EventState>, ApiError> {
     state
         .map(|s| {
@@ -112,6 +123,7 @@ pub(crate) async fn list(
 ) -> Result<HttpResponse, ApiError> {
     let query = query.into_inner();
     let filter = parse_state(query.state.as_deref())?;
+    check_sink(query.sink.as_deref())?;
     let limit = query.limit.unwrap_or(super::deletions::DEFAULT_LIMIT);
     if !(1..=super::deletions::MAX_LIMIT).contains(&limit) {
         return Err(ApiError::BadRequest(format!(
@@ -210,6 +222,7 @@ pub(crate) async fn redeliver_all(
     query: web::Query<RedeliverQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let query = query.into_inner();
+    check_sink(query.sink.as_deref())?;
     if query.state != EventState::Dead.as_str() {
         return Err(ApiError::BadRequest(format!(
             "state must be dead, not {:?}",

@@ -416,6 +416,10 @@ fn an_event_dies_after_the_retry_window_and_is_redelivered(backend: Backend) {
             .status,
         400
     );
+    let long = "s".repeat(65);
+    assert_eq!(app.get(&format!("/v1/events?sink={long}")).status, 400);
+    let bulk = format!("/v1/events/redeliver?state=dead&sink={long}");
+    assert_eq!(app.post(&bulk, json!({})).status, 400);
     // The CLI redelivers too.
     let out = binary()
         .args([
