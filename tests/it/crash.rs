@@ -20,7 +20,7 @@ backend_tests!(
     sigterm_in_the_middle_of_a_drain_exits_0_and_leaves_no_lease,
 );
 
-fn crash_config(config: &mut Config) {
+pub fn crash_config(config: &mut Config) {
     config.lease_secs = 2;
     config.tick_ms = 50;
     config.batch_size = 250;
@@ -74,7 +74,7 @@ pub fn all_ids(db: &Db) -> BTreeSet<String> {
 }
 
 /// Starts `n` instances on the same database and storage.
-fn start_instances(config: &Config, dir: &Path, n: usize) -> Vec<ServerProcess> {
+pub fn start_instances(config: &Config, dir: &Path, n: usize) -> Vec<ServerProcess> {
     (0..n)
         .map(|i| {
             ServerProcess::start(

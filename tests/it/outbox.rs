@@ -8,10 +8,9 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::common::process::{write_config, ServerProcess};
 use crate::common::receiver::Receiver;
 use crate::common::{binary, row_count, wait_until, workspace, Backend};
-use crate::crash::{all_ids, queue};
+use crate::crash::{all_ids, crash_config, queue, start_instances};
 use crate::notifications::{http_purge, webhook};
 use serde_json::json;
 use video_scheduler::db::models::{Event, EventState};
@@ -39,25 +38,11 @@ fn all_events(db: &Db) -> Vec<Event> {
     }
 }
 
-fn start(config: &video_scheduler::config::Config, dir: &Path, n: usize) -> Vec<ServerProcess> {
-    (0..n)
-        .map(|i| {
-            ServerProcess::start(
-                config,
-                &write_config(config, dir, &format!("conf-{i}.json")),
-            )
-        })
-        .collect()
-}
-
 fn kill_9_ten_times_during_a_drain_announces_each_erased_id_once_per_sink(backend: Backend) {
     let hooks = Receiver::ok();
     let cdn = Receiver::ok();
     let (ws, mut config) = workspace(backend);
-    config.lease_secs = 2;
-    config.tick_ms = 50;
-    config.batch_size = 250;
-    config.executors = 2;
+    crash_config(&mut config);
     let mut hook = webhook("mgmt", hooks.url("/hooks"));
     hook.timeout_secs = 1;
     let mut purge = http_purge("cdn", vec![cdn.url("/videos/{id}.mp4")]);
@@ -77,7 +62,7 @@ fn kill_9_ten_times_during_a_drain_announces_each_erased_id_once_per_sink(backen
     queue(&db, &ids);
 
     for round in 0..10 {
-        let servers = start(&config, ws.dir.path(), instances);
+        let servers = start_instances(&config, ws.dir.path(), instances);
         std::thread::sleep(Duration::from_millis(fastrand::u64(50..400)));
         for server in servers {
             server.kill9();
@@ -98,7 +83,7 @@ fn kill_9_ten_times_during_a_drain_announces_each_erased_id_once_per_sink(backen
             told.len()
         );
     }
-    let _servers = start(&config, ws.dir.path(), instances);
+    let _servers = start_instances(&config, ws.dir.path(), instances);
     wait_until("the drain ends", || row_count(&db) == 0);
     // Leased events of killed instances wait for their lease (7 s).
     wait_until("every event is delivered", || {
