@@ -22,9 +22,13 @@
 //! 5. The batch is acked in one transaction ([`db::queries::ack`]): the row
 //!    deleted with its receipt (counts per target, [`erasure`]), or
 //!    rescheduled ([`pipeline::retry`]); the same transaction writes the
-//!    outbox's events ([`db::queries::events`]).
-//! 6. NotifierActor (`pipeline/notifier.rs`) claims the events and
-//!    delivers them (`notify`: signed webhooks, CDN purges).
+//!    outbox: one announcement per group of removed rows
+//!    ([`db::queries::announce`]), the events of requests failed for good
+//!    ([`db::queries::events`]).
+//! 6. NotifierActor (`pipeline/notifier.rs`) makes the announcements into
+//!    events (one per id and sink), claims the events and delivers them
+//!    (`notify`: signed webhooks, CDN purges), yielding to a backlog's
+//!    drain.
 //!
 //! # Modules
 //! Leaves (they import nothing of the crate, every layer may import them):
@@ -36,7 +40,7 @@
 //! - [`db`]: pools, migrations, the outage tracker, what a failure means
 //!   (`failure`), write conflicts (`conflicts`), the URL; all SQL in
 //!   [`db::queries`], one file per job (record, claim, ack, manage, counts,
-//!   receipts, controls, events).
+//!   receipts, controls, announce, events).
 //! - `storage`: `Storage` (every target), the `Target` trait, local disk
 //!   (`storage/local.rs`: paths beneath a root, never escaping it), S3
 //!   (`storage/s3/`, feature `s3`: one file per request kind; versioned

@@ -362,25 +362,50 @@ pub struct Event {
     pub delivered_at: Option<i64>,
 }
 
-/// `deletion.completed`'s data: the receipt of `done`, completed at `at`
-/// by `owner`.
-pub(crate) fn completed_data(done: &Done, at: i64, owner: &str) -> String {
+/// `deletion.completed`'s data: the receipt of the removed row `item` of
+/// `announced` (an ack's group of removed rows).
+pub(crate) fn completed_data(announced: &Announcement, item: &AnnouncedItem) -> String {
     use crate::schedule::rfc3339;
-    let (claimed, removed) = (&done.claimed, &done.removed);
+    let (id, requested_at, attempts, source, request_id) = item;
+    let targets: serde_json::Value =
+        serde_json::from_str(&announced.targets).unwrap_or(serde_json::Value::Null);
     serde_json::json!({
-        "id": claimed.id,
-        "requested_at": rfc3339(claimed.created_at),
-        "completed_at": rfc3339(at),
-        "attempts": claimed.attempts + 1,
-        "deleted": removed.deleted,
-        "missing": removed.missing,
-        "targets": removed.targets,
-        "acked_by": owner,
-        "source": claimed.source,
-        "request_id": claimed.request_id,
+        "id": id,
+        "requested_at": rfc3339(*requested_at),
+        "completed_at": rfc3339(announced.occurred_at),
+        "attempts": attempts,
+        "deleted": announced.deleted,
+        "missing": announced.missing,
+        "targets": targets,
+        "acked_by": announced.acked_by,
+        "source": source,
+        "request_id": request_id,
     })
     .to_string()
 }
+
+/// An ack's announcement (`video_del_announce`): the removed rows of one
+/// group of a batch, each to be told to every sink wanting
+/// `deletion.completed`.
+#[derive(Debug, Clone, Queryable)]
+pub struct Announcement {
+    pub id: i64,
+    /// When the ack removed them, epoch ms.
+    pub occurred_at: i64,
+    pub acked_by: String,
+    /// Paths deleted and missing per row, and the per-target counts (JSON).
+    pub deleted: i32,
+    pub missing: i32,
+    pub targets: String,
+    /// How many rows `items` holds.
+    pub size: i32,
+    /// A JSON array of [`AnnouncedItem`]s.
+    pub items: String,
+}
+
+/// A removed row as announced: id, requested at (epoch ms), attempts
+/// (this one included), source, request id.
+pub type AnnouncedItem = (String, i64, i32, String, Option<String>);
 
 /// `deletion.failed`'s data: given up after `attempts`, with the last
 /// error.

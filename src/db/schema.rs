@@ -78,3 +78,18 @@ diesel::table! {
         delivered_at -> Nullable<BigInt>,
     }
 }
+
+diesel::table! {
+    /// The ack's side of the outbox: one row per group of an ack's removed
+    /// rows, until the notifier turns it into events (`video_del_event`).
+    video_del_announce (id) {
+        id -> BigInt,
+        occurred_at -> BigInt,
+        acked_by -> Varchar,
+        deleted -> Integer,
+        missing -> Integer,
+        targets -> Text,
+        size -> Integer,
+        items -> Text,
+    }
+}

@@ -160,7 +160,7 @@ pub(crate) struct SinkView {
 #[utoipa::path(get, path = "/v1/events/sinks", tag = "v1",
     responses((status = 200, body = Vec<SinkView>)))]
 pub(crate) async fn sinks(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let sinks = state.sinks.names.clone();
+    let sinks = state.sinks.clone();
     let summary = state
         .db
         .read_async(move |c| events::summary(c, &sinks))

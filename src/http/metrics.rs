@@ -36,7 +36,7 @@ pub(crate) async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         }
     }
     if !state.sinks.names.is_empty() {
-        let sinks = state.sinks.names.clone();
+        let sinks = state.sinks.clone();
         let summary = state
             .db
             .read_async(move |c| queries::events::summary(c, &sinks));

@@ -40,6 +40,7 @@ use tokio::sync::oneshot;
 pub(crate) use super::dispatch::Settings;
 use super::dispatch::{BatchOutcome, ClaimOrder, ClaimOutcome, Dispatch, Report};
 use super::executor::{BatchReport, DeleteBatch, ExecutorActor};
+use super::notifier::Backlog;
 use crate::clock::now_ms;
 use crate::db::models::{Claim, Claimed};
 use crate::db::queries::claim::{claim_from, Due};
@@ -62,6 +63,11 @@ pub(crate) struct DispatcherActor {
     lease: Duration,
     /// Claim duration and failures are counted for `/metrics`.
     metrics: Arc<Metrics>,
+    /// Told when a claim comes back full (the notifier yields meanwhile);
+    /// none when `max_deletions_per_sec` throttles the claims.
+    backlog: Option<Backlog>,
+    /// The limit of the claim in flight (at most one is).
+    claim_limit: usize,
     /// Every decision: when to claim, how many, backoff, what to log.
     dispatch: Dispatch,
     /// `max_deletions_per_sec`: ids are handed to executors only as fast
@@ -81,7 +87,7 @@ impl DispatcherActor {
         executors: Addr<ExecutorActor>,
         owner: Arc<str>,
         settings: Settings,
-        metrics: Arc<Metrics>,
+        (metrics, backlog): (Arc<Metrics>, Option<Backlog>),
     ) -> DispatcherActor {
         DispatcherActor {
             db,
@@ -89,6 +95,8 @@ impl DispatcherActor {
             owner,
             lease: settings.lease,
             metrics,
+            backlog,
+            claim_limit: 0,
             dispatch: Dispatch::new(settings),
             limiter: NonZeroU32::new(settings.max_per_sec)
                 .map(|per_sec| Arc::new(RateLimiter::direct(Quota::per_second(per_sec)))),
@@ -102,6 +110,7 @@ impl DispatcherActor {
         let Some(ClaimOrder { limit }) = self.dispatch.next_claim(Instant::now()) else {
             return;
         };
+        self.claim_limit = limit;
         let (db, owner) = (self.db.clone(), self.owner.clone());
         let limiter = self.limiter.clone();
         let lease_ms = self.lease.as_millis() as i64;
@@ -183,6 +192,13 @@ impl DispatcherActor {
             say(&report);
         }
         if let Ok(Claim::Batch(batch)) = result {
+            if let Some(backlog) = self
+                .backlog
+                .as_ref()
+                .filter(|_| batch.len() >= self.claim_limit)
+            {
+                backlog.full_claim();
+            }
             // The lease began at the latest when the claim was sent:
             // deleting must start within the first half of it, so that it
             // ends (and is acked) before another instance may take the rows

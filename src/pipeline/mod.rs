@@ -8,7 +8,8 @@
 //! ExecutorActor --ack (delete done, write receipt / reschedule failed)--> video_del_rec
 //! PrunerActor --prune expired receipts (one instance at a time)--> video_del_receipt
 //! ReplicationActor --read standbys / Galera cluster every minute--> Db, /metrics
-//! ExecutorActor --Nudge--> NotifierActor --claim (lease), deliver--> video_del_event, sinks
+//! ExecutorActor --Nudge--> NotifierActor --fan out video_del_announce, claim (lease), deliver--> video_del_event, sinks
+//! DispatcherActor --Backlog (claims come back full)--> NotifierActor yields
 //! ```
 
 pub(crate) mod batch;
@@ -33,7 +34,7 @@ use crate::metrics::Metrics;
 use crate::storage::Storage;
 use dispatcher::{DispatcherActor, ReleaseInFlight, Shutdown};
 use executor::ExecutorActor;
-use notifier::{NotifierActor, StopNotifier};
+use notifier::{Backlog, NotifierActor, StopNotifier};
 use pruner::{PrunerActor, StopPruner};
 use record::RecordActor;
 use replication::{ReplicationActor, StopReplication};
@@ -64,17 +65,21 @@ impl Pipeline {
         let retry = RetryPolicy::from_config(config);
         let receipts = config.receipts.retention_days > 0;
         let sinks = crate::notify::Sink::all(config);
+        let outbox = Arc::new(crate::notify::outbox_sinks(config));
+        // Only an unthrottled drain makes the notifier yield (a throttled
+        // one leaves the machine room by the operator's choice).
+        let backlog = (config.max_deletions_per_sec == 0).then(Backlog::default);
         let notifier = (!sinks.is_empty()).then(|| {
             NotifierActor::new(
                 db.labeled("notify"),
                 owner.clone(),
-                sinks,
+                (sinks, outbox.clone()),
+                backlog.clone().unwrap_or_default(),
                 metrics.clone(),
                 config.webhook_retry_hours,
             )
             .start()
         });
-        let outbox = Arc::new(crate::notify::outbox_sinks(config));
         let executors = {
             let (db, owner, metrics) = (db.labeled("ack"), owner.clone(), metrics.clone());
             let nudge = notifier.clone().map(Addr::recipient);
@@ -102,7 +107,7 @@ impl Pipeline {
             executors,
             owner.clone(),
             settings,
-            metrics.clone(),
+            (metrics.clone(), backlog),
         )
         .start();
         let timer =

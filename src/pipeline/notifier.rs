@@ -2,15 +2,25 @@
 //!
 //! Woken every [`POLL`] (events of other instances, retries coming due,
 //! expired leases) and by a [`Nudge`] from an executor whose ack wrote
-//! events, it claims each sink's due events with a lease (the deletions'
+//! events, it first makes the acks' announcements (`video_del_announce`)
+//! into events ([`announce::fan_out`]), then claims each sink's due events
+//! with a lease (the deletions'
 //! rule: a dead instance's events come due again when it ends), delivers
 //! them ([`crate::notify::Sink::deliver`]) and writes the outcome:
 //! delivered, due again after a backoff, or dead once `webhook_retry_hours`
 //! of backoff have passed. Each sink has its own bound on events in flight,
 //! so a slow or dead receiver holds only its own events; deliveries are at
 //! least once and in no promised order.
+//!
+//! Erasure first: while this instance's dispatcher has a backlog (its
+//! claims come back full and no `max_deletions_per_sec` throttles them,
+//! see [`Backlog`]), the notifier yields the machine and the database to
+//! the drain: it makes one announcement into events and claims once per
+//! sink every [`YIELD_ROUND`], and catches up at full speed when the
+//! backlog is gone. Announcements of a drain are then sent right after it.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,7 +28,7 @@ use actix::prelude::*;
 
 use crate::clock::now_ms;
 use crate::db::models::Event;
-use crate::db::queries::events;
+use crate::db::queries::{announce, events};
 use crate::db::Db;
 use crate::metrics::Metrics;
 use crate::notify::{Outcome, Sink};
@@ -28,6 +38,33 @@ const POLL: Duration = Duration::from_millis(500);
 /// The first retry's delay; each further one doubles, up to [`MAX_DELAY`].
 const FIRST_DELAY_MS: i64 = 5_000;
 const MAX_DELAY_MS: i64 = 3_600_000;
+/// Announcements made into events per transaction: two acks' worth of a
+/// drain (1,000 rows at the default batch size, each once per sink).
+const FAN_OUT: usize = 2;
+/// While the dispatcher has a backlog: one announcement made into events,
+/// and one claim per sink, this often.
+const YIELD_ROUND: Duration = Duration::from_secs(1);
+/// A backlog is assumed for this long after the last full claim.
+const BACKLOG_HOLD_MS: i64 = 250;
+
+/// The dispatcher's word that this instance is draining a backlog: its
+/// claims came back full, with no rate limit on them. Shared by the
+/// dispatcher (which sets it) and the notifier (which yields while it
+/// holds).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Backlog(Arc<AtomicI64>);
+
+impl Backlog {
+    /// A claim came back full: more is due at once.
+    pub(crate) fn full_claim(&self) {
+        self.0.store(now_ms() + BACKLOG_HOLD_MS, Ordering::Relaxed);
+    }
+
+    /// Whether a full claim came in the last [`BACKLOG_HOLD_MS`].
+    pub(crate) fn draining(&self) -> bool {
+        now_ms() < self.0.load(Ordering::Relaxed)
+    }
+}
 
 /// An executor's ack wrote events: claim now rather than at the next poll.
 #[derive(Message)]
@@ -50,12 +87,22 @@ struct Lane {
     /// Claim again as soon as the current claim or delivery ends: the last
     /// claim was full, or a nudge came meanwhile.
     again: bool,
+    /// When the last claim started (yielding to a backlog: one a round).
+    last_claim: Option<Instant>,
 }
 
 pub(crate) struct NotifierActor {
     db: Db,
     owner: Arc<str>,
     lanes: HashMap<String, Lane>,
+    /// Which sinks want which events: announcements become events of these.
+    outbox: Arc<events::Sinks>,
+    /// Set by the dispatcher while it drains a backlog.
+    backlog: Backlog,
+    /// A fan-out is under way (one at a time).
+    fanning: bool,
+    /// When the last fan-out started (yielding to a backlog: one a round).
+    last_fan_out: Option<Instant>,
     metrics: Arc<Metrics>,
     /// Backoff beyond which an event is dead.
     window_ms: i64,
@@ -66,7 +113,8 @@ impl NotifierActor {
     pub(crate) fn new(
         db: Db,
         owner: Arc<str>,
-        sinks: Vec<Arc<Sink>>,
+        (sinks, outbox): (Vec<Arc<Sink>>, Arc<events::Sinks>),
+        backlog: Backlog,
         metrics: Arc<Metrics>,
         retry_hours: f64,
     ) -> NotifierActor {
@@ -78,6 +126,7 @@ impl NotifierActor {
                     in_flight: 0,
                     claiming: false,
                     again: false,
+                    last_claim: None,
                 };
                 (sink.name.clone(), lane)
             })
@@ -86,6 +135,10 @@ impl NotifierActor {
             db,
             owner,
             lanes,
+            outbox,
+            backlog,
+            fanning: false,
+            last_fan_out: None,
             metrics,
             window_ms: (retry_hours * 3_600_000.0) as i64,
             stopped: false,
@@ -93,10 +146,53 @@ impl NotifierActor {
     }
 
     fn wake_all(&mut self, ctx: &mut Context<Self>) {
+        self.fan_out(ctx);
         let names: Vec<String> = self.lanes.keys().cloned().collect();
         for name in names {
             self.claim(&name, ctx);
         }
+    }
+
+    /// Whether something last started at `last` must wait: the dispatcher
+    /// drains a backlog and this round's turn was taken.
+    fn yielding(&self, last: Option<Instant>) -> bool {
+        self.backlog.draining() && last.is_some_and(|at| at.elapsed() < YIELD_ROUND)
+    }
+
+    /// Makes announcements into events, [`FAN_OUT`] at a time until none
+    /// is left, then claims: the new events are due at once.
+    fn fan_out(&mut self, ctx: &mut Context<Self>) {
+        if self.stopped || self.fanning || self.yielding(self.last_fan_out) {
+            return;
+        }
+        self.fanning = true;
+        self.last_fan_out = Some(Instant::now());
+        let limit = match self.backlog.draining() {
+            true => 1,
+            false => FAN_OUT,
+        };
+        let (db, outbox) = (self.db.clone(), self.outbox.clone());
+        let making = async move {
+            db.write_relaxed_async(move |c| announce::fan_out(c, &outbox, limit))
+                .await
+        };
+        ctx.spawn(making.into_actor(self).map(move |made, act, ctx| {
+            act.fanning = false;
+            match made {
+                Ok((0, _)) => {}
+                Ok((taken, _)) => {
+                    if taken == limit {
+                        act.fan_out(ctx);
+                    }
+                    let names: Vec<String> = act.lanes.keys().cloned().collect();
+                    for name in names {
+                        act.claim(&name, ctx);
+                    }
+                }
+                Err(e) if e.is_unavailable() => {}
+                Err(e) => log::warn!("making announcements into events failed: {e}"),
+            }
+        }));
     }
 
     /// Claims `name`'s due events, as many as it has room for.
@@ -109,8 +205,14 @@ impl NotifierActor {
             lane.again = true;
             return;
         }
+        let last_claim = lane.last_claim;
+        if self.yielding(last_claim) {
+            return;
+        }
+        let lane = self.lanes.get_mut(name).expect("looked up above");
         lane.claiming = true;
         lane.again = false;
+        lane.last_claim = Some(Instant::now());
         let limit = room.min(lane.sink.per_claim);
         let (sink, db, owner) = (lane.sink.clone(), self.db.clone(), self.owner.clone());
         let claiming = async move {
@@ -310,6 +412,16 @@ impl Handler<StopNotifier> for NotifierActor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_backlog_holds_for_a_moment_after_the_last_full_claim() {
+        let backlog = Backlog::default();
+        assert!(!backlog.draining());
+        backlog.full_claim();
+        assert!(backlog.draining());
+        backlog.0.store(now_ms() - 1, Ordering::Relaxed);
+        assert!(!backlog.draining());
+    }
 
     #[test]
     fn retries_double_from_five_seconds_to_an_hour_until_the_window_ends() {

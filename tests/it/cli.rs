@@ -155,7 +155,7 @@ fn environment_variables_override_conf_json() {
         db_url(dir.path(), "from-env.db"),
     ));
     assert_eq!(code, 0, "{stderr}");
-    assert!(stdout.contains("7 migrations applied"), "{stdout}");
+    assert!(stdout.contains("8 migrations applied"), "{stdout}");
     assert!(dir.path().join("from-env.db").exists());
     assert!(!dir.path().join("from-file.db").exists());
 

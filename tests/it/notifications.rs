@@ -22,6 +22,7 @@ backend_tests!(
     cloudflare_purges_are_grouped_and_never_beyond_the_rate_limit,
     two_instances_share_one_outbox_and_deliver_each_event_once,
     an_ack_that_lost_its_lease_writes_no_event,
+    a_throttled_drain_is_announced_while_it_runs,
 );
 
 /// Two secrets, as while rotating: both sign.
@@ -627,18 +628,50 @@ fn an_ack_that_lost_its_lease_writes_no_event(backend: Backend) {
         .unwrap();
     assert_eq!(wrong.removed, 0);
     assert!(
-        events(&app, "").is_empty(),
-        "an event for an ack that did not happen"
+        events(&app, "").is_empty()
+            && db
+                .read(queries::announce::announced_ids)
+                .unwrap()
+                .is_empty(),
+        "an event or an announcement for an ack that did not happen"
     );
     let right = db
         .write(|c| queries::ack::ack_announcing(c, "owner-a", (&done, &[]), Some(now), now, &sinks))
         .unwrap();
     assert_eq!(right.removed, 2);
+    // The notifier makes the ack's announcement into events.
+    wait_until("two events", || events(&app, "").len() == 2);
     let written = events(&app, "");
-    assert_eq!(written.len(), 2);
+    assert!(db
+        .read(queries::announce::announced_ids)
+        .unwrap()
+        .is_empty());
     assert!(written
         .iter()
         .all(|e| e["type"] == "deletion.completed" && e["sink"] == "mgmt"));
+}
+
+/// The notifier yields to a backlog's drain only when nothing throttles
+/// it: under `max_deletions_per_sec` the completions reach the receiver
+/// while rows are still waiting (100 ids at 20 a second: 5 s of drain).
+fn a_throttled_drain_is_announced_while_it_runs(backend: Backend) {
+    let receiver = Receiver::ok();
+    let app = spawn_app(backend, |c| {
+        c.max_deletions_per_sec = 20;
+        c.webhooks = vec![webhook("mgmt", receiver.url("/hooks"))];
+    });
+    let all = ids("slow", 100);
+    for id in &all {
+        app.create_file(id);
+    }
+    app.record_now(&refs(&all));
+    wait_until("a first completion", || {
+        !subjects(&receiver, "deletion.completed").is_empty()
+    });
+    assert!(app.row_count() > 0, "announced only after the drain");
+    wait_until("every completion", || {
+        subjects(&receiver, "deletion.completed").len() == 100
+    });
 }
 
 fn closed_url() -> String {

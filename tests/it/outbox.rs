@@ -1,7 +1,7 @@
 //! The outbox against crashes and bad configuration: kill -9 of the real
 //! binary ten times during a drain with a webhook and a purge configured
 //! leaves exactly one event per erased id and sink, each delivered, and
-//! none for what was not erased; every sink rule refuses to start (exit 2)
+//! none (no announcement either) for what was not erased; every sink rule refuses to start (exit 2)
 //! naming its key, never echoing a secret.
 
 use std::collections::BTreeSet;
@@ -71,10 +71,15 @@ fn kill_9_ten_times_during_a_drain_announces_each_erased_id_once_per_sink(backen
         // the ack that removed its row. Events are read first: a statement
         // of a killed instance may still commit on the server meanwhile.
         let told: Vec<Event> = all_events(&db);
+        let announced = db.read(queries::announce::announced_ids).unwrap();
         let left = all_ids(&db);
         assert!(
             told.iter().all(|e| !left.contains(&e.subject)),
             "an event for a request that was not erased"
+        );
+        assert!(
+            announced.iter().all(|id| !left.contains(id)),
+            "an announcement of a request that was not erased"
         );
         eprintln!(
             "{backend:?}: after kill {}: {} rows left, {} events",
@@ -86,10 +91,13 @@ fn kill_9_ten_times_during_a_drain_announces_each_erased_id_once_per_sink(backen
     let _servers = start_instances(&config, ws.dir.path(), instances);
     wait_until("the drain ends", || row_count(&db) == 0);
     // Leased events of killed instances wait for their lease (7 s).
-    wait_until("every event is delivered", || {
-        all_events(&db)
-            .iter()
-            .all(|e| e.state == EventState::Delivered.as_str())
+    wait_until("every event is made and delivered", || {
+        db.read(queries::announce::announced_ids)
+            .unwrap()
+            .is_empty()
+            && all_events(&db)
+                .iter()
+                .all(|e| e.state == EventState::Delivered.as_str())
     });
     assert_eq!(std::fs::read_dir(&root).unwrap().count(), 0);
     let events = all_events(&db);

@@ -1,6 +1,7 @@
 //! The outbox, `video_del_event`: one row per sink and event of a
 //! request's end, written by the transaction that ends it ([`insert`],
-//! from the ack, the cancels and the last failed attempt), claimed by the
+//! from the cancels and the ack of the last failed attempt; completions
+//! come from the ack's announcements, [`super::announce`]), claimed by the
 //! notifier with the deletions' lease rule (`not_before` moved to the
 //! lease's end, `SKIP LOCKED` where the server has it), marked delivered,
 //! retried or dead, listed, redelivered, and pruned with the receipts.
@@ -415,10 +416,16 @@ fn again(
 /// Per sink of `sinks`: events pending and dead, and the last error of
 /// one not yet delivered (a dead one's first, the newest by its due time).
 /// Each count is a range of the `(sink, state, not_before)` index: delivered
-/// events, kept for the receipts' retention, are never read.
-pub(crate) fn summary(conn: &mut Conn, sinks: &[String]) -> QueryResult<Vec<SinkSummary>> {
-    let mut summaries = Vec::with_capacity(sinks.len());
-    for sink in sinks {
+/// events, kept for the receipts' retention, are never read. Removed rows
+/// announced and not yet made into events count as pending for each sink
+/// wanting `deletion.completed`.
+pub(crate) fn summary(conn: &mut Conn, sinks: &Sinks) -> QueryResult<Vec<SinkSummary>> {
+    let announced = match sinks.completed.is_empty() {
+        true => 0,
+        false => super::announce::pending(conn)?,
+    };
+    let mut summaries = Vec::with_capacity(sinks.names.len());
+    for sink in &sinks.names {
         let in_state = |state: EventState| {
             e::video_del_event
                 .filter(e::sink.eq(sink))
@@ -438,7 +445,10 @@ pub(crate) fn summary(conn: &mut Conn, sinks: &[String]) -> QueryResult<Vec<Sink
         }
         summaries.push(SinkSummary {
             sink: sink.clone(),
-            pending: in_state(EventState::Pending).count().get_result(conn)?,
+            pending: in_state(EventState::Pending)
+                .count()
+                .get_result::<i64>(conn)?
+                + announced * i64::from(sinks.completed.contains(sink)),
             dead: in_state(EventState::Dead).count().get_result(conn)?,
             last_error,
         });

@@ -107,6 +107,7 @@ macro_rules! keyset_page {
 }
 
 pub mod ack;
+pub mod announce;
 pub mod claim;
 pub mod controls;
 pub mod counts;

@@ -8,11 +8,12 @@ use diesel::dsl::sql;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Nullable};
 
+mod announce;
 mod remove;
 
 use super::events::{self, NewEvent, Sinks};
 use super::{atomically, counts};
-use crate::db::models::{AckCounts, CountDelta, Done, Failure, State};
+use crate::db::models::{AckCounts, CountDelta, Done, Failure, State, COMPLETED};
 use crate::db::schema::video_del_rec::dsl as t;
 use crate::db::Conn;
 use remove::remove_done;
@@ -40,10 +41,12 @@ pub fn ack(
     ack_announcing(conn, owner, (done, failures), receipts_at, now, &sinks)
 }
 
-/// [`ack`], writing the outbox's events in the same transaction (`sinks`):
-/// a `deletion.completed` per removed row, completed at `now`, and a
-/// `deletion.failed` per request failed for good, once per sink that wants
-/// it; a row another instance holds now gives none.
+/// [`ack`], writing the outbox in the same transaction (`sinks`): the
+/// removed rows' announcement (their `deletion.completed` events, completed
+/// at `now`, made into one event per sink by the notifier: see
+/// [`super::announce::fan_out`]) and a `deletion.failed` event per request failed
+/// for good and sink that wants it; a row another instance holds now gives
+/// none.
 pub fn ack_announcing(
     conn: &mut Conn,
     owner: &str,
@@ -53,17 +56,16 @@ pub fn ack_announcing(
     sinks: &Sinks,
 ) -> QueryResult<AckCounts> {
     let receipts = |replace| receipts_at.map(|at| Receipts { at, replace });
-    let completed = sinks.wanting(crate::db::models::COMPLETED);
     let announce = Announce {
         sinks,
         at: now,
-        data: match completed.is_empty() {
-            true => Vec::new(),
-            false => batch
-                .0
-                .iter()
-                .map(|d| crate::db::models::completed_data(d, now, owner))
-                .collect(),
+        done: batch.0,
+        #[cfg(feature = "sqlite")]
+        prebuilt: match conn.backend() == crate::db::Backend::Sqlite
+            && !sinks.wanting(COMPLETED).is_empty()
+        {
+            true => Some(announce::prebuilt(batch.0)?),
+            false => None,
         },
     };
     let (done, failures) = batch;
@@ -78,30 +80,15 @@ pub fn ack_announcing(
     }
 }
 
-/// The events an ack writes: the sinks, when, and each done id's
-/// `deletion.completed` data, in the batch's order (empty when no sink
-/// wants them).
+/// What an ack announces: to which sinks, when its events occurred, and
+/// (SQLite) the items of its announcements, made before the transaction.
 struct Announce<'a> {
     sinks: &'a Sinks,
     at: i64,
-    data: Vec<String>,
-}
-
-impl Announce<'_> {
-    /// The `deletion.completed` events of the rows removed (`ids`).
-    fn completed<'d>(&'d self, done: &'d [Done], ids: &[String]) -> Vec<NewEvent<'d>> {
-        let removed: std::collections::HashSet<&str> = ids.iter().map(String::as_str).collect();
-        done.iter()
-            .zip(&self.data)
-            .filter(|(d, _)| removed.contains(d.claimed.id.as_str()))
-            .map(|(d, data)| NewEvent {
-                kind: crate::db::models::COMPLETED,
-                subject: &d.claimed.id,
-                occurred_at: self.at,
-                data: data.clone(),
-            })
-            .collect()
-    }
+    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
+    done: &'a [Done],
+    #[cfg(feature = "sqlite")]
+    prebuilt: Option<std::collections::BTreeMap<Outcome, String>>,
 }
 
 /// How an ack writes receipts.
@@ -121,16 +108,12 @@ fn ack_writing(
     receipts: Option<Receipts>,
     announce: &Announce<'_>,
 ) -> QueryResult<AckCounts> {
-    let groups = by_outcome(done, &announce.data);
+    let groups = by_outcome(done);
     let run = |conn: &mut Conn| {
         let mut counts = AckCounts::default();
         let mut delta = CountDelta::default();
         if !done.is_empty() {
             let gone = remove_done(conn, owner, &groups, receipts, announce)?;
-            // PostgreSQL wrote them in its statement.
-            if let Some(ids) = &gone.ids {
-                events::insert(conn, announce.sinks, &announce.completed(done, ids))?;
-            }
             if receipts.is_some() {
                 counts.receipts = gone.removed;
             }
@@ -147,7 +130,9 @@ fn ack_writing(
     // statement alone.
     atomically(
         conn,
-        failures.is_empty() && (receipts.is_none() || groups.ids.len() <= 1),
+        failures.is_empty()
+            && (groups.len() <= 1
+                || (receipts.is_none() && announce.sinks.wanting(COMPLETED).is_empty())),
         run,
     )
 }
@@ -218,32 +203,19 @@ type Outcome = (u32, u32, String);
 /// existed).
 pub(super) type Outcomes<'a> = std::collections::BTreeMap<Outcome, Vec<&'a str>>;
 
-/// The ids by outcome, and (PostgreSQL writes events in its statement)
-/// each group's `deletion.completed` data in the same order, when `data`
-/// has them (one per id of `done`).
-fn by_outcome<'a>(done: &'a [Done], data: &'a [String]) -> Grouped<'a> {
-    let mut groups = Grouped::default();
-    for (i, d) in done.iter().enumerate() {
+/// The ids by outcome.
+fn by_outcome(done: &[Done]) -> Outcomes<'_> {
+    let mut groups = Outcomes::default();
+    for d in done {
         let outcome = (
             d.removed.deleted,
             d.removed.missing,
             d.removed.targets_json(),
         );
-        if let Some(data) = data.get(i) {
-            groups.data.entry(outcome.clone()).or_default().push(data);
-        }
         groups
-            .ids
             .entry(outcome)
             .or_default()
             .push(d.claimed.id.as_str());
     }
     groups
-}
-
-/// [`by_outcome`]'s answer.
-#[derive(Default)]
-struct Grouped<'a> {
-    ids: Outcomes<'a>,
-    data: std::collections::BTreeMap<Outcome, Vec<&'a String>>,
 }

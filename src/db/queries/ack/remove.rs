@@ -1,5 +1,6 @@
-//! Removing an acked batch's done rows with their receipts (and, on
-//! PostgreSQL, their outbox events), one function per backend.
+//! Removing an acked batch's done rows with their receipts and their
+//! announcement (the outbox's `video_del_announce`: one row per group of
+//! removed rows, made from the rows themselves), one function per backend.
 
 #[cfg(feature = "mysql")]
 use diesel::dsl::sql;
@@ -18,8 +19,14 @@ use super::super::counts;
 use super::super::prepared::prepared;
 #[cfg(feature = "mysql")]
 use super::super::receipts;
-use super::{Announce, Grouped, Outcome, Outcomes, Receipts};
+#[cfg(feature = "mysql")]
+use super::announce::{mysql_announce, Item};
+#[cfg(feature = "sqlite")]
+use super::announce::{sqlite_delete, Announcing};
+use super::{Announce, Outcomes, Receipts};
 use crate::db::models::CountDelta;
+#[cfg(feature = "sqlite")]
+use crate::db::models::Done;
 #[cfg(feature = "mysql")]
 use crate::db::schema::video_del_rec::dsl as t;
 use crate::db::{AnyConnection, Conn};
@@ -51,22 +58,20 @@ macro_rules! replacing_receipts {
 pub(super) fn remove_done(
     conn: &mut Conn,
     owner: &str,
-    grouped: &Grouped<'_>,
+    groups: &Outcomes<'_>,
     receipts: Option<Receipts>,
     announce: &Announce<'_>,
 ) -> QueryResult<Gone> {
     let removal = Removal {
+        #[cfg(feature = "sqlite")]
+        prebuilt: announce.prebuilt.as_ref().map(|p| (p, announce.done)),
         owner,
-        groups: &grouped.ids,
+        groups,
         receipts,
-        data: &grouped.data,
-        sinks: announce.sinks.wanting(crate::db::models::COMPLETED),
-        signed: announce
+        announces: !announce
             .sinks
             .wanting(crate::db::models::COMPLETED)
-            .iter()
-            .map(|sink| !announce.sinks.is_purge(sink))
-            .collect(),
+            .is_empty(),
         at: announce.at,
     };
     match conn {
@@ -85,24 +90,19 @@ struct Removal<'a> {
     owner: &'a str,
     groups: &'a Outcomes<'a>,
     receipts: Option<Receipts>,
-    /// Per group, its ids' `deletion.completed` data (PostgreSQL).
-    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
-    data: &'a std::collections::BTreeMap<Outcome, Vec<&'a String>>,
-    /// The sinks wanting `deletion.completed` (none: no events).
-    sinks: &'a [String],
-    /// For each of `sinks`, whether its events keep their data (webhooks;
-    /// purges need only the id): PostgreSQL.
-    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
-    signed: Vec<bool>,
-    /// When the events occurred (PostgreSQL).
-    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    /// Whether a sink wants `deletion.completed`: each group's removed rows
+    /// are then announced (SQLite: `prebuilt` is set).
+    #[cfg_attr(not(any(feature = "postgres", feature = "mysql")), allow(dead_code))]
+    announces: bool,
+    /// When the announced events occurred.
     at: i64,
-}
-
-impl Removal<'_> {
-    fn announces(&self) -> bool {
-        !self.sinks.is_empty()
-    }
+    /// SQLite: each group's announcement items made before the transaction
+    /// ([`super::announce::prebuilt`]), and the batch.
+    #[cfg(feature = "sqlite")]
+    prebuilt: Option<(
+        &'a std::collections::BTreeMap<super::Outcome, String>,
+        &'a [Done],
+    )>,
 }
 
 /// Binds a receipt's values in the order its INSERT ... SELECT takes them:
@@ -124,9 +124,32 @@ macro_rules! receipt_values {
 pub(super) struct Gone {
     pub removed: usize,
     pub delta: CountDelta,
-    /// The ids removed, when their events are still to be written (SQLite,
-    /// MySQL: PostgreSQL writes them in its statement).
-    pub ids: Option<Vec<String>>,
+}
+
+/// The announcement's values after those of its rows, in the order its
+/// INSERT ... SELECT takes them: when, acked by, paths deleted and missing,
+/// per-target counts.
+#[cfg(feature = "postgres")]
+macro_rules! announcement_values {
+    ($query:expr, $at:expr, $owner:expr, $deleted:expr, $missing:expr, $targets:expr) => {
+        $query
+            .bind::<BigInt, _>($at)
+            .bind::<Text, _>($owner)
+            .bind::<Integer, _>(*$deleted as i32)
+            .bind::<Integer, _>(*$missing as i32)
+            .bind::<Text, _>($targets)
+    };
+}
+
+/// The start of an announcement's INSERT ... SELECT: its values are
+/// [`announcement_values!`], then the count and the items of its rows.
+#[cfg(feature = "postgres")]
+macro_rules! insert_announcement {
+    () => {
+        "INSERT INTO video_del_announce \
+           (occurred_at, acked_by, deleted, missing, targets, size, items) \
+         SELECT ?, ?, ?, ?, ?, count(*), "
+    };
 }
 
 /// SQLite, one writer, no concurrent change: receipts are copied from the
@@ -157,10 +180,9 @@ fn sqlite_remove_done(
     let mut gone = Gone {
         removed: 0,
         delta: CountDelta::default(),
-        ids: removal.announces().then(Vec::new),
     };
-    for ((deleted, missing, targets), ids) in groups {
-        let ids = serde_json::to_string(ids)
+    for ((deleted, missing, targets), group) in groups {
+        let ids = serde_json::to_string(group)
             .map_err(|e| diesel::result::Error::SerializationError(Box::new(e)))?;
         if let Some(Receipts { at, replace }) = receipts {
             let sql = match replace {
@@ -183,47 +205,20 @@ fn sqlite_remove_done(
                     .count() as i64,
             };
         }
-        gone.removed += sqlite_delete(c, &ids, owner, gone.ids.as_mut())?;
+        let outcome = (*deleted, *missing, targets.clone());
+        let announcing = removal.prebuilt.and_then(|(prebuilt, done)| {
+            Some(Announcing {
+                at: removal.at,
+                found: (*deleted, *missing, targets.as_str()),
+                items: prebuilt.get(&outcome)?,
+                size: group.len(),
+                done,
+            })
+        });
+        gone.removed += sqlite_delete(c, &ids, owner, announcing)?;
     }
     gone.delta.queued -= gone.removed as i64;
     Ok(gone)
-}
-
-/// Deletes the rows of `ids` (a JSON array) still leased to `owner`;
-/// returns how many went, and adds their ids to `removed` when given.
-#[cfg(feature = "sqlite")]
-fn sqlite_delete(
-    c: &mut diesel::SqliteConnection,
-    ids: &str,
-    owner: &str,
-    removed: Option<&mut Vec<String>>,
-) -> QueryResult<usize> {
-    macro_rules! delete {
-        () => {
-            concat!(
-                "DELETE FROM video_del_rec WHERE id IN (SELECT value FROM json_each(?)) AND ",
-                leased!(sqlite)
-            )
-        };
-    }
-    let Some(removed) = removed else {
-        return prepared(delete!())
-            .bind::<Text, _>(ids)
-            .bind::<Text, _>(owner)
-            .execute(c);
-    };
-    #[derive(QueryableByName)]
-    struct Id {
-        #[diesel(sql_type = Text)]
-        id: String,
-    }
-    let gone: Vec<Id> = prepared(concat!(delete!(), " RETURNING id"))
-        .bind::<Text, _>(ids)
-        .bind::<Text, _>(owner)
-        .load(c)?;
-    let n = gone.len();
-    removed.extend(gone.into_iter().map(|i| i.id));
-    Ok(n)
 }
 
 /// How many rows a PostgreSQL removal returned.
@@ -234,17 +229,18 @@ struct Removed {
     removed: i64,
 }
 
-// The outbox's rows, made from what the DELETE returned (so only for rows
-// that went), one per sink; its binds come last.
+// The announcement of what the DELETE returned (none when nothing went);
+// its binds come after the statement's others.
 #[cfg(feature = "postgres")]
 macro_rules! announced {
     () => {
-        ", announced AS ( \
-           INSERT INTO video_del_event (sink, kind, subject, occurred_at, data, not_before) \
-           SELECT s.sink, 'deletion.completed', gone.id, ?, \
-             CASE WHEN s.signed THEN d.data ELSE '{}' END, ? \
-           FROM gone JOIN unnest(?::text[], ?::text[]) AS d(id, data) ON d.id = gone.id \
-           CROSS JOIN unnest(?::text[], ?::bool[]) AS s(sink, signed))"
+        concat!(
+            ", announced AS (",
+            insert_announcement!(),
+            "json_agg(json_build_array(id, created_at, attempts + 1, source, request_id)) \
+               ::text \
+             FROM gone HAVING count(*) > 0)"
+        )
     };
 }
 
@@ -255,23 +251,9 @@ macro_rules! removed {
     };
 }
 
-// Binds the values of `announced!`: when, the ids with their data, the
-// sinks.
-#[cfg(feature = "postgres")]
-macro_rules! announced_values {
-    ($query:expr, $removal:expr, $ids:expr, $data:expr) => {
-        $query
-            .bind::<BigInt, _>($removal.at)
-            .bind::<BigInt, _>($removal.at)
-            .bind::<Array<Text>, _>($ids)
-            .bind::<Array<Text>, _>($data)
-            .bind::<Array<Text>, _>($removal.sinks)
-            .bind::<Array<diesel::sql_types::Bool>, _>(&$removal.signed)
-    };
-}
-
-/// PostgreSQL without receipts: the rows go, the counts follow, and the
-/// events are written, in one statement for the whole batch.
+/// PostgreSQL without receipts: the rows go and the counts follow in one
+/// statement for the whole batch, or, when announced, one per group (an
+/// announcement is per group).
 #[cfg(feature = "postgres")]
 fn pg_remove_without_receipts(
     c: &mut diesel::PgConnection,
@@ -282,7 +264,7 @@ fn pg_remove_without_receipts(
             concat!(
                 "WITH gone AS (DELETE FROM video_del_rec WHERE id = ANY(?) AND ",
                 leased!(postgres),
-                " RETURNING id), \
+                " RETURNING id, created_at, attempts, source, request_id), \
                  counted AS (UPDATE video_del_counts \
                    SET queued = queued - (SELECT count(*) FROM gone) WHERE shard = ?)",
                 $($announced)*
@@ -290,24 +272,37 @@ fn pg_remove_without_receipts(
             )
         };
     }
-    let ids: Vec<&str> = removal.groups.values().flatten().copied().collect();
-    let sql = match removal.announces() {
-        false => gone!(),
-        true => gone!(announced!(),),
-    };
-    let query = prepared(sql)
-        .bind::<Array<Text>, _>(&ids)
-        .bind::<Text, _>(removal.owner)
-        .bind::<Integer, _>(counts::shard());
-    let data: Vec<&String> = removal.data.values().flatten().copied().collect();
-    let gone: Removed = match removal.announces() {
-        false => query.get_result(c)?,
-        true => announced_values!(query, removal, &ids, &data).get_result(c)?,
+    macro_rules! statement {
+        ($ids:expr) => {
+            prepared(match removal.announces {
+                false => gone!(),
+                true => gone!(announced!(),),
+            })
+            .bind::<Array<Text>, _>($ids)
+            .bind::<Text, _>(removal.owner)
+            .bind::<Integer, _>(counts::shard())
+        };
+    }
+    let removed = match removal.announces {
+        false => {
+            let ids: Vec<&str> = removal.groups.values().flatten().copied().collect();
+            statement!(&ids).get_result::<Removed>(c)?.removed
+        }
+        true => {
+            let mut removed = 0;
+            for ((deleted, missing, targets), ids) in removal.groups {
+                let query = statement!(ids);
+                let (at, owner) = (removal.at, removal.owner);
+                removed += announcement_values!(query, at, owner, deleted, missing, targets)
+                    .get_result::<Removed>(c)?
+                    .removed;
+            }
+            removed
+        }
     };
     Ok(Gone {
-        removed: gone.removed as usize,
+        removed: removed as usize,
         delta: CountDelta::default(),
-        ids: None,
     })
 }
 
@@ -348,7 +343,7 @@ fn pg_remove_done(c: &mut diesel::PgConnection, removal: &Removal<'_>) -> QueryR
     let mut removed = 0;
     for (outcome, ids) in groups {
         let (deleted, missing, targets) = outcome;
-        let sql = match (replace, removal.announces()) {
+        let sql = match (replace, removal.announces) {
             (false, false) => gone_and_kept!([][]),
             (true, false) => gone_and_kept!([replacing_receipts!(),][]),
             (false, true) => gone_and_kept!([][announced!(),]),
@@ -359,52 +354,57 @@ fn pg_remove_done(c: &mut diesel::PgConnection, removal: &Removal<'_>) -> QueryR
             .bind::<Text, _>(owner);
         let query = receipt_values!(leased, at, deleted, missing, owner, targets)
             .bind::<Integer, _>(counts::shard());
-        let gone: Removed = match removal.data.get(outcome) {
-            Some(data) if removal.announces() => {
-                announced_values!(query, removal, ids, data).get_result(c)?
-            }
-            _ => query.get_result(c)?,
+        let gone: Removed = match removal.announces {
+            true => announcement_values!(query, removal.at, owner, deleted, missing, targets)
+                .get_result(c)?,
+            false => query.get_result(c)?,
         };
         removed += gone.removed as usize;
     }
     Ok(Gone {
         removed,
         delta: CountDelta::default(),
-        ids: None,
     })
 }
 
 /// MySQL, no DELETE ... RETURNING: lock the rows still ours, write their
-/// receipts, then delete them. (A JSON_TABLE join, as SQLite does with
-/// json_each, made MariaDB scan the table: four times slower.)
+/// receipts and their announcements, then delete them. (A JSON_TABLE
+/// join, as SQLite does with json_each, made MariaDB scan the table: four
+/// times slower.)
 #[cfg(feature = "mysql")]
 fn mysql_remove_done(c: &mut diesel::MysqlConnection, removal: &Removal<'_>) -> QueryResult<Gone> {
     let (owner, groups, receipts) = (removal.owner, removal.groups, removal.receipts);
     let mut delta = CountDelta::default();
     let ids: Vec<&str> = groups.values().flatten().copied().collect();
-    let ours: Vec<String> = t::video_del_rec
+    let leased = t::video_del_rec
         .filter(t::id.eq_any(&ids))
         .filter(t::locked_by.eq(owner))
         .filter(t::locked_until.gt(sql::<Nullable<BigInt>>(db_now_ms!(mysql))))
-        .select(t::id)
-        .for_update()
-        .load(c)?;
-    if ours.is_empty() {
-        return Ok(Gone {
-            removed: 0,
-            delta,
-            ids: None,
-        });
+        .for_update();
+    // What an announcement keeps of each row (MariaDB's JSON_ARRAYAGG is
+    // cut at `group_concat_max_len`: the items are made here).
+    let rows: Vec<Item> = match removal.announces {
+        true => leased
+            .select((t::id, t::created_at, t::attempts, t::source, t::request_id))
+            .load(c)?,
+        false => leased
+            .select(t::id)
+            .load::<String>(c)?
+            .into_iter()
+            .map(|id| (id, 0, 0, String::new(), None))
+            .collect(),
+    };
+    if rows.is_empty() {
+        return Ok(Gone { removed: 0, delta });
     }
+    let ours: Vec<String> = rows.iter().map(|row| row.0.clone()).collect();
     if let Some(Receipts { at, replace }) = receipts {
         delta.done += receipts::write(c, owner, groups, &ours, at, replace)?;
     }
+    if removal.announces {
+        mysql_announce(c, (removal.at, owner), groups, rows)?;
+    }
     let removed = diesel::delete(t::video_del_rec.filter(t::id.eq_any(&ours))).execute(c)?;
     delta.queued -= removed as i64;
-    let ids = removal.announces().then_some(ours);
-    Ok(Gone {
-        removed,
-        delta,
-        ids,
-    })
+    Ok(Gone { removed, delta })
 }
