@@ -27,8 +27,9 @@ pub(super) struct Announcing<'a> {
     pub at: i64,
     /// What the group's deletions found.
     pub found: Found<'a>,
-    /// The items of every id of the group ([`prebuilt`]).
-    pub items: &'a str,
+    /// The items of every id of the group ([`prebuilt`]; made from `done`
+    /// when missing).
+    pub items: Option<&'a str>,
     /// How many ids the group has.
     pub size: usize,
     /// The batch, for a group of which some rows did not go.
@@ -105,9 +106,9 @@ pub(super) fn sqlite_delete(
     if gone.is_empty() {
         return Ok(0);
     }
-    let items = match gone.len() == announcing.size {
-        true => std::borrow::Cow::Borrowed(announcing.items),
-        false => {
+    let items = match announcing.items.filter(|_| gone.len() == announcing.size) {
+        Some(items) => std::borrow::Cow::Borrowed(items),
+        None => {
             let gone: std::collections::HashSet<&str> = gone.iter().map(|g| &*g.id).collect();
             let done = announcing
                 .done

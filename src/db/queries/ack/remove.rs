@@ -206,14 +206,12 @@ fn sqlite_remove_done(
             };
         }
         let outcome = (*deleted, *missing, targets.clone());
-        let announcing = removal.prebuilt.and_then(|(prebuilt, done)| {
-            Some(Announcing {
-                at: removal.at,
-                found: (*deleted, *missing, targets.as_str()),
-                items: prebuilt.get(&outcome)?,
-                size: group.len(),
-                done,
-            })
+        let announcing = removal.prebuilt.map(|(prebuilt, done)| Announcing {
+            at: removal.at,
+            found: (*deleted, *missing, targets.as_str()),
+            items: prebuilt.get(&outcome).map(String::as_str),
+            size: group.len(),
+            done,
         });
         gone.removed += sqlite_delete(c, &ids, owner, announcing)?;
     }
