@@ -52,6 +52,10 @@ pub(crate) enum Command {
         /// Do not delete before this many seconds from now.
         #[arg(long, default_value_t = 0)]
         delay_secs: u64,
+        /// Urgent (a takedown): claimed before every normal request, and
+        /// not held back by `max_deletions_per_sec`.
+        #[arg(long)]
+        urgent: bool,
     },
     /// Print counts by state as JSON.
     Stats {
@@ -139,7 +143,11 @@ pub fn main() -> ExitCode {
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(config),
         Command::Migrate => migrate(&config),
-        Command::Enqueue { ids, delay_secs } => enqueue(&config, ids, delay_secs),
+        Command::Enqueue {
+            ids,
+            delay_secs,
+            urgent,
+        } => enqueue(&config, ids, (delay_secs, urgent)),
         Command::Stats { recount } => stats(&config, recount),
         Command::Retry { failed: _ } => retry_failed(&config),
         Command::Cancel(CancelArgs { failed: true, .. }) => cancel_failed(&config),
@@ -207,7 +215,11 @@ fn quote(s: &str) -> String {
     }
 }
 
-fn enqueue(config: &Config, args: Vec<String>, delay_secs: u64) -> anyhow::Result<()> {
+fn enqueue(
+    config: &Config,
+    args: Vec<String>,
+    (delay_secs, urgent): (u64, bool),
+) -> anyhow::Result<()> {
     let now = now_ms();
     let not_before = schedule::not_before_ms(now, Some(delay_secs), None)
         .map_err(|e| anyhow::anyhow!("--{}", e.to_string().replace('_', "-")))?;
@@ -228,9 +240,15 @@ fn enqueue(config: &Config, args: Vec<String>, delay_secs: u64) -> anyhow::Resul
         .iter()
         .map(|s| parse_entry(s).map_err(|e| anyhow::anyhow!("{}: {e}", quote(s))))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let urgent: Vec<VideoId> = match urgent {
+        true => items.iter().map(|(id, _)| id.clone()).collect(),
+        false => Vec::new(),
+    };
     let db = open(config)?;
     let (accepted, total) = if items.iter().any(|(_, paths)| !paths.is_empty()) {
-        let record = RecordWithPaths::new(items, not_before, Source::Cli, None).into_request();
+        let record = RecordWithPaths::new(items, not_before, Source::Cli, None)
+            .urgent(urgent)
+            .into_request();
         let total = record.ids.len();
         let accepted = db
             .write(|c| queries::record::record_with_paths(c, &record, now))?
@@ -241,7 +259,12 @@ fn enqueue(config: &Config, args: Vec<String>, delay_secs: u64) -> anyhow::Resul
         ids.sort_unstable();
         ids.dedup();
         let total = ids.len();
+        let urgent = match urgent.is_empty() {
+            true => Vec::new(),
+            false => ids.clone(),
+        };
         let requests = [RecordRequest {
+            urgent,
             ids,
             not_before,
             counted: true,

@@ -35,6 +35,10 @@ pub(crate) struct Metrics {
     pub requests: IntGaugeVec,
     /// Seconds since the oldest claimable request became due (0: none).
     pub oldest_due_seconds: IntGauge,
+    /// Urgent requests due now, and seconds since the oldest of them
+    /// became due (0: none).
+    pub urgent_due: IntGauge,
+    pub oldest_urgent_due_seconds: IntGauge,
     /// 1 while an operator has paused deletions.
     pub paused: IntGauge,
     /// HTTP requests by route template and status.
@@ -223,6 +227,14 @@ impl Metrics {
                 "video_scheduler_oldest_due_seconds",
                 "Age of the oldest claimable request (0 when nothing is due)",
             ),
+            urgent_due: gauge(
+                "video_scheduler_urgent_due",
+                "Urgent requests due now (claimed before every normal one)",
+            ),
+            oldest_urgent_due_seconds: gauge(
+                "video_scheduler_oldest_urgent_due_seconds",
+                "Age of the oldest urgent due request (0 when none is due)",
+            ),
             paused: gauge(
                 "video_scheduler_paused",
                 "1 while deletions are paused by an operator",
@@ -286,6 +298,8 @@ impl Metrics {
             Box::new(self.ack_seconds.clone()),
             Box::new(self.requests.clone()),
             Box::new(self.oldest_due_seconds.clone()),
+            Box::new(self.urgent_due.clone()),
+            Box::new(self.oldest_urgent_due_seconds.clone()),
             Box::new(self.paused.clone()),
             Box::new(self.http_requests.clone()),
             Box::new(self.http_seconds.clone()),
@@ -319,6 +333,9 @@ impl Metrics {
         }
         self.oldest_due_seconds
             .set(stats.oldest_due_age_ms.unwrap_or(0) / 1000);
+        self.urgent_due.set(stats.urgent_due);
+        self.oldest_urgent_due_seconds
+            .set(stats.oldest_urgent_due_age_ms.unwrap_or(0) / 1000);
         self.paused.set(i64::from(stats.paused));
     }
 

@@ -81,6 +81,7 @@ impl Fixture {
                 source: video_scheduler::db::models::Source::Cli,
                 request_id: None,
                 paths: Vec::new(),
+                urgent: Vec::new(),
             }];
             self.db
                 .write(|c| queries::record::record_many(c, &requests, now_ms()))?;

@@ -59,6 +59,47 @@ impl Source {
     }
 }
 
+/// How soon a request is claimed (README, "Priority"): claims take urgent
+/// due rows first. Stored as `priority` (0 normal, 1 urgent).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Priority {
+    /// The bulk: every row recorded without a priority.
+    #[default]
+    Normal,
+    /// A takedown: claimed before every normal row, and not held back by
+    /// `max_deletions_per_sec`.
+    Urgent,
+}
+
+impl Priority {
+    /// The value stored in `video_del_rec.priority`.
+    pub fn stored(self) -> i16 {
+        match self {
+            Priority::Normal => 0,
+            Priority::Urgent => 1,
+        }
+    }
+
+    /// The priority of a stored value (anything but 1 is normal).
+    pub fn from_stored(value: i16) -> Priority {
+        match value {
+            1 => Priority::Urgent,
+            _ => Priority::Normal,
+        }
+    }
+}
+
 /// One row, as read back for the API.
 #[derive(Debug, Clone, PartialEq, Queryable, Selectable)]
 #[diesel(table_name = video_del_rec)]
@@ -77,6 +118,8 @@ pub struct Deletion {
     /// Where it came from, and the `X-Request-Id` it came with.
     pub source: String,
     pub request_id: Option<String>,
+    /// 0 normal, 1 urgent ([`Priority`]).
+    pub priority: i16,
 }
 
 /// A new request; `state` and `attempts` take their column defaults.
@@ -219,6 +262,13 @@ pub struct Stats {
     /// Milliseconds since the oldest claimable request became due; `None`
     /// when nothing is due.
     pub oldest_due_age_ms: Option<i64>,
+    /// Urgent requests due now (README, "Priority"): claimed before every
+    /// normal one. Normal due requests are not counted (that would scan
+    /// the backlog); `pending` less this bounds them.
+    pub urgent_due: i64,
+    /// Milliseconds since the oldest urgent due request became due; `None`
+    /// when none is due.
+    pub oldest_urgent_due_age_ms: Option<i64>,
     /// An operator paused deletions (`POST /v1/pause`).
     pub paused: bool,
 }

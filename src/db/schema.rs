@@ -16,6 +16,8 @@ diesel::table! {
         request_id -> Nullable<Varchar>,
         paths -> Nullable<Text>,
         claims -> Integer,
+        /// 0 normal, 1 urgent (`models::Priority`).
+        priority -> SmallInt,
     }
 }
 

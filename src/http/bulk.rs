@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::deletions::{storable, MAX_IDS, MAX_RAW_ID};
+use super::object::Object;
 use super::AppState;
 use crate::clock::now_ms;
 use crate::db::bulk;
@@ -68,9 +69,9 @@ impl BulkBody {
     responses((status = 200, body = Count), (status = 400, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub(crate) async fn bulk_retry(
     state: web::Data<AppState>,
-    body: web::Json<BulkBody>,
+    body: web::Json<Object<BulkBody>>,
 ) -> Result<HttpResponse, ApiError> {
-    let (_, ids) = body.into_inner().parse(&[State::Failed])?;
+    let (_, ids) = body.into_inner().into_inner().parse(&[State::Failed])?;
     let db = state.db.clone();
     let count = actix_web::rt::task::spawn_blocking(move || bulk::retry(&db, ids, now_ms()))
         .await
@@ -85,9 +86,12 @@ pub(crate) async fn bulk_retry(
     responses((status = 200, body = Count), (status = 400, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub(crate) async fn bulk_cancel(
     state: web::Data<AppState>,
-    body: web::Json<BulkBody>,
+    body: web::Json<Object<BulkBody>>,
 ) -> Result<HttpResponse, ApiError> {
-    let (filter, ids) = body.into_inner().parse(&[State::Failed, State::Pending])?;
+    let (filter, ids) = body
+        .into_inner()
+        .into_inner()
+        .parse(&[State::Failed, State::Pending])?;
     let (db, sinks) = (state.db.clone(), state.sinks.clone());
     let count = actix_web::rt::task::spawn_blocking(move || bulk::cancel(&db, filter, ids, &sinks))
         .await

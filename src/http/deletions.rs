@@ -13,12 +13,13 @@
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 
+use super::object::Object;
 use super::request_id::RequestId;
 use super::router::Routes;
 use super::views::{DeletionView, RequestView};
 use super::AppState;
 use crate::clock::now_ms;
-use crate::db::models::{Source, State};
+use crate::db::models::{Priority, Source, State};
 use crate::db::queries::{self, manage::Change, receipts};
 use crate::error::{ApiError, ErrorBody};
 use crate::paths::PathSpec;
@@ -74,7 +75,7 @@ pub(crate) struct CreateBody {
     #[serde(default)]
     pub ids: Vec<String>,
     /// Ids with paths of their own: files the templates cannot name.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::object::objects")]
     pub items: Vec<ItemBody>,
     /// Seconds from now; the result must not pass 9999-12-31T23:59:59Z.
     /// A whole number (`60` or `60.0`).
@@ -83,6 +84,10 @@ pub(crate) struct CreateBody {
     /// RFC 3339, e.g. `2026-12-01T00:00:00Z`; a time in the past means now.
     #[serde(default)]
     pub not_before: Option<String>,
+    /// Of every id and item that does not say its own: `urgent` is claimed
+    /// before every normal request and passes `max_deletions_per_sec`.
+    #[serde(default)]
+    pub priority: Priority,
 }
 
 /// An id with paths of its own (`{"id": "v1", "paths": ["web/3f2a-720.mp4", "hls/3f2a/"]}`).
@@ -96,6 +101,9 @@ pub(crate) struct ItemBody {
     /// component, no NUL, backslash or control character.
     #[serde(default)]
     pub paths: Vec<String>,
+    /// This item's priority; the body's `priority` when absent.
+    #[serde(default)]
+    pub priority: Option<Priority>,
 }
 
 /// `delay_secs`: a whole number of seconds, 0 or more. JSON does not tell
@@ -160,7 +168,10 @@ pub(crate) struct Create {
     /// Each id with the paths its item named (none for `ids`).
     pub items: Vec<(VideoId, Vec<String>)>,
     pub not_before: i64,
-    /// Some item named paths: recorded with [`RecordWithPaths`].
+    /// The ids whose request is urgent.
+    pub urgent: Vec<VideoId>,
+    /// Some item named paths, or some ids are urgent and others not:
+    /// recorded with [`RecordWithPaths`] (one statement per id).
     pub named_paths: bool,
 }
 
@@ -186,8 +197,12 @@ pub(crate) fn parse_create(body: CreateBody, now: i64) -> Result<Create, ApiErro
     let not_before = schedule::not_before_ms(now, body.delay_secs, body.not_before.as_deref())
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let mut items = Vec::with_capacity(total);
+    let mut urgent = Vec::new();
     for (i, raw) in body.ids.iter().enumerate() {
         let id = VideoId::parse(raw).map_err(|e| ApiError::InvalidId(format!("ids[{i}]: {e}")))?;
+        if body.priority == Priority::Urgent {
+            urgent.push(id.clone());
+        }
         items.push((id, Vec::new()));
     }
     let mut named_paths = false;
@@ -205,12 +220,24 @@ pub(crate) fn parse_create(body: CreateBody, now: i64) -> Result<Create, ApiErro
                 .map_err(|e| ApiError::BadRequest(format!("items[{i}].paths[{j}]: {e}")))?;
         }
         named_paths |= !item.paths.is_empty();
+        if item.priority.unwrap_or(body.priority) == Priority::Urgent {
+            urgent.push(id.clone());
+        }
         items.push((id, item.paths));
     }
+    // Ids given twice with two priorities are urgent; ids all of one
+    // priority go in the group commit, as one request.
+    urgent.sort_unstable();
+    urgent.dedup();
+    let mut distinct: Vec<&VideoId> = items.iter().map(|(id, _)| id).collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    let mixed = !urgent.is_empty() && urgent.len() < distinct.len();
     Ok(Create {
         items,
         not_before,
-        named_paths,
+        urgent,
+        named_paths: named_paths || mixed,
     })
 }
 
@@ -221,10 +248,10 @@ pub(crate) fn parse_create(body: CreateBody, now: i64) -> Result<Create, ApiErro
         (status = 500, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub(crate) async fn create(
     state: web::Data<AppState>,
-    body: web::Json<CreateBody>,
+    body: web::Json<Object<CreateBody>>,
     request_id: RequestId,
 ) -> Result<HttpResponse, ApiError> {
-    let create = parse_create(body.into_inner(), now_ms())?;
+    let create = parse_create(body.into_inner().into_inner(), now_ms())?;
     let timeout = state.record_timeout;
     let stopped = |e| match e {
         actix::MailboxError::Timeout => {
@@ -243,7 +270,8 @@ pub(crate) async fn create(
             create.not_before,
             Source::V1,
             Some(request_id.0),
-        );
+        )
+        .urgent(create.urgent);
         state
             .record
             .send(record)
@@ -252,8 +280,14 @@ pub(crate) async fn create(
             .map_err(stopped)??
             .map_err(ApiError::BadRequest)?
     } else {
+        let priority = match create.urgent.is_empty() {
+            true => Priority::Normal,
+            false => Priority::Urgent,
+        };
         let ids = create.items.into_iter().map(|(id, _)| id).collect();
-        let record = Record::new(ids, create.not_before).from(Source::V1, Some(request_id.0));
+        let record = Record::new(ids, create.not_before)
+            .from(Source::V1, Some(request_id.0))
+            .priority(priority);
         state
             .record
             .send(record)

@@ -7,6 +7,7 @@ pub(crate) mod deletions;
 pub(crate) mod events;
 pub(crate) mod health;
 pub(crate) mod metrics;
+pub(crate) mod object;
 pub(crate) mod openapi;
 pub(crate) mod request_id;
 pub(crate) mod router;

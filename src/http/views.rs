@@ -4,7 +4,7 @@
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::db::models::{Deletion, Receipt};
+use crate::db::models::{Deletion, Priority, Receipt};
 use crate::erasure::TargetErased;
 use crate::schedule;
 
@@ -28,6 +28,8 @@ pub(crate) struct DeletionView {
     pub request_id: Option<String>,
     /// Paths its request named besides the templates (`items[].paths`).
     pub paths: Vec<String>,
+    /// `urgent` or `normal`: claims take urgent due requests first.
+    pub priority: Priority,
 }
 
 /// A completed request, while its receipt is kept (`state` is `done`).
@@ -118,6 +120,7 @@ impl From<Deletion> for DeletionView {
                 .as_deref()
                 .and_then(|json| serde_json::from_str(json).ok())
                 .unwrap_or_default(),
+            priority: Priority::from_stored(row.priority),
         }
     }
 }

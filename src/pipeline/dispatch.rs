@@ -63,13 +63,21 @@ pub(super) struct ClaimOrder {
     /// Ids to claim at most: the batch size, or a second's worth under a
     /// rate limit.
     pub limit: usize,
+    /// Only urgent rows: a batch of normal ones waits for the rate limiter,
+    /// and only urgent work may pass it.
+    pub urgent_only: bool,
 }
 
 /// What a claim came back with.
 #[derive(Debug)]
 pub(super) enum ClaimOutcome {
-    /// Ids claimed (possibly none).
+    /// Ids claimed (possibly none); normal ones, which wait for the rate
+    /// limiter.
     Batch { len: usize },
+    /// Urgent ids claimed: handed over at once, past the rate limiter. The
+    /// claim then looks again (normal work may be due behind them), unless
+    /// it took only urgent rows and found fewer than it asked for.
+    Urgent { len: usize },
     /// An operator paused deletions: nothing was claimed.
     Paused,
     /// The claim failed; `unavailable` for an outage, which `Db` logs itself.
@@ -103,10 +111,14 @@ pub(super) struct Dispatch {
     in_flight: HashMap<u64, Vec<String>>,
     /// Number of the next batch handed out (keys of `in_flight`).
     next_batch: u64,
-    /// The limit of the claim in flight, if one is: at most one at a time
-    /// (two would race for the same rows), and a batch that fills it means
-    /// more is due at once.
-    claiming: Option<usize>,
+    /// The claim in flight, if one is: at most one at a time (two would
+    /// race for the same rows), and a batch that fills its limit means more
+    /// is due at once.
+    claiming: Option<ClaimOrder>,
+    /// A claimed batch of normal ids waits for the rate limiter: no other
+    /// normal claim meanwhile (the claim-ahead is one batch, a second's
+    /// worth at most), but urgent claims go on.
+    throttled: bool,
     /// Work may be due: set by ticks, nudges, full batches and failures;
     /// without it an idle dispatcher would claim in a loop.
     more: bool,
@@ -127,6 +139,7 @@ impl Dispatch {
             in_flight: HashMap::new(),
             next_batch: 0,
             claiming: None,
+            throttled: false,
             more: false,
             stopping: false,
             trouble: None,
@@ -140,7 +153,8 @@ impl Dispatch {
     }
 
     /// A claim to run at `now`, if one is useful and allowed; the claim is
-    /// then in flight until [`Dispatch::claim_returned`].
+    /// then in flight until [`Dispatch::claim_returned`]. While a batch
+    /// waits for the rate limiter, only urgent rows are claimed.
     pub(super) fn next_claim(&mut self, now: Instant) -> Option<ClaimOrder> {
         if self.stopping
             || self.claiming.is_some()
@@ -150,19 +164,39 @@ impl Dispatch {
         {
             return None;
         }
-        // With a rate limit, a claim takes at most one second's worth.
-        let limit = match self.settings.max_per_sec {
-            0 => self.settings.batch_size,
-            per_sec => self.settings.batch_size.min(per_sec as usize),
+        // With a rate limit, a claim of normal rows takes at most one
+        // second's worth.
+        let order = match (self.throttled, self.settings.max_per_sec) {
+            (true, _) | (false, 0) => ClaimOrder {
+                limit: self.settings.batch_size,
+                urgent_only: self.throttled,
+            },
+            (false, per_sec) => ClaimOrder {
+                limit: self.settings.batch_size.min(per_sec as usize),
+                urgent_only: false,
+            },
         };
-        self.claiming = Some(limit);
+        self.claiming = Some(order);
         self.more = false;
-        Some(ClaimOrder { limit })
+        Some(order)
+    }
+
+    /// A claimed batch of normal ids began waiting for the rate limiter.
+    pub(super) fn throttle_began(&mut self) {
+        self.throttled = true;
+    }
+
+    /// The throttled batch may go: normal claims resume (whether more is
+    /// due was not known while only urgent rows were claimed).
+    pub(super) fn throttle_ended(&mut self) {
+        self.throttled = false;
+        self.more = true;
     }
 
     /// The claim in flight came back at `now` with `outcome`: what to log.
     pub(super) fn claim_returned(&mut self, now: Instant, outcome: ClaimOutcome) -> Vec<Report> {
-        let limit = self.claiming.take();
+        let order = self.claiming.take();
+        let limit = order.map(|o| o.limit);
         let mut reports = Vec::new();
         match outcome {
             ClaimOutcome::Paused => {
@@ -172,13 +206,15 @@ impl Dispatch {
                     self.paused = true;
                 }
             }
-            ClaimOutcome::Batch { len } => {
+            ClaimOutcome::Batch { len } | ClaimOutcome::Urgent { len } => {
                 reports.extend(self.recovered(Cause::Database, now));
                 if self.paused {
                     reports.push(Report::Resumed);
                     self.paused = false;
                 }
-                if Some(len) == limit {
+                let urgent_only = order.is_some_and(|o| o.urgent_only);
+                let behind = matches!(outcome, ClaimOutcome::Urgent { .. }) && !urgent_only;
+                if Some(len) == limit || behind {
                     self.more = true;
                 }
             }
@@ -233,7 +269,7 @@ impl Dispatch {
 
     /// Shutdown began and nothing is running any more: no batch, no claim.
     pub(super) fn idle(&self) -> bool {
-        self.stopping && self.in_flight.is_empty() && self.claiming.is_none()
+        self.stopping && self.in_flight.is_empty() && self.claiming.is_none() && !self.throttled
     }
 
     /// The ids of every batch still being executed, forgotten here (their

@@ -8,14 +8,22 @@
 //! at most a second's worth of ids and hands them over once the limiter
 //! (governor's token bucket) has that many permits.
 //!
+//! Priority (README, "Priority"): every claim takes urgent due rows first
+//! ([`Due::Urgent`]), and urgent rows pass the rate limiter: they are
+//! handed over at once and take no permit. While a batch of normal rows
+//! waits for its permits (at most one such batch: the claim-ahead is a
+//! second's worth), only urgent rows are claimed, at each tick or nudge,
+//! so a takedown recorded behind a throttled bulk purge starts within a
+//! tick (a nudge, when it is due now) and never waits for the throttle.
+//!
 //! Pause: an operator's pause is read by every claim (see
 //! [`queries::claim`]): claims come back empty until it is lifted, and the
 //! change is logged once each way.
 //!
 //! Takeover: every quarter lease a claim first looks for expired leases (a
 //! dead or cut-off instance's rows, see [`Due::Expired`]) and takes them
-//! before the backlog; when there are none it claims the oldest due rows
-//! in the same call.
+//! before the backlog; when there are none it claims the urgent, then the
+//! oldest due rows in the same call.
 //!
 //! Trouble: a failed claim (the database) or a batch the storage refused as
 //! a whole (its root is not the directory opened at start-up, its marker is
@@ -107,12 +115,12 @@ impl DispatcherActor {
 
     /// Starts a claim if [`Dispatch`] finds one useful and allowed.
     fn maybe_claim(&mut self, ctx: &mut Context<Self>) {
-        let Some(ClaimOrder { limit }) = self.dispatch.next_claim(Instant::now()) else {
+        let Some(ClaimOrder { limit, urgent_only }) = self.dispatch.next_claim(Instant::now())
+        else {
             return;
         };
         self.claim_limit = limit;
         let (db, owner) = (self.db.clone(), self.owner.clone());
-        let limiter = self.limiter.clone();
         let lease_ms = self.lease.as_millis() as i64;
         let claim_seconds = self.metrics.claim_seconds.clone();
         // While claims conflict (instances on different Galera nodes taking
@@ -124,7 +132,7 @@ impl DispatcherActor {
                 false => 0,
             },
         };
-        let take_over = Instant::now() >= self.next_takeover;
+        let take_over = !urgent_only && Instant::now() >= self.next_takeover;
         if take_over {
             self.next_takeover = Instant::now() + self.lease / 4;
         }
@@ -134,16 +142,23 @@ impl DispatcherActor {
         let give_up_after = self.lease / 4;
         let claim = async move {
             let started = Instant::now();
+            // Expired leases (every quarter lease), then urgent rows, then
+            // the oldest due: the first that finds rows is the batch.
+            // `true`: urgent rows.
             let claiming = db.write_relaxed_async(move |conn| {
                 let now = now_ms();
                 let mut claim = |due| claim_from(conn, &owner, now, now + lease_ms, limit, due);
-                match take_over {
-                    // No expired lease: the backlog, in the same call.
-                    true => match claim(Due::Expired)? {
-                        Claim::Batch(none) if none.is_empty() => claim(oldest),
-                        expired => Ok(expired),
-                    },
-                    false => claim(oldest),
+                if take_over {
+                    match claim(Due::Expired)? {
+                        Claim::Batch(none) if none.is_empty() => {}
+                        expired => return Ok((expired, false)),
+                    }
+                }
+                match claim(Due::Urgent)? {
+                    Claim::Batch(none) if none.is_empty() && !urgent_only => {
+                        Ok((claim(oldest)?, false))
+                    }
+                    urgent => Ok((urgent, true)),
                 }
             });
             let claim = match actix_web::rt::time::timeout(give_up_after, claiming).await {
@@ -151,14 +166,6 @@ impl DispatcherActor {
                 Err(_) => Err(db.no_answer("a claim", give_up_after, true)),
             };
             claim_seconds.observe(started.elapsed().as_secs_f64());
-            // The ids are handed over only as fast as the limit allows:
-            // at most a second's wait, while their leases run for
-            // `lease_secs`.
-            if let (Ok(Claim::Batch(batch)), Some(limiter)) = (&claim, &limiter) {
-                if let Some(n) = NonZeroU32::new(batch.len() as u32) {
-                    let _ = limiter.until_n_ready(n).await;
-                }
-            }
             (claim, started)
         };
         ctx.spawn(
@@ -168,16 +175,18 @@ impl DispatcherActor {
         );
     }
 
-    /// A claim sent at `started` came back with `result`.
+    /// A claim sent at `started` came back with `result` (`true`: urgent
+    /// rows).
     fn claimed(
         &mut self,
-        result: Result<Claim, DbError>,
+        result: Result<(Claim, bool), DbError>,
         started: Instant,
         ctx: &mut Context<Self>,
     ) {
         let outcome = match &result {
-            Ok(Claim::Paused) => ClaimOutcome::Paused,
-            Ok(Claim::Batch(batch)) => ClaimOutcome::Batch { len: batch.len() },
+            Ok((Claim::Paused, _)) => ClaimOutcome::Paused,
+            Ok((Claim::Batch(batch), true)) => ClaimOutcome::Urgent { len: batch.len() },
+            Ok((Claim::Batch(batch), false)) => ClaimOutcome::Batch { len: batch.len() },
             // Counted and logged by `Db`: claim again, no backoff.
             Err(DbError::Busy(_)) => ClaimOutcome::Conflicted,
             Err(e) => {
@@ -191,35 +200,61 @@ impl DispatcherActor {
         for report in self.dispatch.claim_returned(Instant::now(), outcome) {
             say(&report);
         }
-        if let Ok(Claim::Batch(batch)) = result {
+        if let Ok((Claim::Batch(batch), urgent)) = result {
             if let Some(backlog) = self
                 .backlog
                 .as_ref()
-                .filter(|_| batch.len() >= self.claim_limit)
+                .filter(|_| !urgent && batch.len() >= self.claim_limit)
             {
                 backlog.full_claim();
             }
-            // The lease began at the latest when the claim was sent:
-            // deleting must start within the first half of it, so that it
-            // ends (and is acked) before another instance may take the rows
-            // over. (A claim is given up on after a quarter; the rate
-            // limit's wait comes on top.)
-            let start_by = started + self.lease / 2;
-            let ack_by = started + self.lease - self.lease / 10;
-            if Instant::now() > start_by && !batch.is_empty() {
-                log::warn!(
-                    "a claim of {} ids answered {:.1?} after it was sent, past half of the \
-                     {:?} lease: not deleting them; they come due again when the lease ends",
-                    batch.len(),
-                    started.elapsed(),
-                    self.lease
-                );
-            } else if !batch.is_empty() {
-                self.execute(batch, (start_by, ack_by), ctx);
+            let n = NonZeroU32::new(batch.len() as u32);
+            match (self.limiter.clone(), n) {
+                // Normal ids are handed over only as fast as the limit
+                // allows: at most a second's wait, while their leases run
+                // for `lease_secs`. Urgent ones meanwhile are claimed and
+                // handed over at once.
+                (Some(limiter), Some(n)) if !urgent => {
+                    self.dispatch.throttle_began();
+                    let wait = async move { limiter.until_n_ready(n).await };
+                    ctx.spawn(wait.into_actor(self).map(move |_, act, ctx| {
+                        act.dispatch.throttle_ended();
+                        act.hand_over(batch, started, ctx);
+                        act.maybe_claim(ctx);
+                        act.notify_if_idle();
+                    }));
+                }
+                _ => self.hand_over(batch, started, ctx),
             }
         }
         self.maybe_claim(ctx);
         self.notify_if_idle();
+    }
+
+    /// Hands a `batch` claimed at `started` to an executor, unless too
+    /// much of its lease is gone.
+    fn hand_over(&mut self, batch: Vec<Claimed>, started: Instant, ctx: &mut Context<Self>) {
+        if batch.is_empty() {
+            return;
+        }
+        // The lease began at the latest when the claim was sent: deleting
+        // must start within the first half of it, so that it ends (and is
+        // acked) before another instance may take the rows over. (A claim
+        // is given up on after a quarter; the rate limit's wait comes on
+        // top.)
+        let start_by = started + self.lease / 2;
+        let ack_by = started + self.lease - self.lease / 10;
+        if Instant::now() > start_by {
+            log::warn!(
+                "a claim of {} ids answered {:.1?} after it was sent, past half of the \
+                 {:?} lease: not deleting them; they come due again when the lease ends",
+                batch.len(),
+                started.elapsed(),
+                self.lease
+            );
+        } else {
+            self.execute(batch, (start_by, ack_by), ctx);
+        }
     }
 
     /// Hands `batch` to an executor, to start deleting by `start_by` and

@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 
 use super::dispatcher::{DispatcherActor, Nudge};
 use crate::clock::now_ms;
-use crate::db::models::Source;
+use crate::db::models::{Priority, Source};
 use crate::db::queries::{self, record::RecordRequest};
 use crate::db::{Db, DbError};
 use crate::metrics::Metrics;
@@ -108,6 +108,8 @@ pub(crate) struct Record {
     counted: bool,
     source: Source,
     request_id: Option<String>,
+    /// Every id is urgent, or none.
+    urgent: bool,
 }
 
 impl Record {
@@ -123,6 +125,15 @@ impl Record {
             counted: true,
             source: Source::V1,
             request_id: None,
+            urgent: false,
+        }
+    }
+
+    /// The priority of every id (normal unless said).
+    pub(crate) fn priority(self, priority: Priority) -> Record {
+        Record {
+            urgent: priority == Priority::Urgent,
+            ..self
         }
     }
 
@@ -161,8 +172,13 @@ impl Handler<Record> for RecordActor {
     fn handle(&mut self, msg: Record, ctx: &mut Context<Self>) -> Self::Result {
         let total = msg.ids.len();
         let (tx, rx) = oneshot::channel();
+        let urgent = match msg.urgent {
+            true => msg.ids.clone(),
+            false => Vec::new(),
+        };
         self.queue.push((
             RecordRequest {
+                urgent,
                 ids: msg.ids,
                 not_before: msg.not_before,
                 counted: msg.counted,
@@ -224,8 +240,17 @@ impl RecordWithPaths {
                 source,
                 request_id,
                 paths,
+                urgent: Vec::new(),
             },
         }
+    }
+
+    /// The ids whose item is urgent.
+    pub(crate) fn urgent(mut self, mut ids: Vec<VideoId>) -> RecordWithPaths {
+        ids.sort_unstable();
+        ids.dedup();
+        self.request.urgent = ids;
+        self
     }
 }
 

@@ -83,7 +83,8 @@ fn every_bad_id_is_a_400_and_changes_nothing(backend: Backend) {
     assert_eq!(
         stats(&app),
         json!({ "pending": 0, "running": 0, "failed": 0, "done": 0,
-                "oldest_due_age_ms": null, "paused": false,
+                "oldest_due_age_ms": null, "urgent_due": 0,
+                "oldest_urgent_due_age_ms": null, "paused": false,
                 "targets": [{ "name": "default", "kind": "local", "ready": true, "error": null }],
                 "replication": { "kind": "none" } }),
         "nothing was recorded, not even the valid id of a rejected batch"
@@ -108,10 +109,24 @@ fn the_batch_route_enforces_its_limits_with_json_errors(backend: Backend) {
         json!({ "ids": ["a"], "delay_secs": -1 }),
         json!({ "ids": "a" }),
         json!({ "id": ["a"] }),
+        // Arrays are not objects, though serde would read one as the
+        // fields in order (schemathesis found `[]` accepted).
+        json!([]),
+        json!([["a"]]),
+        json!({ "items": [["a"]] }),
     ] {
         let reply = app.post("/v1/deletions", body.clone());
         assert_eq!(reply.status, 400, "{body}");
         assert_eq!(reply.json()["code"], "bad_request", "{body}");
+    }
+    for path in ["/v1/deletions/cancel", "/v1/deletions/retry"] {
+        let reply = app.post(path, json!(["failed"]));
+        assert_eq!(reply.status, 400, "{path}");
+        assert!(
+            reply.body.contains("a JSON object"),
+            "{path}: {}",
+            reply.body
+        );
     }
 
     let duplicates = app.record(&["dup", "dup", "other"], json!({ "delay_secs": 60 }));

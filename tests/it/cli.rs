@@ -155,7 +155,7 @@ fn environment_variables_override_conf_json() {
         db_url(dir.path(), "from-env.db"),
     ));
     assert_eq!(code, 0, "{stderr}");
-    assert!(stdout.contains("8 migrations applied"), "{stdout}");
+    assert!(stdout.contains("9 migrations applied"), "{stdout}");
     assert!(dir.path().join("from-env.db").exists());
     assert!(!dir.path().join("from-file.db").exists());
 
@@ -532,4 +532,28 @@ fn storage_keys_of_the_other_kind_are_refused() {
         assert_eq!(code, 2, "{conf}: {stderr}");
         assert!(stderr.contains(message), "{conf}: {stderr}");
     }
+}
+
+#[test]
+fn enqueue_urgent_records_takedowns_and_moves_a_queued_id_to_the_front() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        json!({ "database_url": db_url(dir.path(), "urgent.db") }),
+    );
+    let cli = |args: &[&str]| {
+        let (code, stdout, stderr) = run(bin().arg("--config").arg(&config).args(args));
+        assert_eq!(code, 0, "{args:?}: {stderr}");
+        stdout
+    };
+    cli(&["migrate"]);
+    cli(&["enqueue", "--delay-secs", "3600", "later", "normal"]);
+    let stdout = cli(&["enqueue", "--urgent", "later", "takedown"]);
+    assert_eq!(stdout.trim(), "accepted 1, already queued 1");
+    let stats: Value = serde_json::from_str(&cli(&["stats"])).unwrap();
+    assert_eq!(
+        (&stats["pending"], &stats["urgent_due"]),
+        (&json!(3), &json!(2)),
+        "`later` is urgent and due now, `normal` still waits: {stats}"
+    );
 }

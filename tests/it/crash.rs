@@ -37,6 +37,7 @@ pub fn queue(db: &Db, ids: &[String]) {
         source: video_scheduler::db::models::Source::Cli,
         request_id: None,
         paths: Vec::new(),
+        urgent: Vec::new(),
     }];
     db.write(|c| queries::record::record_many(c, &requests, now))
         .unwrap();

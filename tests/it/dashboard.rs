@@ -318,6 +318,8 @@ fn the_dashboard_shows_the_queue_finds_requests_and_retries_or_cancels_failed_on
             ("#count-failed", "3"),
             ("#count-done", "24"),
             ("#oldest-due", "none"),
+            ("#count-urgent", "0"),
+            ("#oldest-urgent", "none waiting"),
             ("#paused-state", "Deleting"),
         ] {
             wait_for_text(c, css, expected).await;

@@ -81,6 +81,8 @@ fn a_seed_table_with_pending_rows_is_adopted_and_drained(backend: Backend) {
     assert_eq!(unusable["items"][0]["id"], "../escape");
     let error = unusable["items"][0]["last_error"].as_str().unwrap();
     assert!(error.starts_with("invalid video id"), "{error}");
+    // The priority column came with its default: adopted rows are normal.
+    assert_eq!(unusable["items"][0]["priority"], "normal");
     assert_eq!(std::fs::read(&outside).unwrap(), b"outside the root");
 
     // The adopted table has our schema and keeps working.
@@ -99,6 +101,14 @@ fn a_seed_table_with_pending_rows_is_adopted_and_drained(backend: Backend) {
         app.get("/v1/deletions/after-switch").json()["state"],
         "pending"
     );
+    // A takedown of it: urgent, due now, and erased.
+    app.create_file("after-switch");
+    let urgent = serde_json::json!({ "priority": "urgent" });
+    assert_eq!(app.record(&["after-switch"], urgent).status, 202);
+    wait_until("the takedown is erased", || {
+        app.get("/v1/deletions/after-switch").json()["state"] == "done"
+    });
+    assert!(!root.join("after-switch").exists());
 }
 
 /// The course's api service, in Go: `http.Get(scheduler +

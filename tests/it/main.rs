@@ -54,6 +54,7 @@ mod outbox;
 #[cfg(any(feature = "mysql", feature = "postgres"))]
 mod partition;
 mod pipeline;
+mod priority;
 #[cfg(feature = "mysql")]
 mod read_only;
 mod receipts;

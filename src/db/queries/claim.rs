@@ -32,6 +32,10 @@ pub enum Due {
     /// before it; they are found through the `(state, id)` index instead
     /// (few rows are `running`: at most the instances' batches in flight).
     Expired,
+    /// Only urgent rows (README, "Priority"), oldest due first, through
+    /// the index of urgent rows: a claim takes them before the backlog,
+    /// and the dispatcher hands them over past the rate limit.
+    Urgent,
 }
 
 /// The rows each [`Due`] selects, as SQL (for `concat!`; one `?`: now).
@@ -41,6 +45,11 @@ macro_rules! due_rows {
     };
     (expired) => {
         "state = 'running' AND not_before <= ?"
+    };
+    // `priority = 1` spelled as the partial index's WHERE, so that SQLite
+    // and PostgreSQL use it.
+    (urgent) => {
+        "priority = 1 AND not_before <= ? ORDER BY not_before"
     };
 }
 
@@ -115,6 +124,7 @@ pub fn claim_from(
             match due {
                 Due::Oldest { .. } => lease!($c, oldest, $($lock)?),
                 Due::Expired => lease!($c, expired, $($lock)?),
+                Due::Urgent => lease!($c, urgent, $($lock)?),
             }
         };
     }
@@ -152,6 +162,7 @@ fn mysql_lease_due(
         let rows = match due {
             Due::Oldest { .. } => due_rows!(oldest),
             Due::Expired => due_rows!(expired),
+            Due::Urgent => due_rows!(urgent),
         };
         diesel::sql_query(format!(
             "SELECT id, attempts, created_at, source, request_id, paths FROM video_del_rec \
@@ -166,7 +177,7 @@ fn mysql_lease_due(
     };
     let offset = match due {
         Due::Oldest { offset } => offset as i64,
-        Due::Expired => 0,
+        Due::Expired | Due::Urgent => 0,
     };
     c.transaction(|c| {
         let mut due = due_rows(c, limit, offset)?;

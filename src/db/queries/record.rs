@@ -12,7 +12,7 @@ use diesel::sql_types::{Array, BigInt, Integer, Nullable, Text};
 #[cfg(feature = "postgres")]
 use super::prepared::prepared;
 use super::{atomically, counts};
-use crate::db::models::{CountDelta, NewDeletion, Source, State};
+use crate::db::models::{CountDelta, NewDeletion, Priority, Source, State};
 use crate::db::schema::video_del_rec::dsl as t;
 use crate::db::{AnyConnection, Conn};
 use crate::video_id::VideoId;
@@ -39,6 +39,9 @@ pub struct RecordRequest {
     /// `ids`; empty when it named none. Such a request is recorded by
     /// `record_with_paths`, not in a group commit.
     pub paths: Vec<Vec<String>>,
+    /// The ids of `ids` whose request is urgent (README, "Priority"),
+    /// sorted; empty when none is. Such a request is never merged.
+    pub urgent: Vec<VideoId>,
 }
 
 /// What a group commit did.
@@ -162,7 +165,7 @@ fn insert_or_ignore(
 /// statement, sorted, so that a burst of single-id requests costs one round
 /// trip; counted requests get a statement each, for their own count.
 pub fn record_many(conn: &mut Conn, requests: &[RecordRequest], now: i64) -> QueryResult<Inserted> {
-    let mergeable = |r: &RecordRequest| !r.counted && r.not_before <= now;
+    let mergeable = |r: &RecordRequest| !r.counted && r.not_before <= now && r.urgent.is_empty();
     let rows = |r| new_rows(r, now);
     let mut merged: Vec<NewRow<'_>> = requests
         .iter()
@@ -180,19 +183,51 @@ pub fn record_many(conn: &mut Conn, requests: &[RecordRequest], now: i64) -> Que
                 new_rows.push(None);
             } else {
                 let n = insert_new(conn, &rows(request), now)?;
+                promote(conn, &request.urgent, request.not_before.max(now))?;
                 total += n;
                 new_rows.push(Some(n));
             }
         }
         Ok(Inserted { new_rows, total })
     };
-    // PostgreSQL keeps the count in the INSERT itself.
+    // PostgreSQL keeps the count in the INSERT itself; an urgent request
+    // adds its promotion.
     let statements = usize::from(!merged.is_empty())
         + requests
             .iter()
             .filter(|r| !mergeable(r) && !r.ids.is_empty())
-            .count();
+            .map(|r| 1 + usize::from(!r.urgent.is_empty()))
+            .sum::<usize>();
     atomically(conn, statements <= 1, run)
+}
+
+/// Ids per promoting UPDATE (one bind each on SQLite and MySQL).
+const PROMOTE_CHUNK: usize = 5000;
+
+/// Makes the `urgent` ids urgent, in the transaction that recorded them:
+/// the rows it inserted (as normal, the column's default), and rows
+/// already pending, which also become due no later than `due` (a takedown
+/// of a video already queued behind a bulk purge, or scheduled for later,
+/// moves it to the front). Running and failed rows are left as they are:
+/// the one is being deleted, the other waits for an operator. Costs
+/// nothing when no id is urgent.
+fn promote(conn: &mut Conn, urgent: &[VideoId], due: i64) -> QueryResult<()> {
+    let urgent_now = Priority::Urgent.stored();
+    for chunk in urgent.chunks(PROMOTE_CHUNK) {
+        let ids: Vec<&str> = chunk.iter().map(VideoId::as_str).collect();
+        let pending = || {
+            t::video_del_rec
+                .filter(t::id.eq_any(ids.clone()))
+                .filter(t::state.eq(State::Pending.as_str()))
+        };
+        diesel::update(pending().filter(t::not_before.gt(due)))
+            .set((t::priority.eq(urgent_now), t::not_before.eq(due)))
+            .execute(conn)?;
+        diesel::update(pending().filter(t::priority.ne(urgent_now)))
+            .set(t::priority.eq(urgent_now))
+            .execute(conn)?;
+    }
+    Ok(())
 }
 
 /// Most paths kept with one request, merged over several records of its id.
@@ -226,6 +261,7 @@ pub(crate) fn record_with_paths(
                 }
             }
         }
+        promote(conn, &request.urgent, request.not_before.max(now))?;
         counts::add(
             conn,
             CountDelta {

@@ -2,7 +2,7 @@
 
 use super::*;
 use BatchOutcome::{NotRun, Ran};
-use ClaimOutcome::{Batch, Paused};
+use ClaimOutcome::{Batch, Paused, Urgent};
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -58,7 +58,13 @@ fn a_claim_is_ordered_only_when_work_may_be_due_and_one_at_a_time() {
     let (t, mut d) = (Instant::now(), dispatch(2, 0));
     assert_eq!(d.next_claim(t), None, "nothing woke it");
     d.wake();
-    assert_eq!(d.next_claim(t), Some(ClaimOrder { limit: 10 }));
+    assert_eq!(
+        d.next_claim(t),
+        Some(ClaimOrder {
+            limit: 10,
+            urgent_only: false
+        })
+    );
     d.wake();
     assert_eq!(d.next_claim(t), None, "a claim is in flight");
     assert!(d.claim_returned(t, Batch { len: 3 }).is_empty());
@@ -83,7 +89,14 @@ fn the_rate_limit_caps_a_claim_at_a_second_s_worth() {
     for (per_sec, limit) in [(0, 10), (4, 4), (10, 10), (50, 10)] {
         let mut d = dispatch(2, per_sec);
         d.wake();
-        assert_eq!(d.next_claim(t), Some(ClaimOrder { limit }), "{per_sec}/s");
+        assert_eq!(
+            d.next_claim(t),
+            Some(ClaimOrder {
+                limit,
+                urgent_only: false
+            }),
+            "{per_sec}/s"
+        );
         d.claim_returned(t, Batch { len: limit });
         assert!(d.next_claim(t).is_some(), "{limit} of {limit} is full");
     }
@@ -231,4 +244,57 @@ fn a_conflicted_claim_claims_again_at_once_and_is_no_trouble() {
     assert!(d.next_claim(later).is_some(), "claims again at once");
     let reports = d.claim_returned(later, Batch { len: 0 });
     assert_eq!(reports, [recovered(Cause::Database, 10_000, 1)]);
+}
+
+#[test]
+fn urgent_rows_are_claimed_while_a_batch_waits_for_the_rate_limiter() {
+    let (t, mut d) = (Instant::now(), dispatch(2, 4));
+    d.wake();
+    let normal = ClaimOrder {
+        limit: 4,
+        urgent_only: false,
+    };
+    assert_eq!(d.next_claim(t), Some(normal));
+    d.claim_returned(t, Batch { len: 4 });
+    d.throttle_began();
+    let urgent = ClaimOrder {
+        limit: 10,
+        urgent_only: true,
+    };
+    assert_eq!(
+        d.next_claim(t),
+        Some(urgent),
+        "the full batch left more due"
+    );
+    d.claim_returned(t, Urgent { len: 1 });
+    assert_eq!(d.next_claim(t), None, "no more urgent rows: no spinning");
+    d.wake();
+    assert_eq!(
+        d.next_claim(t),
+        Some(urgent),
+        "a nudge looks for urgent rows"
+    );
+    d.claim_returned(t, Urgent { len: 10 });
+    assert_eq!(d.next_claim(t), Some(urgent), "a full urgent batch: more");
+    d.claim_returned(t, Urgent { len: 0 });
+    d.stop();
+    assert!(!d.idle(), "a throttled batch is still to be handed over");
+    d.throttle_ended();
+    assert!(d.idle());
+}
+
+#[test]
+fn urgent_rows_found_by_a_normal_claim_leave_the_backlog_to_claim_next() {
+    let (t, mut d) = (Instant::now(), dispatch(2, 0));
+    claim(&mut d, t, Urgent { len: 1 });
+    assert_eq!(
+        d.next_claim(t),
+        Some(ClaimOrder {
+            limit: 10,
+            urgent_only: false
+        }),
+        "normal rows may be due behind the urgent one"
+    );
+    d.claim_returned(t, Batch { len: 3 });
+    assert_eq!(d.next_claim(t), None);
 }

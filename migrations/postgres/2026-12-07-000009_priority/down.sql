@@ -1,0 +1,2 @@
+DROP INDEX video_del_rec_urgent;
+ALTER TABLE video_del_rec DROP COLUMN priority;
