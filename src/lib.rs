@@ -12,10 +12,13 @@
 //!    (`pipeline/record.rs`).
 //! 2. RecordActor group-commits it into `video_del_rec`
 //!    ([`db::queries::record`]), answers the caller, and nudges the
-//!    dispatcher when it is due now.
+//!    dispatcher when it is due now; or, while executors are free (the
+//!    fast lane), inserts it already leased and hands it to the
+//!    dispatcher in memory (`Leased`), skipping step 3's claim.
 //! 3. TimerActor (`pipeline/timer.rs`) ticks the DispatcherActor
 //!    (`pipeline/dispatcher.rs`; its decisions in `pipeline/dispatch.rs`),
-//!    which claims due ids with a lease ([`db::queries::claim`]).
+//!    which claims due ids with a lease ([`db::queries::claim`]), urgent
+//!    ones first.
 //! 4. ExecutorActor (`pipeline/executor.rs`) runs `pipeline/batch.rs`: the
 //!    id's paths (`paths`: templates and request-named paths) are erased
 //!    on every target of the storage (`storage`: local disk, S3).

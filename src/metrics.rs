@@ -26,6 +26,9 @@ pub(crate) struct Metrics {
     pub batch_seconds: Histogram,
     /// Claims that failed (database unavailable).
     pub claim_errors: IntCounter,
+    /// Ids recorded due now and handed to executors without a claim (the
+    /// fast lane).
+    pub fast_lane: IntCounter,
     /// Time of one claim (one statement, or two on MySQL).
     pub claim_seconds: Histogram,
     /// Time of one ack (its transaction).
@@ -216,6 +219,10 @@ impl Metrics {
                 "Time to delete and ack one batch",
             ),
             claim_errors: counter("video_scheduler_claim_errors_total", "Claims that failed"),
+            fast_lane: counter(
+                "video_scheduler_fast_lane_total",
+                "Ids recorded due now and deleted without a claim (the fast lane)",
+            ),
             claim_seconds: histogram("video_scheduler_claim_seconds", "Time of one claim"),
             ack_seconds: histogram("video_scheduler_ack_seconds", "Time of one ack"),
             requests: gauge_vec(
@@ -294,6 +301,7 @@ impl Metrics {
             Box::new(self.batches.clone()),
             Box::new(self.batch_seconds.clone()),
             Box::new(self.claim_errors.clone()),
+            Box::new(self.fast_lane.clone()),
             Box::new(self.claim_seconds.clone()),
             Box::new(self.ack_seconds.clone()),
             Box::new(self.requests.clone()),

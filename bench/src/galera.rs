@@ -93,6 +93,7 @@ fn drain(
         server_url: galera.url(1, "mysql"),
         batch_size,
         executors: 4,
+        fast_lane: true,
     };
     let fx = Fixture::new(&setup)?;
     let name = fx

@@ -119,6 +119,10 @@ struct Args {
     /// workspace (to compare two commits in the same hour).
     #[arg(long)]
     server: Option<PathBuf>,
+    /// Server `fast_lane: false`: ids recorded due now are claimed like
+    /// any other (to measure the lane against its absence).
+    #[arg(long)]
+    no_fast_lane: bool,
     /// Also write the table as Markdown to this file.
     #[arg(long)]
     markdown: Option<PathBuf>,
@@ -215,6 +219,7 @@ fn main() -> anyhow::Result<()> {
         },
         batch_size: args.batch_size,
         executors: args.executors,
+        fast_lane: !args.no_fast_lane,
     };
     if args.notify {
         let params = notify::Params {

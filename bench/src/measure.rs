@@ -23,6 +23,8 @@ pub struct Setup {
     pub server_url: String,
     pub batch_size: usize,
     pub executors: usize,
+    /// Server `fast_lane`.
+    pub fast_lane: bool,
 }
 
 /// A fresh database, video root and config, removed on drop.
@@ -53,6 +55,7 @@ impl Fixture {
             .into(),
             batch_size: setup.batch_size,
             executors: setup.executors,
+            fast_lane: setup.fast_lane,
             ..Config::default()
         };
         Ok(Fixture {

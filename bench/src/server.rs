@@ -238,6 +238,7 @@ fn older_readable(config: &Config) -> anyhow::Result<serde_json::Value> {
             "webhooks",
             "purge",
             "webhook_retry_hours",
+            "fast_lane",
         ] {
             if fields.get(key) == defaults.get(key) {
                 fields.remove(key);

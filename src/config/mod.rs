@@ -84,6 +84,10 @@ pub struct Config {
     /// Most ids this instance hands to its executors per second (0: no
     /// limit), so that a huge backlog does not flood the storage.
     pub max_deletions_per_sec: u32,
+    /// The fast lane (README, "Fast lane"): ids recorded due now while
+    /// executors are free are inserted already leased to this instance and
+    /// handed to them in memory, without a claim (SQLite and PostgreSQL).
+    pub fast_lane: bool,
     /// What is kept of completed requests.
     pub receipts: ReceiptsConfig,
     /// One log line per HTTP request (target `access`, with its request
@@ -140,6 +144,7 @@ impl Default for Config {
             require_synchronous_replication: false,
             max_connections: 1024,
             max_deletions_per_sec: 0,
+            fast_lane: true,
             receipts: ReceiptsConfig::default(),
             access_log: false,
             webhooks: Vec::new(),

@@ -181,6 +181,29 @@ impl Dispatch {
         Some(order)
     }
 
+    /// How many ids recorded now may take the fast lane (README, "Fast
+    /// lane"): the batches of the executors free, a claim in flight
+    /// counted as one; none while more is known to be due (the backlog
+    /// goes first), under a rate limit (the lane would pass it), in
+    /// trouble, paused (as the last claim saw it; the record reads the
+    /// pause too), or stopping.
+    pub(super) fn fast_lane_room(&self) -> usize {
+        let closed = self.stopping
+            || self.more
+            || self.throttled
+            || self.paused
+            || self.trouble.is_some()
+            || self.settings.max_per_sec > 0;
+        match closed {
+            true => 0,
+            false => {
+                let busy = self.in_flight.len() + usize::from(self.claiming.is_some());
+                let free = self.settings.capacity.saturating_sub(busy);
+                free * self.settings.batch_size
+            }
+        }
+    }
+
     /// A claimed batch of normal ids began waiting for the rate limiter.
     pub(super) fn throttle_began(&mut self) {
         self.throttled = true;
@@ -265,6 +288,11 @@ impl Dispatch {
     /// Shutdown began: claim no more.
     pub(super) fn stop(&mut self) {
         self.stopping = true;
+    }
+
+    /// Shutdown began: batches are no longer started.
+    pub(super) fn stopping(&self) -> bool {
+        self.stopping
     }
 
     /// Shutdown began and nothing is running any more: no batch, no claim.

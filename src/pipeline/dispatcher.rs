@@ -48,10 +48,11 @@ use tokio::sync::oneshot;
 pub(crate) use super::dispatch::Settings;
 use super::dispatch::{BatchOutcome, ClaimOrder, ClaimOutcome, Dispatch, Report};
 use super::executor::{BatchReport, DeleteBatch, ExecutorActor};
+pub(crate) use super::fast_lane::FastLane;
 use super::notifier::Backlog;
 use crate::clock::now_ms;
 use crate::db::models::{Claim, Claimed};
-use crate::db::queries::claim::{claim_from, Due};
+use crate::db::queries::claim::{claim_first, Due};
 use crate::db::{queries, Db, DbError};
 use crate::metrics::Metrics;
 
@@ -69,6 +70,8 @@ pub(crate) struct DispatcherActor {
     owner: Arc<str>,
     /// How long a claim holds its ids.
     lease: Duration,
+    /// Ids per batch handed to an executor.
+    batch_size: usize,
     /// Claim duration and failures are counted for `/metrics`.
     metrics: Arc<Metrics>,
     /// Told when a claim comes back full (the notifier yields meanwhile);
@@ -87,6 +90,8 @@ pub(crate) struct DispatcherActor {
     /// a dead or cut-off instance's rows are taken over before the
     /// backlog, at most a quarter lease after they expired.
     next_takeover: Instant,
+    /// Where the fast lane's room is published (`fast_lane: true`).
+    fast_lane: Option<FastLane>,
 }
 
 impl DispatcherActor {
@@ -102,6 +107,7 @@ impl DispatcherActor {
             executors,
             owner,
             lease: settings.lease,
+            batch_size: settings.batch_size,
             metrics,
             backlog,
             claim_limit: 0,
@@ -110,11 +116,31 @@ impl DispatcherActor {
                 .map(|per_sec| Arc::new(RateLimiter::direct(Quota::per_second(per_sec)))),
             idle_waiters: Vec::new(),
             next_takeover: Instant::now(),
+            fast_lane: None,
+        }
+    }
+
+    /// Publishes the fast lane's room to `lane` (none: no lane).
+    pub(crate) fn with_fast_lane(self, fast_lane: Option<FastLane>) -> DispatcherActor {
+        DispatcherActor { fast_lane, ..self }
+    }
+
+    /// After every event: starts a claim if [`Dispatch`] finds one useful
+    /// and allowed, and tells the recorder how many ids may take the fast
+    /// lane now.
+    fn maybe_claim(&mut self, ctx: &mut Context<Self>) {
+        self.claim_if_due(ctx);
+        self.publish_room();
+    }
+
+    fn publish_room(&self) {
+        if let Some(lane) = &self.fast_lane {
+            lane.publish(self.dispatch.fast_lane_room());
         }
     }
 
     /// Starts a claim if [`Dispatch`] finds one useful and allowed.
-    fn maybe_claim(&mut self, ctx: &mut Context<Self>) {
+    fn claim_if_due(&mut self, ctx: &mut Context<Self>) {
         let Some(ClaimOrder { limit, urgent_only }) = self.dispatch.next_claim(Instant::now())
         else {
             return;
@@ -143,23 +169,17 @@ impl DispatcherActor {
         let claim = async move {
             let started = Instant::now();
             // Expired leases (every quarter lease), then urgent rows, then
-            // the oldest due: the first that finds rows is the batch.
-            // `true`: urgent rows.
+            // the oldest due: the first that finds rows is the batch
+            // (`true`: urgent rows).
+            let order = match (urgent_only, take_over) {
+                (true, _) => vec![Due::Urgent],
+                (false, true) => vec![Due::Expired, Due::Urgent, oldest],
+                (false, false) => vec![Due::Urgent, oldest],
+            };
             let claiming = db.write_relaxed_async(move |conn| {
                 let now = now_ms();
-                let mut claim = |due| claim_from(conn, &owner, now, now + lease_ms, limit, due);
-                if take_over {
-                    match claim(Due::Expired)? {
-                        Claim::Batch(none) if none.is_empty() => {}
-                        expired => return Ok((expired, false)),
-                    }
-                }
-                match claim(Due::Urgent)? {
-                    Claim::Batch(none) if none.is_empty() && !urgent_only => {
-                        Ok((claim(oldest)?, false))
-                    }
-                    urgent => Ok((urgent, true)),
-                }
+                claim_first(conn, &owner, (now, now + lease_ms), limit, &order)
+                    .map(|(claim, due)| (claim, due == Due::Urgent))
             });
             let claim = match actix_web::rt::time::timeout(give_up_after, claiming).await {
                 Ok(claim) => claim,
@@ -312,6 +332,11 @@ fn say(report: &Report) {
 
 impl Actor for DispatcherActor {
     type Context = Context<Self>;
+
+    /// The fast lane opens at once, not at the first tick.
+    fn started(&mut self, _: &mut Context<Self>) {
+        self.publish_room();
+    }
 }
 
 /// Periodic wake-up from the TimerActor: look for due work.
@@ -339,6 +364,49 @@ macro_rules! wake_on {
 }
 
 wake_on!(Tick, Nudge);
+
+/// From the RecordActor: rows it inserted already leased to this instance
+/// (the fast lane), their lease begun at `started`. Deleted as a claimed
+/// batch; during shutdown given back instead, due now.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Leased {
+    pub batch: Vec<Claimed>,
+    pub started: Instant,
+}
+
+impl Handler<Leased> for DispatcherActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Leased, ctx: &mut Context<Self>) {
+        if !msg.batch.is_empty() && self.dispatch.stopping() {
+            let ids: Vec<String> = msg.batch.into_iter().map(|c| c.id).collect();
+            let (db, owner) = (self.db.clone(), self.owner.clone());
+            let release = async move {
+                let released = db
+                    .write_relaxed_async(move |c| {
+                        queries::claim::release(c, &owner, &ids, now_ms(), None)
+                    })
+                    .await;
+                if let Err(e) = released {
+                    log::warn!("could not give back fast-lane leases at shutdown: {e}");
+                }
+            };
+            ctx.spawn(release.into_actor(self));
+        } else {
+            self.metrics.fast_lane.inc_by(msg.batch.len() as u64);
+            // In batches of `batch_size`, one per free executor, as the
+            // lane's room was counted.
+            let mut batch = msg.batch;
+            while !batch.is_empty() {
+                let rest = batch.split_off(batch.len().min(self.batch_size));
+                self.hand_over(batch, msg.started, ctx);
+                batch = rest;
+            }
+        }
+        self.maybe_claim(ctx);
+    }
+}
 
 /// Stop claiming; resolves once every batch in execution is acked.
 #[derive(Message)]

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! HTTP --Record--> RecordActor --group commit--> video_del_rec
-//!                       \--Nudge--.
+//!                       \--Nudge--.     \--Leased (fast lane: inserted leased)--> DispatcherActor
 //! TimerActor --Tick--> DispatcherActor --claim (lease)--> video_del_rec
 //! DispatcherActor --DeleteBatch--> ExecutorActor x N --delete--> storage
 //! ExecutorActor --ack (delete done, write receipt / reschedule failed)--> video_del_rec
@@ -16,6 +16,7 @@ pub(crate) mod batch;
 mod dispatch;
 pub(crate) mod dispatcher;
 pub(crate) mod executor;
+mod fast_lane;
 pub(crate) mod notifier;
 pub(crate) mod pruner;
 pub(crate) mod record;
@@ -32,7 +33,7 @@ use crate::config::Config;
 use crate::db::Db;
 use crate::metrics::Metrics;
 use crate::storage::Storage;
-use dispatcher::{DispatcherActor, ReleaseInFlight, Shutdown};
+use dispatcher::{DispatcherActor, FastLane, ReleaseInFlight, Shutdown};
 use executor::ExecutorActor;
 use notifier::{Backlog, NotifierActor, StopNotifier};
 use pruner::{PrunerActor, StopPruner};
@@ -40,6 +41,17 @@ use record::RecordActor;
 use replication::{ReplicationActor, StopReplication};
 use retry::RetryPolicy;
 use timer::{StopTimer, TimerActor};
+
+/// How the dispatcher sizes its work, from `config`.
+fn settings(config: &Config) -> dispatcher::Settings {
+    dispatcher::Settings {
+        batch_size: config.batch_size,
+        lease: Duration::from_secs(config.lease_secs),
+        capacity: config.executors,
+        tick: Duration::from_millis(config.tick_ms),
+        max_per_sec: config.max_deletions_per_sec,
+    }
+}
 
 /// The running actors of one process.
 pub(crate) struct Pipeline {
@@ -95,13 +107,10 @@ impl Pipeline {
                 )
             })
         };
-        let settings = dispatcher::Settings {
-            batch_size: config.batch_size,
-            lease: Duration::from_secs(config.lease_secs),
-            capacity: config.executors,
-            tick: Duration::from_millis(config.tick_ms),
-            max_per_sec: config.max_deletions_per_sec,
-        };
+        let settings = settings(config);
+        // MySQL has no INSERT that says which rows it inserted: no lane.
+        let fast_lane =
+            (config.fast_lane && db.backend() != crate::db::Backend::Mysql).then(FastLane::new);
         let dispatcher = DispatcherActor::new(
             db.labeled("claim"),
             executors,
@@ -109,6 +118,7 @@ impl Pipeline {
             settings,
             (metrics.clone(), backlog),
         )
+        .with_fast_lane(fast_lane.clone())
         .start();
         let timer =
             TimerActor::new(dispatcher.clone(), Duration::from_millis(config.tick_ms)).start();
@@ -120,7 +130,9 @@ impl Pipeline {
         )
         .start();
         let replication = ReplicationActor::new(db.clone(), metrics.clone()).start();
-        let record = RecordActor::new(db.labeled("record"), dispatcher.clone(), metrics).start();
+        let record = RecordActor::new(db.labeled("record"), dispatcher.clone(), metrics)
+            .with_fast_lane(fast_lane.map(|lane| (lane, owner.clone(), settings.lease)))
+            .start();
         log::info!(
             "pipeline started as {owner}: {} executors",
             config.executors

@@ -5,18 +5,43 @@
 //! share one fsync, and each caller is answered only after its rows are
 //! committed. With no load a request commits alone, at once.
 
+use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
-use super::dispatcher::{DispatcherActor, Nudge};
+use super::dispatcher::{DispatcherActor, FastLane, Leased, Nudge};
 use crate::clock::now_ms;
-use crate::db::models::{Priority, Source};
-use crate::db::queries::{self, record::RecordRequest};
+use crate::db::models::{Claimed, Priority, Source};
+use crate::db::queries::{self, record::Lease, record::RecordRequest};
 use crate::db::{Db, DbError};
 use crate::metrics::Metrics;
 use crate::video_id::VideoId;
+
+/// The fast lane's rows of a group commit at `now`, as a claim would have
+/// returned them: the `leased` ids, with their request's source.
+fn leased_batch(requests: &[RecordRequest], leased: &[String], now: i64) -> Vec<Claimed> {
+    if leased.is_empty() {
+        return Vec::new();
+    }
+    let leased: HashSet<&str> = leased.iter().map(String::as_str).collect();
+    let mut seen = HashSet::new();
+    requests
+        .iter()
+        .flat_map(|r| r.ids.iter().map(move |id| (r, id.as_str())))
+        .filter(|(_, id)| leased.contains(id) && seen.insert(*id))
+        .map(|(r, id)| Claimed {
+            id: id.to_owned(),
+            paths: None,
+            attempts: 0,
+            created_at: now,
+            source: r.source.as_str().to_owned(),
+            request_id: r.request_id.clone(),
+        })
+        .collect()
+}
 
 /// Where a caller waits for its commit: new rows (`None` when uncounted).
 type Reply = oneshot::Sender<Result<Option<usize>, DbError>>;
@@ -26,6 +51,9 @@ pub(crate) struct RecordActor {
     db: Db,
     dispatcher: Addr<DispatcherActor>,
     metrics: Arc<Metrics>,
+    /// The fast lane, with this instance's `locked_by` and lease (none
+    /// with `fast_lane: false`).
+    fast_lane: Option<(FastLane, Arc<str>, Duration)>,
     /// Requests waiting for the next commit.
     queue: Vec<(RecordRequest, Reply)>,
     /// A commit is in flight: new requests queue for the next one, which is
@@ -43,9 +71,32 @@ impl RecordActor {
             db,
             dispatcher,
             metrics,
+            fast_lane: None,
             queue: Vec::new(),
             committing: false,
         }
+    }
+
+    /// Takes the fast lane when it has room: `owner`'s leases, `lease`
+    /// long (none: no lane).
+    pub(crate) fn with_fast_lane(
+        self,
+        fast_lane: Option<(FastLane, Arc<str>, Duration)>,
+    ) -> RecordActor {
+        RecordActor { fast_lane, ..self }
+    }
+
+    /// The lease for a group commit of `requests` at `now`, if its ids due
+    /// now all fit in the fast lane's room (which it then takes).
+    fn fast_lane_lease(&self, requests: &[RecordRequest], now: i64) -> Option<(Arc<str>, i64)> {
+        let (lane, owner, lease) = self.fast_lane.as_ref()?;
+        let due_now: usize = requests
+            .iter()
+            .filter(|r| r.not_before <= now)
+            .map(|r| r.ids.len())
+            .sum();
+        lane.take(due_now)
+            .then(|| (owner.clone(), now + lease.as_millis() as i64))
     }
 
     fn commit(&mut self, ctx: &mut Context<Self>) {
@@ -56,41 +107,74 @@ impl RecordActor {
         let (requests, replies): (Vec<_>, Vec<_>) =
             std::mem::take(&mut self.queue).into_iter().unzip();
         let db = self.db.clone();
+        let (now, started) = (now_ms(), Instant::now());
+        let lease = self.fast_lane_lease(&requests, now);
+        let leasing = lease.is_some();
         let write = async move {
-            let now = now_ms();
             let due_now = requests.iter().any(|r| r.not_before <= now);
             // `require_synchronous_replication`: nothing is committed that
             // a failover may lose.
             if let Some(refused) = db.durability_refusal() {
-                return (Err(refused), due_now);
+                return (Err(refused), due_now, Vec::new());
             }
             let result = db
-                .write_async(move |conn| queries::record::record_many(conn, &requests, now))
+                .write_async(move |conn| {
+                    let lease = lease.as_ref().map(|(owner, until)| Lease {
+                        owner,
+                        until: *until,
+                    });
+                    let recorded =
+                        queries::record::record_many_leased(conn, &requests, now, lease)?;
+                    let leased = leased_batch(&requests, &recorded.leased, now);
+                    Ok((recorded, leased))
+                })
                 .await;
-            (result, due_now)
-        };
-        ctx.spawn(write.into_actor(self).map(|(result, due_now), act, ctx| {
-            act.committing = false;
-            // Failures are logged by `Db` (once per outage) or by the
-            // handler answering 500, not here.
             match result {
-                Ok(recorded) => {
-                    act.metrics.recorded.inc_by(recorded.total as u64);
-                    if due_now && recorded.total > 0 {
-                        act.dispatcher.do_send(Nudge);
-                    }
-                    for (reply, n) in replies.into_iter().zip(recorded.new_rows) {
-                        let _ = reply.send(Ok(n));
-                    }
-                }
-                Err(e) => {
-                    for reply in replies {
-                        let _ = reply.send(Err(e.clone()));
-                    }
-                }
+                Ok((recorded, leased)) => (Ok(recorded), due_now, leased),
+                Err(e) => (Err(e), due_now, Vec::new()),
             }
-            act.commit(ctx);
-        }));
+        };
+        ctx.spawn(
+            write
+                .into_actor(self)
+                .map(move |(result, due_now, leased), act, ctx| {
+                    act.committing = false;
+                    // The fast lane's batch (maybe empty: the lane reopens when
+                    // the dispatcher has it).
+                    if leasing {
+                        let leased_all = leased.len();
+                        act.dispatcher.do_send(Leased {
+                            batch: leased,
+                            started,
+                        });
+                        if let Ok(recorded) = &result {
+                            if due_now && recorded.total > leased_all {
+                                act.dispatcher.do_send(Nudge);
+                            }
+                        }
+                    } else if let Ok(recorded) = &result {
+                        if due_now && recorded.total > 0 {
+                            act.dispatcher.do_send(Nudge);
+                        }
+                    }
+                    // Failures are logged by `Db` (once per outage) or by the
+                    // handler answering 500, not here.
+                    match result {
+                        Ok(recorded) => {
+                            act.metrics.recorded.inc_by(recorded.total as u64);
+                            for (reply, n) in replies.into_iter().zip(recorded.new_rows) {
+                                let _ = reply.send(Ok(n));
+                            }
+                        }
+                        Err(e) => {
+                            for reply in replies {
+                                let _ = reply.send(Err(e.clone()));
+                            }
+                        }
+                    }
+                    act.commit(ctx);
+                }),
+        );
     }
 }
 

@@ -25,6 +25,8 @@ fn late_claim_answer(backend: Backend) {
     let (ws, mut config) = workspace(backend);
     config.tick_ms = 50;
     config.lease_secs = 2;
+    // A claim, not the fast lane's insert, is what must answer late.
+    config.fast_lane = false;
     let root = config.storage[0].root.clone();
     std::fs::create_dir_all(&root).unwrap();
     std::fs::write(root.join("late"), b"x").unwrap();

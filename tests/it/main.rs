@@ -33,6 +33,7 @@ mod drop_in;
 mod export;
 #[cfg(feature = "postgres")]
 mod failover;
+mod fast_lane;
 #[cfg(feature = "postgres")]
 mod fencing;
 #[cfg(feature = "mysql")]

@@ -2,7 +2,7 @@
 //! removes its row, shown and listed by the API, pruned after the
 //! retention, never written for work that was not acked.
 
-use crate::common::process::{write_config, ServerProcess};
+use crate::common::process::{slow_deletion, write_config, ServerProcess};
 use crate::common::{files_under, spawn_app, wait_until, workspace, Backend, TestApp};
 use diesel::RunQueryDsl;
 use serde_json::{json, Value};
@@ -286,18 +286,7 @@ fn with_retention_0_no_receipt_is_written(backend: Backend) {
 }
 
 fn a_kill_9_between_deleting_and_acking_leaves_no_receipt_and_loses_nothing(backend: Backend) {
-    let (ws, mut config) = workspace(backend);
-    config.lease_secs = 2;
-    config.tick_ms = 50;
-    config.storage[0].paths = vec!["hls/{id}/".into()];
-    let root = config.storage[0].root.clone();
-    // One id whose directory takes a while to remove.
-    let dir = root.join("hls/slow");
-    std::fs::create_dir_all(&dir).unwrap();
-    let files = 30_000;
-    for i in 0..files {
-        std::fs::write(dir.join(format!("seg-{i:05}.ts")), b"").unwrap();
-    }
+    let (ws, config, dir, files) = slow_deletion(backend);
     let config_file = write_config(&config, ws.dir.path(), "conf.json");
     let server = ServerProcess::start(&config, &config_file);
     assert_eq!(server.get("/video-delete-record/slow").status, 200);

@@ -5,7 +5,10 @@
 //! giving claimed rows back (shutdown, an unusable storage). Every claim
 //! counts up the row's `claims`, which its receipt keeps: a receipt can
 //! then tell that an earlier claim may have deleted what the last one
-//! found missing. Giving rows back leaves it.
+//! found missing. Giving rows back leaves it. The dispatcher's claim
+//! ([`claim_first`]) tries expired leases, urgent rows and the oldest due
+//! rows in that order and leases the first it finds: urgent rows first,
+//! through the index of urgent rows (README, "Priority").
 
 use diesel::prelude::*;
 use diesel::sql_types::BigInt;
@@ -91,13 +94,63 @@ pub fn claim_from(
     limit: usize,
     due: Due,
 ) -> QueryResult<Claim> {
+    claim_first(conn, owner, (now, lease_until), limit, &[due]).map(|(claim, _)| claim)
+}
+
+/// The first of `order` that finds due rows leases them (the dispatcher's
+/// claim: expired leases, then urgent rows, then the oldest due): the
+/// claim, and which [`Due`] it came from (the last one when none found
+/// rows). The pause is read once, when nothing was found. One statement
+/// per [`Due`] tried on SQLite and PostgreSQL (each atomic), one
+/// transaction in all on MySQL.
+pub fn claim_first(
+    conn: &mut Conn,
+    owner: &str,
+    (now, lease_until): (i64, i64),
+    limit: usize,
+    order: &[Due],
+) -> QueryResult<(Claim, Due)> {
     let limit = limit as i64;
+    let (claimed, due): (Vec<Claimed>, Due) = match conn {
+        #[cfg(feature = "mysql")]
+        AnyConnection::Mysql(c) => mysql_lease_first(c, owner, (now, lease_until), limit, order)?,
+        #[cfg(any(feature = "sqlite", feature = "postgres"))]
+        #[allow(unreachable_patterns)]
+        _ => {
+            let last = *order.last().expect("at least one kind of due rows");
+            let mut found = (Vec::new(), last);
+            for &due in order {
+                let rows = lease_rows(conn, owner, (now, lease_until), limit, due)?;
+                if !rows.is_empty() {
+                    found = (rows, due);
+                    break;
+                }
+            }
+            found
+        }
+    };
+    if claimed.is_empty() && controls::paused(conn)? {
+        return Ok((Claim::Paused, due));
+    }
+    Ok((Claim::Batch(claimed), due))
+}
+
+/// One UPDATE ... RETURNING leasing the rows `due` selects (SQLite,
+/// PostgreSQL).
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+fn lease_rows(
+    conn: &mut Conn,
+    owner: &str,
+    (now, lease_until): (i64, i64),
+    limit: i64,
+    due: Due,
+) -> QueryResult<Vec<Claimed>> {
     // Raw SQL: diesel's DSL does not take an ordered, limited subselect as
     // an update target. The subselect walks the `not_before` index (the
-    // `state` index for expired leases). SQLite has one writer per process
-    // and an atomic statement: no locking clause; PostgreSQL skips the rows
-    // another instance is claiming right now instead of waiting for them.
-    #[cfg(any(feature = "sqlite", feature = "postgres"))]
+    // `state` index for expired leases, the urgent index for urgent rows).
+    // SQLite has one writer per process and an atomic statement: no
+    // locking clause; PostgreSQL skips the rows another instance is
+    // claiming right now instead of waiting for them.
     macro_rules! lease {
         ($c:expr, $due:ident, $($lock:literal)?) => {
             prepared(concat!(
@@ -115,10 +168,9 @@ pub fn claim_from(
             .bind::<BigInt, _>(lease_until)
             .bind::<BigInt, _>(now)
             .bind::<BigInt, _>(limit)
-            .load($c)?
+            .load($c)
         };
     }
-    #[cfg(any(feature = "sqlite", feature = "postgres"))]
     macro_rules! lease_due {
         ($c:expr, $($lock:literal)?) => {
             match due {
@@ -128,18 +180,14 @@ pub fn claim_from(
             }
         };
     }
-    let claimed: Vec<Claimed> = match conn {
+    match conn {
         #[cfg(feature = "sqlite")]
         AnyConnection::Sqlite(c) => lease_due!(c,),
         #[cfg(feature = "postgres")]
         AnyConnection::Pg(c) => lease_due!(c, " FOR UPDATE SKIP LOCKED"),
         #[cfg(feature = "mysql")]
-        AnyConnection::Mysql(c) => mysql_lease_due(c, owner, (now, lease_until), limit, due)?,
-    };
-    if claimed.is_empty() && controls::paused(conn)? {
-        return Ok(Claim::Paused);
+        AnyConnection::Mysql(_) => unreachable!("MySQL leases in mysql_lease_first"),
     }
-    Ok(Claim::Batch(claimed))
 }
 
 /// MySQL has no UPDATE ... RETURNING: lock the due rows, then lease them,
@@ -151,14 +199,14 @@ pub fn claim_from(
 /// instance. Not reproduced in 20 runs since, so the cause is not known;
 /// the form every earlier test run used stays.
 #[cfg(feature = "mysql")]
-fn mysql_lease_due(
+fn mysql_lease_first(
     c: &mut diesel::MysqlConnection,
     owner: &str,
     (now, lease_until): (i64, i64),
     limit: i64,
-    due: Due,
-) -> QueryResult<Vec<Claimed>> {
-    let due_rows = |c: &mut diesel::MysqlConnection, limit: i64, offset: i64| {
+    order: &[Due],
+) -> QueryResult<(Vec<Claimed>, Due)> {
+    let due_rows = |c: &mut diesel::MysqlConnection, due: Due, limit: i64, offset: i64| {
         let rows = match due {
             Due::Oldest { .. } => due_rows!(oldest),
             Due::Expired => due_rows!(expired),
@@ -175,22 +223,26 @@ fn mysql_lease_due(
         .bind::<BigInt, _>(offset)
         .load::<Claimed>(c)
     };
-    let offset = match due {
-        Due::Oldest { offset } => offset as i64,
-        Due::Expired | Due::Urgent => 0,
-    };
+    let last = *order.last().expect("at least one kind of due rows");
     c.transaction(|c| {
-        let mut due = due_rows(c, limit, offset)?;
-        if offset > 0 && (due.len() as i64) < limit {
-            // Fewer due past the offset: the oldest ones too (our own
-            // locks are not skipped, so the rows we have come again).
-            let have: std::collections::HashSet<String> =
-                due.iter().map(|d| d.id.clone()).collect();
-            let oldest = due_rows(c, limit, 0)?;
-            let more = oldest.into_iter().filter(|d| !have.contains(&d.id));
-            due.extend(more.take(limit as usize - have.len()));
-        }
-        if !due.is_empty() {
+        for &kind in order {
+            let offset = match kind {
+                Due::Oldest { offset } => offset as i64,
+                Due::Expired | Due::Urgent => 0,
+            };
+            let mut due = due_rows(c, kind, limit, offset)?;
+            if offset > 0 && (due.len() as i64) < limit {
+                // Fewer due past the offset: the oldest ones too (our own
+                // locks are not skipped, so the rows we have come again).
+                let have: std::collections::HashSet<String> =
+                    due.iter().map(|d| d.id.clone()).collect();
+                let oldest = due_rows(c, kind, limit, 0)?;
+                let more = oldest.into_iter().filter(|d| !have.contains(&d.id));
+                due.extend(more.take(limit as usize - have.len()));
+            }
+            if due.is_empty() {
+                continue;
+            }
             let ids: Vec<&str> = due.iter().map(|d| d.id.as_str()).collect();
             diesel::update(t::video_del_rec.filter(t::id.eq_any(ids)))
                 .set((
@@ -201,8 +253,9 @@ fn mysql_lease_due(
                     t::claims.eq(t::claims + 1),
                 ))
                 .execute(c)?;
+            return Ok((due, kind));
         }
-        Ok(due)
+        Ok((Vec::new(), last))
     })
 }
 

@@ -298,3 +298,45 @@ fn urgent_rows_found_by_a_normal_claim_leave_the_backlog_to_claim_next() {
     d.claim_returned(t, Batch { len: 3 });
     assert_eq!(d.next_claim(t), None);
 }
+
+#[test]
+fn the_fast_lane_is_open_only_to_free_executors_with_nothing_else_due() {
+    let (t, mut d) = (Instant::now(), dispatch(2, 0));
+    assert_eq!(d.fast_lane_room(), 20, "two free executors of 10");
+    let first = full_batch(&mut d, t, 0);
+    assert_eq!(d.fast_lane_room(), 0, "the full batch left more due");
+    d.next_claim(t).unwrap();
+    assert_eq!(
+        d.fast_lane_room(),
+        0,
+        "a claim is in flight, an executor busy"
+    );
+    d.claim_returned(t, Batch { len: 3 });
+    d.wake();
+    d.next_claim(t).unwrap();
+    assert_eq!(
+        d.fast_lane_room(),
+        0,
+        "a claim in flight takes the free executor"
+    );
+    d.claim_returned(t, Batch { len: 0 });
+    assert_eq!(d.fast_lane_room(), 10, "one executor is free");
+    d.batch_returned(first, t, Ran);
+    assert_eq!(d.fast_lane_room(), 20);
+    claim(&mut d, t, Paused);
+    assert_eq!(d.fast_lane_room(), 0, "paused");
+    claim(&mut d, t, Batch { len: 0 });
+    assert_eq!(d.fast_lane_room(), 20, "resumed");
+    claim(&mut d, t, failed(true));
+    assert_eq!(d.fast_lane_room(), 0, "in trouble");
+
+    let throttled = dispatch(2, 100);
+    assert_eq!(
+        throttled.fast_lane_room(),
+        0,
+        "the lane would pass the limit"
+    );
+    let mut stopping = dispatch(2, 0);
+    stopping.stop();
+    assert_eq!(stopping.fast_lane_room(), 0);
+}

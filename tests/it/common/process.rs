@@ -179,3 +179,21 @@ impl Drop for ServerProcess {
         }
     }
 }
+
+/// A workspace whose id `slow` takes a while to delete (a directory of
+/// 30,000 files, template `hls/{id}/`), with a 2 s lease and a 50 ms
+/// tick, for a kill -9 in the middle of a deletion: the config, the
+/// directory and its number of files.
+pub fn slow_deletion(backend: super::Backend) -> (super::Workspace, Config, PathBuf, usize) {
+    let (ws, mut config) = super::workspace(backend);
+    config.lease_secs = 2;
+    config.tick_ms = 50;
+    config.storage[0].paths = vec!["hls/{id}/".into()];
+    let dir = config.storage[0].root.join("hls/slow");
+    std::fs::create_dir_all(&dir).unwrap();
+    let files = 30_000;
+    for i in 0..files {
+        std::fs::write(dir.join(format!("seg-{i:05}.ts")), b"").unwrap();
+    }
+    (ws, config, dir, files)
+}

@@ -12,10 +12,15 @@ use diesel::sql_types::{Array, BigInt, Integer, Nullable, Text};
 #[cfg(feature = "postgres")]
 use super::prepared::prepared;
 use super::{atomically, counts};
+
+mod lane;
+
 use crate::db::models::{CountDelta, NewDeletion, Priority, Source, State};
 use crate::db::schema::video_del_rec::dsl as t;
 use crate::db::{AnyConnection, Conn};
 use crate::video_id::VideoId;
+pub use lane::Lease;
+use lane::{can_lease, insert_leased};
 
 /// Rows per multi-row INSERT: 5 binds each stays below SQLite's 32766 and
 /// MySQL's 65535 placeholders.
@@ -51,6 +56,9 @@ pub struct Inserted {
     pub new_rows: Vec<Option<usize>>,
     /// New rows in all.
     pub total: usize,
+    /// The new rows inserted already leased ([`Lease`]), for the caller
+    /// to delete without a claim.
+    pub leased: Vec<String>,
 }
 
 /// One row to insert.
@@ -71,6 +79,7 @@ fn insert_new(conn: &mut Conn, rows: &[NewRow<'_>], now: i64) -> QueryResult<usi
     if rows.is_empty() {
         return Ok(0);
     }
+    // (The fast lane's leased rows are inserted by `insert_leased`.)
     // "Skip ids that exist" is spelled differently per backend; diesel's
     // MultiBackend has no common form, so each arm uses its own. (SQLite
     // and MySQL both say `INSERT [OR] IGNORE`, on connections of different
@@ -165,6 +174,18 @@ fn insert_or_ignore(
 /// statement, sorted, so that a burst of single-id requests costs one round
 /// trip; counted requests get a statement each, for their own count.
 pub fn record_many(conn: &mut Conn, requests: &[RecordRequest], now: i64) -> QueryResult<Inserted> {
+    record_many_leased(conn, requests, now, None)
+}
+
+/// [`record_many`], with the new rows due now inserted already leased
+/// when a `lease` is given and the backend can (see [`Lease`]).
+pub fn record_many_leased(
+    conn: &mut Conn,
+    requests: &[RecordRequest],
+    now: i64,
+    lease: Option<Lease<'_>>,
+) -> QueryResult<Inserted> {
+    let lease = lease.filter(|_| can_lease(conn));
     let mergeable = |r: &RecordRequest| !r.counted && r.not_before <= now && r.urgent.is_empty();
     let rows = |r| new_rows(r, now);
     let mut merged: Vec<NewRow<'_>> = requests
@@ -176,19 +197,33 @@ pub fn record_many(conn: &mut Conn, requests: &[RecordRequest], now: i64) -> Que
     merged.sort_by(|a, b| a.id.cmp(b.id));
     merged.dedup_by(|a, b| a.id == b.id);
     let run = |conn: &mut Conn| {
-        let mut total = insert_new(conn, &merged, now)?;
+        let mut leased = Vec::new();
+        // Due now, leased if asked; else as usual.
+        let mut insert = |conn: &mut Conn, rows: &[NewRow<'_>], due_now: bool| match lease {
+            Some(lease) if due_now => {
+                let (n, ids) = insert_leased(conn, rows, now, lease)?;
+                leased.extend(ids);
+                Ok(n)
+            }
+            _ => insert_new(conn, rows, now),
+        };
+        let mut total = insert(conn, &merged, true)?;
         let mut new_rows = Vec::with_capacity(requests.len());
         for request in requests {
             if mergeable(request) {
                 new_rows.push(None);
             } else {
-                let n = insert_new(conn, &rows(request), now)?;
+                let n = insert(conn, &rows(request), request.not_before <= now)?;
                 promote(conn, &request.urgent, request.not_before.max(now))?;
                 total += n;
                 new_rows.push(Some(n));
             }
         }
-        Ok(Inserted { new_rows, total })
+        Ok(Inserted {
+            new_rows,
+            total,
+            leased,
+        })
     };
     // PostgreSQL keeps the count in the INSERT itself; an urgent request
     // adds its promotion.
@@ -223,7 +258,13 @@ fn promote(conn: &mut Conn, urgent: &[VideoId], due: i64) -> QueryResult<()> {
         diesel::update(pending().filter(t::not_before.gt(due)))
             .set((t::priority.eq(urgent_now), t::not_before.eq(due)))
             .execute(conn)?;
-        diesel::update(pending().filter(t::priority.ne(urgent_now)))
+        // Running too: a fast-lane row inserted just now, or one whose
+        // attempt fails and is retried, stays a takedown.
+        let live = t::video_del_rec
+            .filter(t::id.eq_any(ids.clone()))
+            .filter(t::state.ne(State::Failed.as_str()))
+            .filter(t::priority.ne(urgent_now));
+        diesel::update(live)
             .set(t::priority.eq(urgent_now))
             .execute(conn)?;
     }
