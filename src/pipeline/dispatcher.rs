@@ -48,7 +48,7 @@ use tokio::sync::oneshot;
 pub(crate) use super::dispatch::Settings;
 use super::dispatch::{BatchOutcome, ClaimOrder, ClaimOutcome, Dispatch, Report};
 use super::executor::{BatchReport, DeleteBatch, ExecutorActor};
-pub(crate) use super::fast_lane::FastLane;
+use super::fast_lane::FastLane;
 use super::notifier::Backlog;
 use crate::clock::now_ms;
 use crate::db::models::{Claim, Claimed};
@@ -315,6 +315,28 @@ impl DispatcherActor {
         }));
     }
 
+    /// Gives the leases of `ids` back at shutdown, due now: the rows they
+    /// were not deleted for, so that they need not wait for the lease.
+    /// Resolves to the rows released (0 on an error, logged: the leases
+    /// then expire by themselves).
+    fn give_back(&self, ids: Vec<String>) -> impl std::future::Future<Output = usize> + 'static {
+        let (db, owner) = (self.db.clone(), self.owner.clone());
+        async move {
+            if ids.is_empty() {
+                return 0;
+            }
+            let released = db
+                .write_relaxed_async(move |c| {
+                    queries::claim::release(c, &owner, &ids, now_ms(), None)
+                })
+                .await;
+            released.unwrap_or_else(|e| {
+                log::warn!("could not release leases at shutdown; they expire by themselves: {e}");
+                0
+            })
+        }
+    }
+
     fn notify_if_idle(&mut self) {
         if self.dispatch.idle() {
             for waiter in self.idle_waiters.drain(..) {
@@ -379,20 +401,15 @@ impl Handler<Leased> for DispatcherActor {
     type Result = ();
 
     fn handle(&mut self, msg: Leased, ctx: &mut Context<Self>) {
-        if !msg.batch.is_empty() && self.dispatch.stopping() {
+        if self.dispatch.stopping() {
             let ids: Vec<String> = msg.batch.into_iter().map(|c| c.id).collect();
-            let (db, owner) = (self.db.clone(), self.owner.clone());
-            let release = async move {
-                let released = db
-                    .write_relaxed_async(move |c| {
-                        queries::claim::release(c, &owner, &ids, now_ms(), None)
-                    })
-                    .await;
-                if let Err(e) = released {
-                    log::warn!("could not give back fast-lane leases at shutdown: {e}");
+            let give_back = self.give_back(ids);
+            ctx.spawn(
+                async move {
+                    give_back.await;
                 }
-            };
-            ctx.spawn(release.into_actor(self));
+                .into_actor(self),
+            );
         } else {
             self.metrics.fast_lane.inc_by(msg.batch.len() as u64);
             // In batches of `batch_size`, one per free executor, as the
@@ -441,25 +458,6 @@ impl Handler<ReleaseInFlight> for DispatcherActor {
 
     fn handle(&mut self, _: ReleaseInFlight, _: &mut Context<Self>) -> Self::Result {
         let ids = self.dispatch.release_in_flight();
-        let (db, owner) = (self.db.clone(), self.owner.clone());
-        Box::pin(async move {
-            if ids.is_empty() {
-                return 0;
-            }
-            match db
-                .write_relaxed_async(move |c| {
-                    queries::claim::release(c, &owner, &ids, now_ms(), None)
-                })
-                .await
-            {
-                Ok(released) => released,
-                Err(e) => {
-                    log::warn!(
-                        "could not release leases at shutdown; they expire by themselves: {e}"
-                    );
-                    0
-                }
-            }
-        })
+        Box::pin(self.give_back(ids))
     }
 }

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
-use super::dispatcher::{DispatcherActor, FastLane, Leased, Nudge};
+use super::dispatcher::{DispatcherActor, Leased, Nudge};
+use super::fast_lane::FastLane;
 use crate::clock::now_ms;
 use crate::db::models::{Claimed, Priority, Source};
 use crate::db::queries::{self, record::Lease, record::RecordRequest};
@@ -140,22 +141,17 @@ impl RecordActor {
                 .map(move |(result, due_now, leased), act, ctx| {
                     act.committing = false;
                     // The fast lane's batch (maybe empty: the lane reopens when
-                    // the dispatcher has it).
+                    // the dispatcher has it); new rows due now that it did
+                    // not take are claimed, at once.
+                    let in_lane = leased.len();
                     if leasing {
-                        let leased_all = leased.len();
                         act.dispatcher.do_send(Leased {
                             batch: leased,
                             started,
                         });
-                        if let Ok(recorded) = &result {
-                            if due_now && recorded.total > leased_all {
-                                act.dispatcher.do_send(Nudge);
-                            }
-                        }
-                    } else if let Ok(recorded) = &result {
-                        if due_now && recorded.total > 0 {
-                            act.dispatcher.do_send(Nudge);
-                        }
+                    }
+                    if matches!(&result, Ok(recorded) if due_now && recorded.total > in_lane) {
+                        act.dispatcher.do_send(Nudge);
                     }
                     // Failures are logged by `Db` (once per outage) or by the
                     // handler answering 500, not here.

@@ -31,16 +31,6 @@ pub struct Lease<'a> {
     pub until: i64,
 }
 
-/// Whether `conn`'s backend can insert rows leased ([`Lease`]).
-pub(super) fn can_lease(conn: &Conn) -> bool {
-    match conn {
-        #[cfg(feature = "mysql")]
-        AnyConnection::Mysql(_) => false,
-        #[allow(unreachable_patterns)]
-        _ => true,
-    }
-}
-
 /// Inserts `rows` (due now) already leased, skipping ids already queued,
 /// and adds them to the kept count: how many rows were new, and the ids
 /// leased. While deletions are paused (read in the same statement or
@@ -56,14 +46,16 @@ pub(super) fn insert_leased(
         return Ok((0, Vec::new()));
     }
     #[cfg(not(any(feature = "sqlite", feature = "postgres")))]
-    let _ = (now, lease);
+    let _ = lease;
     match conn {
         #[cfg(feature = "postgres")]
         AnyConnection::Pg(c) => postgres(c, rows, now, lease),
         #[cfg(feature = "sqlite")]
         AnyConnection::Sqlite(_) => sqlite(conn, rows, now, lease),
         #[cfg(feature = "mysql")]
-        AnyConnection::Mysql(_) => unreachable!("MySQL does not lease on insert (can_lease)"),
+        // No INSERT that says which rows it inserted: recorded as without
+        // a lease (the pipeline opens no lane on MySQL anyway).
+        AnyConnection::Mysql(_) => super::insert_new(conn, rows, now).map(|n| (n, Vec::new())),
     }
 }
 

@@ -19,8 +19,8 @@ use crate::db::models::{CountDelta, NewDeletion, Priority, Source, State};
 use crate::db::schema::video_del_rec::dsl as t;
 use crate::db::{AnyConnection, Conn};
 use crate::video_id::VideoId;
+use lane::insert_leased;
 pub use lane::Lease;
-use lane::{can_lease, insert_leased};
 
 /// Rows per multi-row INSERT: 5 binds each stays below SQLite's 32766 and
 /// MySQL's 65535 placeholders.
@@ -185,7 +185,6 @@ pub fn record_many_leased(
     now: i64,
     lease: Option<Lease<'_>>,
 ) -> QueryResult<Inserted> {
-    let lease = lease.filter(|_| can_lease(conn));
     let mergeable = |r: &RecordRequest| !r.counted && r.not_before <= now && r.urgent.is_empty();
     let rows = |r| new_rows(r, now);
     let mut merged: Vec<NewRow<'_>> = requests
