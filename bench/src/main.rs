@@ -9,19 +9,27 @@
 //! of the same machine and database, ingest on the seed and batch routes,
 //! recording-to-deletion latency, idle CPU and peak RSS with a million
 //! pending rows. Every measurement starts from a fresh database.
-//! `--galera` and `--notify` measure a cluster and the notifications
-//! instead (galera.rs, notify.rs).
+//! `--galera`, `--notify`, `--scale` and `--soak` measure a cluster, the
+//! notifications, the drain as the table grows to ten million rows, and a
+//! long run of ingest and deletion instead (galera.rs, notify.rs, scale.rs,
+//! soak.rs); the last two write a CSV and an SVG plot into `--out`.
 
+mod cpu;
+mod figures;
 mod galera;
 mod measure;
 mod notify;
+mod plot;
+mod rows;
 mod s3;
+mod scale;
 mod server;
+mod soak;
 
-use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
+use figures::Figures;
 use measure::Setup;
 use video_scheduler::db::Backend;
 
@@ -101,6 +109,49 @@ struct Args {
     /// latency.
     #[arg(long, default_value_t = 10)]
     notify_secs: u64,
+    /// Instead of the backends' measures: the drain at each `--points`,
+    /// each from a fresh database the database itself fills (no files), with
+    /// `--window` ids drained per point, then urgent ids recorded behind
+    /// what is left; `scale.csv` and `scale.svg` into `--out`.
+    #[arg(long)]
+    scale: bool,
+    /// `--scale`: `DUE[+NOT_DUE][@THROTTLE]` each (rows due now, rows due
+    /// in a month beside them, `max_deletions_per_sec`).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "10000,100000,1000000,10000000,1000000+10000000,1000000@1000"
+    )]
+    points: Vec<scale::Point>,
+    /// `--scale`: ids drained per point (at most half its due rows).
+    #[arg(long, default_value_t = 200_000)]
+    window: u64,
+    /// Instead of the backends' measures: ingest at 80% of the capacity
+    /// (ids erased per second while recording as fast as the clients can,
+    /// measured first for `--capacity-secs`) for `--soak-secs`, sampled
+    /// every `--sample-secs`; `soak.csv` and `soak.svg` into `--out`.
+    #[arg(long)]
+    soak: bool,
+    /// `--soak`: seconds of the run.
+    #[arg(long, default_value_t = 600)]
+    soak_secs: u64,
+    /// `--soak`: seconds between samples.
+    #[arg(long, default_value_t = 10)]
+    sample_secs: u64,
+    /// `--soak`: ids/s to ingest instead of 80% of the measured capacity.
+    #[arg(long)]
+    soak_rate: Option<f64>,
+    /// `--soak`: draw and tabulate these `soak.csv` files (runs made
+    /// apart, one backend each) instead of measuring.
+    #[arg(long)]
+    replot: Vec<PathBuf>,
+    /// `--soak`: seconds of the capacity run.
+    #[arg(long, default_value_t = 60)]
+    capacity_secs: u64,
+    /// `--scale` and `--soak`: the directory of their CSV and SVG files
+    /// (`docs/`, or `target/bench-out` with `--quick`).
+    #[arg(long)]
+    out: Option<PathBuf>,
     /// MariaDB server (a database is created on it and dropped).
     #[arg(
         long,
@@ -149,63 +200,14 @@ enum Which {
     Postgres,
 }
 
-/// One backend's figures.
-#[derive(Debug, Default)]
-struct Figures {
-    drain_secs: f64,
-    drain_rate: f64,
-    drain_rate_no_receipts: f64,
-    raw_rate: f64,
-    seed_rps: f64,
-    seed_p50: f64,
-    seed_p99: f64,
-    seed_errors: u64,
-    batch_rate: f64,
-    latency_p50: f64,
-    latency_p99: f64,
-    idle_cpu: f64,
-    rss_mib: f64,
-    stats_p50: f64,
-    stats_p99: f64,
-    s3_drain_rate: f64,
-    s3_raw_rate: f64,
-    purge_rate: f64,
-    purge_raw_rate: f64,
-}
-
 fn main() -> anyhow::Result<()> {
     let mut args = Args::parse();
     if args.quick {
-        args.n = 2_000;
-        args.drain_runs = 1;
-        args.ingest_secs = 1;
-        args.connections = 8;
-        args.batch_ids = 20_000;
-        args.samples = 10;
-        args.idle_secs = 1;
-        args.rss_rows = 10_000;
-        args.s3_n = 500;
-        args.purge_n = 500;
-        args.stats_rows = 20_000;
-        args.events = 1_000;
-        args.notify_secs = 2;
+        args.quicken();
     }
-    let backends: Vec<Backend> = if args.backend.contains(&Which::All) {
-        vec![Backend::Sqlite, Backend::Mysql, Backend::Postgres]
-    } else {
-        args.backend
-            .iter()
-            .map(|w| match w {
-                Which::Sqlite => Backend::Sqlite,
-                Which::Mysql => Backend::Mysql,
-                Which::Postgres | Which::All => Backend::Postgres,
-            })
-            .collect()
-    };
-    let bin = match &args.server {
-        Some(bin) => bin.clone(),
-        None => server::build_server()?,
-    };
+    let out_dir = args.out_dir();
+    let backends = args.backends();
+    let bin = args.server.clone().map_or_else(server::build_server, Ok)?;
     if args.galera {
         let runs = galera::measure(&bin, args.n, args.drain_runs, args.batch_size)?;
         return output(&args, &galera::table(&runs));
@@ -237,13 +239,95 @@ fn main() -> anyhow::Result<()> {
         }
         return output(&args, &notify::table(&params, &results));
     }
+    if args.scale {
+        let mut results = Vec::new();
+        for backend in backends {
+            for &point in &args.points {
+                results.push((
+                    backend,
+                    scale::measure(&setup(backend), point, args.window)?,
+                ));
+            }
+        }
+        scale::write(&out_dir, &results)?;
+        return output(&args, &scale::table(&results));
+    }
+    if args.soak {
+        let params = soak::Params {
+            secs: args.soak_secs,
+            sample_secs: args.sample_secs,
+            rate: args.soak_rate,
+            capacity_secs: args.capacity_secs,
+        };
+        let mut runs = soak::read(&args.replot)?;
+        if args.replot.is_empty() {
+            for backend in backends {
+                runs.push((backend, soak::measure(&setup(backend), &params)?));
+                // Written after each backend: a later one failing keeps it.
+                soak::write(&out_dir, &runs)?;
+            }
+        }
+        soak::write(&out_dir, &runs)?;
+        return output(&args, &soak::table(&params, &runs));
+    }
     let mut results = Vec::new();
     for backend in backends {
         eprintln!("== {backend:?}");
         let f = measure_backend(&args, &setup(backend))?;
         results.push((backend, f));
     }
-    output(&args, &table(&args, &results))
+    output(&args, &figures::table(&args, &results))
+}
+
+impl Args {
+    /// `--quick`: small sizes everywhere.
+    fn quicken(&mut self) {
+        self.n = 2_000;
+        self.drain_runs = 1;
+        self.ingest_secs = 1;
+        self.connections = 8;
+        self.batch_ids = 20_000;
+        self.samples = 10;
+        self.idle_secs = 1;
+        self.rss_rows = 10_000;
+        self.s3_n = 500;
+        self.purge_n = 500;
+        self.stats_rows = 20_000;
+        self.events = 1_000;
+        self.notify_secs = 2;
+        self.points = ["2000", "2000+2000", "2000@100"]
+            .map(|p| p.parse().expect("a valid point"))
+            .to_vec();
+        self.window = 1_000;
+        self.soak_secs = 10;
+        self.sample_secs = 1;
+        self.capacity_secs = 10;
+    }
+
+    /// `--out`, or `docs/` (`target/bench-out` for a quick run).
+    fn out_dir(&self) -> PathBuf {
+        self.out.clone().unwrap_or_else(|| {
+            let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+            root.join(match self.quick {
+                true => "target/bench-out",
+                false => "docs",
+            })
+        })
+    }
+
+    fn backends(&self) -> Vec<Backend> {
+        if self.backend.contains(&Which::All) {
+            return vec![Backend::Sqlite, Backend::Mysql, Backend::Postgres];
+        }
+        self.backend
+            .iter()
+            .map(|w| match w {
+                Which::Sqlite => Backend::Sqlite,
+                Which::Mysql => Backend::Mysql,
+                Which::Postgres | Which::All => Backend::Postgres,
+            })
+            .collect()
+    }
 }
 
 /// Prints `table`, and writes it to `--markdown`'s file.
@@ -332,131 +416,4 @@ fn measure_backend(args: &Args, setup: &Setup) -> anyhow::Result<Figures> {
         );
     }
     Ok(f)
-}
-
-/// One row of the table: its name, its target, and its value from a
-/// backend's figures.
-type Row = (&'static str, &'static str, fn(&Figures) -> String);
-
-/// The table's rows, in order.
-fn rows() -> [Row; 21] {
-    [
-        ("drain, deletions/s", "50k SQLite, 20k others", |f| {
-            format!("{:.0}", f.drain_rate)
-        }),
-        ("drain without receipts, deletions/s", "", |f| {
-            format!("{:.0}", f.drain_rate_no_receipts)
-        }),
-        ("drain with / without receipts", ">= 0.9", |f| {
-            format!("{:.2}", f.drain_rate / f.drain_rate_no_receipts)
-        }),
-        ("drain, seconds", "", |f| format!("{:.2}", f.drain_secs)),
-        ("raw limit (unlink + batched DELETE), /s", "", |f| {
-            format!("{:.0}", f.raw_rate)
-        }),
-        ("drain / raw limit", ">= 0.5", |f| {
-            format!("{:.2}", f.drain_rate / f.raw_rate)
-        }),
-        ("seed route, requests/s", ">= 20k", |f| {
-            format!("{:.0}", f.seed_rps)
-        }),
-        ("seed route, p50 / p99 ms", "p99 < 10", |f| {
-            format!("{:.2} / {:.2}", f.seed_p50, f.seed_p99)
-        }),
-        ("seed route, non-2xx", "0", |f| f.seed_errors.to_string()),
-        ("batch route, ids/s", ">= 200k", |f| {
-            format!("{:.0}", f.batch_rate)
-        }),
-        ("latency 200 -> file gone, p50 / p99 ms", "< 50", |f| {
-            format!("{:.2} / {:.2}", f.latency_p50, f.latency_p99)
-        }),
-        ("idle CPU, % of a core", "< 1", |f| {
-            format!("{:.2}", f.idle_cpu)
-        }),
-        ("peak RSS with pending rows, MiB", "< 64", |f| {
-            format!("{:.1}", f.rss_mib)
-        }),
-        (
-            "GET /v1/stats beside the pending rows, p50 / p99 ms",
-            "< 10",
-            |f| format!("{:.2} / {:.2}", f.stats_p50, f.stats_p99),
-        ),
-        ("object storage drain, ids/s", "", |f| {
-            format!("{:.0}", f.s3_drain_rate)
-        }),
-        ("object storage drain, objects/s", "", |f| {
-            format!("{:.0}", f.s3_drain_rate * s3::OBJECTS_PER_ID as f64)
-        }),
-        (
-            "object storage raw limit (DeleteObjects loop), ids/s",
-            "",
-            |f| format!("{:.0}", f.s3_raw_rate),
-        ),
-        ("object storage drain / raw limit", ">= 0.7", |f| {
-            format!("{:.2}", f.s3_drain_rate / f.s3_raw_rate)
-        }),
-        ("versioned bucket purge (3 versions each), ids/s", "", |f| {
-            format!("{:.0}", f.purge_rate)
-        }),
-        (
-            "versioned purge raw limit (ListObjectVersions + versioned DeleteObjects), ids/s",
-            "",
-            |f| format!("{:.0}", f.purge_raw_rate),
-        ),
-        ("versioned purge / raw limit", ">= 0.7", |f| {
-            format!("{:.2}", f.purge_rate / f.purge_raw_rate)
-        }),
-    ]
-}
-
-/// The figures as a Markdown table (readable as plain text too).
-fn table(args: &Args, results: &[(Backend, Figures)]) -> String {
-    let mut out = String::new();
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
-        })
-        .unwrap_or_default();
-    let _ = writeln!(
-        out,
-        "Machine: {} cores, {cpu}. Date: {}. n = {}, batch_size = {}, executors = {}, wrk {} connections for {} s, {} batch-route ids, {} latency samples, {} pending rows for RSS, {} pending rows for stats, {} ids from object storage, {} ids purged from a versioned bucket.\n",
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-        chrono_date(),
-        args.n,
-        args.batch_size,
-        args.executors,
-        args.connections,
-        args.ingest_secs,
-        args.batch_ids,
-        args.samples,
-        args.rss_rows,
-        args.stats_rows,
-        args.s3_n,
-        args.purge_n,
-    );
-    let _ = write!(out, "| measure | target |");
-    for (backend, _) in results {
-        let _ = write!(out, " {backend:?} |");
-    }
-    let _ = write!(out, "\n| --- | --- |");
-    for _ in results {
-        let _ = write!(out, " ---: |");
-    }
-    out.push('\n');
-    for (name, target, value) in rows() {
-        let _ = write!(out, "| {name} | {target} |");
-        for (_, figures) in results {
-            let _ = write!(out, " {} |", value(figures));
-        }
-        out.push('\n');
-    }
-    out
-}
-
-/// Today's date, UTC.
-fn chrono_date() -> String {
-    chrono::Utc::now().format("%Y-%m-%d").to_string()
 }

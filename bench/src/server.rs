@@ -82,30 +82,31 @@ impl Server {
     /// CPU time used so far (user + system), from /proc.
     pub fn cpu_time(&self) -> anyhow::Result<Duration> {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))?;
-        // Fields after the command name, which is in parentheses.
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .context("stat format")?
-            .1
-            .split_whitespace()
-            .collect();
-        let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
-        // SAFETY: sysconf has no preconditions.
-        let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
-        Ok(Duration::from_millis(ticks * 1000 / per_second))
+        let (_, ticks) = crate::rows::process_ticks(&stat).context("stat format")?;
+        Ok(crate::rows::ticks_to_duration(ticks))
     }
 
     /// Peak resident set size (VmHWM), in MiB.
     pub fn peak_rss_mib(&self) -> anyhow::Result<f64> {
+        self.status_mib("VmHWM:")
+    }
+
+    /// Resident set size now (VmRSS), in MiB.
+    pub fn rss_mib(&self) -> anyhow::Result<f64> {
+        self.status_mib("VmRSS:")
+    }
+
+    /// A `kB` field of /proc/<pid>/status, in MiB.
+    fn status_mib(&self, field: &str) -> anyhow::Result<f64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
         let line = status
             .lines()
-            .find(|l| l.starts_with("VmHWM:"))
-            .context("no VmHWM")?;
+            .find(|l| l.starts_with(field))
+            .with_context(|| format!("no {field}"))?;
         let kib: f64 = line
             .split_whitespace()
             .nth(1)
-            .context("VmHWM value")?
+            .with_context(|| format!("{field} value"))?
             .parse()?;
         Ok(kib / 1024.0)
     }

@@ -66,6 +66,9 @@ pub(super) struct ClaimOrder {
     /// Only urgent rows: a batch of normal ones waits for the rate limiter,
     /// and only urgent work may pass it.
     pub urgent_only: bool,
+    /// Look for urgent rows first: they may be due (see
+    /// `Dispatch::urgent_may_be_due`).
+    pub urgent: bool,
 }
 
 /// What a claim came back with.
@@ -130,6 +133,14 @@ pub(super) struct Dispatch {
     /// The last claim found deletions paused by an operator: the change is
     /// logged once each way, not on every claim.
     paused: bool,
+    /// Urgent rows may be due, so the next claim looks for them first. Set
+    /// by every tick (urgent rows recorded by another instance, or come
+    /// due after a delay, are found within a tick), by a nudge for urgent
+    /// ids recorded here, and by an urgent claim that came back full or
+    /// could not tell; cleared when a claim goes to look. Without it the
+    /// urgent claim ran before every claim and almost always found nothing:
+    /// a third of a PostgreSQL drain's statements (BENCHMARKS.md).
+    urgent_may_be_due: bool,
 }
 
 impl Dispatch {
@@ -144,12 +155,25 @@ impl Dispatch {
             stopping: false,
             trouble: None,
             paused: false,
+            urgent_may_be_due: true,
         }
     }
 
-    /// A tick or a nudge: work may be due.
+    /// A tick: work may be due, urgent rows too.
     pub(super) fn wake(&mut self) {
+        self.nudge(true);
+    }
+
+    /// Requests due now were recorded here; `urgent` if any of them is.
+    pub(super) fn nudge(&mut self, urgent: bool) {
         self.more = true;
+        self.urgent_may_be_due |= urgent;
+    }
+
+    /// The claim in flight took expired leases before it came to urgent
+    /// rows: the next one looks for them.
+    pub(super) fn urgent_not_looked_for(&mut self) {
+        self.urgent_may_be_due = true;
     }
 
     /// A claim to run at `now`, if one is useful and allowed; the claim is
@@ -161,6 +185,8 @@ impl Dispatch {
             || !self.more
             || self.in_flight.len() >= self.settings.capacity
             || self.trouble.as_ref().is_some_and(|t| now < t.retry_at)
+            // Throttled, only urgent rows would be claimed.
+            || (self.throttled && !self.urgent_may_be_due)
         {
             return None;
         }
@@ -170,12 +196,17 @@ impl Dispatch {
             (true, _) | (false, 0) => ClaimOrder {
                 limit: self.settings.batch_size,
                 urgent_only: self.throttled,
+                urgent: self.urgent_may_be_due,
             },
             (false, per_sec) => ClaimOrder {
                 limit: self.settings.batch_size.min(per_sec as usize),
                 urgent_only: false,
+                urgent: self.urgent_may_be_due,
             },
         };
+        // The claim looks now; what it finds, or a nudge meanwhile, says
+        // whether to look again.
+        self.urgent_may_be_due = false;
         self.claiming = Some(order);
         self.more = false;
         Some(order)
@@ -223,6 +254,9 @@ impl Dispatch {
         let mut reports = Vec::new();
         match outcome {
             ClaimOutcome::Paused => {
+                // It found nothing because of the pause, not for want of
+                // urgent rows.
+                self.urgent_may_be_due |= order.is_some_and(|o| o.urgent);
                 reports.extend(self.recovered(Cause::Database, now));
                 if !self.paused {
                     reports.push(Report::Paused);
@@ -236,13 +270,20 @@ impl Dispatch {
                     self.paused = false;
                 }
                 let urgent_only = order.is_some_and(|o| o.urgent_only);
-                let behind = matches!(outcome, ClaimOutcome::Urgent { .. }) && !urgent_only;
+                let urgent = matches!(outcome, ClaimOutcome::Urgent { .. });
+                let behind = urgent && !urgent_only;
                 if Some(len) == limit || behind {
                     self.more = true;
                 }
+                // A full urgent claim: more urgent rows may wait.
+                self.urgent_may_be_due |= urgent && Some(len) == limit;
             }
-            ClaimOutcome::Conflicted => self.more = true,
+            ClaimOutcome::Conflicted => {
+                self.more = true;
+                self.urgent_may_be_due |= order.is_some_and(|o| o.urgent);
+            }
             ClaimOutcome::Failed { unavailable, error } => {
+                self.urgent_may_be_due |= order.is_some_and(|o| o.urgent);
                 // Outages are logged by `Db`; any other error is a fault
                 // worth an error line, once per streak.
                 if self.trouble.is_none() && !unavailable {

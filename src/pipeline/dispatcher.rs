@@ -8,8 +8,10 @@
 //! at most a second's worth of ids and hands them over once the limiter
 //! (governor's token bucket) has that many permits.
 //!
-//! Priority (README, "Priority"): every claim takes urgent due rows first
-//! ([`Due::Urgent`]), and urgent rows pass the rate limiter: they are
+//! Priority (README, "Priority"): a claim takes urgent due rows first
+//! ([`Due::Urgent`]) whenever some may be due (after a tick, a nudge for
+//! urgent ids recorded here, or a full urgent claim: `Dispatch`), and
+//! urgent rows pass the rate limiter: they are
 //! handed over at once and take no permit. While a batch of normal rows
 //! waits for its permits (at most one such batch: the claim-ahead is a
 //! second's worth), only urgent rows are claimed, at each tick or nudge,
@@ -141,7 +143,11 @@ impl DispatcherActor {
 
     /// Starts a claim if [`Dispatch`] finds one useful and allowed.
     fn claim_if_due(&mut self, ctx: &mut Context<Self>) {
-        let Some(ClaimOrder { limit, urgent_only }) = self.dispatch.next_claim(Instant::now())
+        let Some(ClaimOrder {
+            limit,
+            urgent_only,
+            urgent,
+        }) = self.dispatch.next_claim(Instant::now())
         else {
             return;
         };
@@ -168,18 +174,23 @@ impl DispatcherActor {
         let give_up_after = self.lease / 4;
         let claim = async move {
             let started = Instant::now();
-            // Expired leases (every quarter lease), then urgent rows, then
-            // the oldest due: the first that finds rows is the batch
-            // (`true`: urgent rows).
-            let order = match (urgent_only, take_over) {
-                (true, _) => vec![Due::Urgent],
-                (false, true) => vec![Due::Expired, Due::Urgent, oldest],
-                (false, false) => vec![Due::Urgent, oldest],
+            // Expired leases (every quarter lease), then urgent rows (when
+            // some may be due), then the oldest due: the first that finds
+            // rows is the batch, with the kind that found it.
+            let order = match urgent_only {
+                true => vec![Due::Urgent],
+                false => [
+                    take_over.then_some(Due::Expired),
+                    urgent.then_some(Due::Urgent),
+                    Some(oldest),
+                ]
+                .into_iter()
+                .flatten()
+                .collect(),
             };
             let claiming = db.write_relaxed_async(move |conn| {
                 let now = now_ms();
                 claim_first(conn, &owner, (now, now + lease_ms), limit, &order)
-                    .map(|(claim, due)| (claim, due == Due::Urgent))
             });
             let claim = match actix_web::rt::time::timeout(give_up_after, claiming).await {
                 Ok(claim) => claim,
@@ -195,18 +206,25 @@ impl DispatcherActor {
         );
     }
 
-    /// A claim sent at `started` came back with `result` (`true`: urgent
-    /// rows).
+    /// A claim sent at `started` came back with `result` (and which kind
+    /// of due rows it leased).
     fn claimed(
         &mut self,
-        result: Result<(Claim, bool), DbError>,
+        result: Result<(Claim, Due), DbError>,
         started: Instant,
         ctx: &mut Context<Self>,
     ) {
         let outcome = match &result {
             Ok((Claim::Paused, _)) => ClaimOutcome::Paused,
-            Ok((Claim::Batch(batch), true)) => ClaimOutcome::Urgent { len: batch.len() },
-            Ok((Claim::Batch(batch), false)) => ClaimOutcome::Batch { len: batch.len() },
+            Ok((Claim::Batch(batch), Due::Urgent)) => ClaimOutcome::Urgent { len: batch.len() },
+            Ok((Claim::Batch(batch), due)) => {
+                // Expired leases found first: the urgent rows were not
+                // looked for.
+                if *due == Due::Expired && !batch.is_empty() {
+                    self.dispatch.urgent_not_looked_for();
+                }
+                ClaimOutcome::Batch { len: batch.len() }
+            }
             // Counted and logged by `Db`: claim again, no backoff.
             Err(DbError::Busy(_)) => ClaimOutcome::Conflicted,
             Err(e) => {
@@ -220,7 +238,8 @@ impl DispatcherActor {
         for report in self.dispatch.claim_returned(Instant::now(), outcome) {
             say(&report);
         }
-        if let Ok((Claim::Batch(batch), urgent)) = result {
+        if let Ok((Claim::Batch(batch), due)) = result {
+            let urgent = due == Due::Urgent;
             if let Some(backlog) = self
                 .backlog
                 .as_ref()
@@ -366,26 +385,31 @@ impl Actor for DispatcherActor {
 #[rtype(result = "()")]
 pub(crate) struct Tick;
 
-/// From the RecordActor: requests due now were just committed.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct Nudge;
+impl Handler<Tick> for DispatcherActor {
+    type Result = ();
 
-/// Both wake-ups mean the same: work may be due.
-macro_rules! wake_on {
-    ($($message:ty),*) => {$(
-        impl Handler<$message> for DispatcherActor {
-            type Result = ();
-
-            fn handle(&mut self, _: $message, ctx: &mut Context<Self>) {
-                self.dispatch.wake();
-                self.maybe_claim(ctx);
-            }
-        }
-    )*};
+    fn handle(&mut self, _: Tick, ctx: &mut Context<Self>) {
+        self.dispatch.wake();
+        self.maybe_claim(ctx);
+    }
 }
 
-wake_on!(Tick, Nudge);
+/// From the RecordActor: requests due now were just committed, urgent ones
+/// among them if `urgent` (the next claim looks for urgent rows first).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Nudge {
+    pub urgent: bool,
+}
+
+impl Handler<Nudge> for DispatcherActor {
+    type Result = ();
+
+    fn handle(&mut self, nudge: Nudge, ctx: &mut Context<Self>) {
+        self.dispatch.nudge(nudge.urgent);
+        self.maybe_claim(ctx);
+    }
+}
 
 /// From the RecordActor: rows it inserted already leased to this instance
 /// (the fast lane), their lease begun at `started`. Deleted as a claimed

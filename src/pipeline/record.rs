@@ -111,6 +111,9 @@ impl RecordActor {
         let (now, started) = (now_ms(), Instant::now());
         let lease = self.fast_lane_lease(&requests, now);
         let leasing = lease.is_some();
+        // Urgent ids (new, or pending ones made urgent and due now): the
+        // next claim looks for urgent rows first.
+        let urgent = requests.iter().any(|r| !r.urgent.is_empty());
         let write = async move {
             let due_now = requests.iter().any(|r| r.not_before <= now);
             // `require_synchronous_replication`: nothing is committed that
@@ -150,8 +153,10 @@ impl RecordActor {
                             started,
                         });
                     }
-                    if matches!(&result, Ok(recorded) if due_now && recorded.total > in_lane) {
-                        act.dispatcher.do_send(Nudge);
+                    let unclaimed =
+                        matches!(&result, Ok(recorded) if due_now && recorded.total > in_lane);
+                    if unclaimed || (urgent && result.is_ok()) {
+                        act.dispatcher.do_send(Nudge { urgent });
                     }
                     // Failures are logged by `Db` (once per outage) or by the
                     // handler answering 500, not here.
@@ -356,6 +361,7 @@ impl Handler<RecordWithPaths> for RecordActor {
         Box::pin(async move {
             let now = now_ms();
             let due_now = request.not_before <= now;
+            let urgent = !request.urgent.is_empty();
             if let Some(refused) = db.durability_refusal() {
                 return Err(refused);
             }
@@ -364,8 +370,8 @@ impl Handler<RecordWithPaths> for RecordActor {
                 .await?;
             Ok(recorded.map(|accepted| {
                 metrics.recorded.inc_by(accepted as u64);
-                if due_now && accepted > 0 {
-                    dispatcher.do_send(Nudge);
+                if (due_now && accepted > 0) || urgent {
+                    dispatcher.do_send(Nudge { urgent });
                 }
                 Recorded {
                     accepted,

@@ -8,6 +8,7 @@ use crate::common::{claim_as, fail_all_for_good, spawn_app, wait_until, Backend,
 
 backend_tests!(
     an_urgent_id_is_erased_long_before_a_throttled_backlog_could_reach_it,
+    an_urgent_id_recorded_by_another_instance_is_found_by_a_tick,
     priority_is_recorded_shown_counted_and_moves_a_queued_id_to_the_front,
 );
 
@@ -16,17 +17,24 @@ fn priority(app: &TestApp, id: &str) -> Value {
     app.request(id)["priority"].clone()
 }
 
-fn an_urgent_id_is_erased_long_before_a_throttled_backlog_could_reach_it(backend: Backend) {
-    const BULK: usize = 100_000;
+/// A server throttled to 200 deletions a second (ticking every 100 ms)
+/// with `bulk` ids due now.
+fn throttled_backlog(backend: Backend, bulk: usize) -> TestApp {
     let app = spawn_app(backend, |c| {
         c.max_deletions_per_sec = 200;
         c.tick_ms = 100;
     });
-    let ids: Vec<String> = (0..BULK).map(|i| format!("bulk-{i:06}")).collect();
+    let ids: Vec<String> = (0..bulk).map(|i| format!("bulk-{i:06}")).collect();
     let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
     for chunk in refs.chunks(10_000) {
         app.record_now(chunk);
     }
+    app
+}
+
+fn an_urgent_id_is_erased_long_before_a_throttled_backlog_could_reach_it(backend: Backend) {
+    const BULK: usize = 100_000;
+    let app = throttled_backlog(backend, BULK);
     // Behind all of them (recorded last, due last), with a file to erase.
     app.create_file("takedown");
     let reply = app.record(&["takedown"], json!({ "priority": "urgent" }));
@@ -42,6 +50,43 @@ fn an_urgent_id_is_erased_long_before_a_throttled_backlog_could_reach_it(backend
     assert!(
         done < (BULK / 2) as i64,
         "the takedown waited for the backlog: {done} done before it ({stats})"
+    );
+}
+
+/// No nudge tells this instance of an urgent row another instance
+/// recorded: its claims, which look for urgent rows only when some may be
+/// due, find it at the next tick, long before the throttled backlog.
+fn an_urgent_id_recorded_by_another_instance_is_found_by_a_tick(backend: Backend) {
+    use video_scheduler::clock::now_ms;
+    use video_scheduler::db::{models::Source, queries::record, queries::record::RecordRequest};
+    use video_scheduler::video_id::VideoId;
+    const BULK: usize = 20_000;
+    let app = throttled_backlog(backend, BULK);
+    wait_until("the throttled drain has begun", || {
+        app.get("/v1/stats").json()["done"].as_i64().unwrap() > 0
+    });
+    app.create_file("takedown");
+    let id = VideoId::parse("takedown").unwrap();
+    let request = RecordRequest {
+        ids: vec![id.clone()],
+        not_before: now_ms(),
+        counted: true,
+        source: Source::Cli,
+        request_id: None,
+        paths: Vec::new(),
+        urgent: vec![id],
+    };
+    app.db()
+        .write(|c| record::record_many(c, std::slice::from_ref(&request), now_ms()))
+        .unwrap();
+    wait_until("the takedown is erased", || {
+        app.request("takedown")["state"] == "done"
+    });
+    assert!(!app.exists("takedown"));
+    let done = app.get("/v1/stats").json()["done"].as_i64().unwrap();
+    assert!(
+        done < (BULK / 2) as i64,
+        "the takedown waited for the backlog: {done} done before it"
     );
 }
 

@@ -148,19 +148,44 @@ fn lease_rows(
     // Raw SQL: diesel's DSL does not take an ordered, limited subselect as
     // an update target. The subselect walks the `not_before` index (the
     // `state` index for expired leases, the urgent index for urgent rows).
+    // On SQLite the pause is the subselect's LIMIT (0 while paused), read
+    // once: as a WHERE term SQLite tested it per row, so a paused claim
+    // walked the whole due backlog (600,000 VM steps over 100,000 due
+    // rows; 30 this way). PostgreSQL keeps it in the WHERE clause, where
+    // its plan reads it once (a one-time filter): a LIMIT it cannot read
+    // when planning let it pick a plan that sorted the whole backlog at
+    // every claim once the table had grown (a soak's drain stalled).
     // SQLite has one writer per process and an atomic statement: no
     // locking clause; PostgreSQL skips the rows another instance is
     // claiming right now instead of waiting for them.
+    macro_rules! select {
+        ($due:ident, sqlite) => {
+            concat!(
+                "WHERE ",
+                due_rows!($due),
+                " LIMIT COALESCE((SELECT 0 FROM video_del_control \
+                                  WHERE name = 'paused' AND value <> 0), ?)"
+            )
+        };
+        ($due:ident, postgres) => {
+            concat!(
+                "WHERE NOT EXISTS (SELECT 1 FROM video_del_control \
+                                   WHERE name = 'paused' AND value <> 0) \
+                 AND ",
+                due_rows!($due),
+                " LIMIT ? FOR UPDATE SKIP LOCKED"
+            )
+        };
+    }
     macro_rules! lease {
-        ($c:expr, $due:ident, $($lock:literal)?) => {
+        ($c:expr, $due:ident, $backend:ident) => {
             prepared(concat!(
                 "UPDATE video_del_rec \
                  SET state = 'running', locked_by = ?, locked_until = ?, not_before = ?, \
                    claims = claims + 1 \
-                 WHERE id IN (SELECT id FROM video_del_rec \
-                   WHERE NOT EXISTS (SELECT 1 FROM video_del_control \
-                                     WHERE name = 'paused' AND value <> 0) \
-                   AND ", due_rows!($due), " LIMIT ?", $($lock,)? ") \
+                 WHERE id IN (SELECT id FROM video_del_rec ",
+                select!($due, $backend),
+                ") \
                  RETURNING id, attempts, created_at, source, request_id, paths"
             ))
             .bind::<Text, _>(owner)
@@ -172,19 +197,19 @@ fn lease_rows(
         };
     }
     macro_rules! lease_due {
-        ($c:expr, $($lock:literal)?) => {
+        ($c:expr, $backend:ident) => {
             match due {
-                Due::Oldest { .. } => lease!($c, oldest, $($lock)?),
-                Due::Expired => lease!($c, expired, $($lock)?),
-                Due::Urgent => lease!($c, urgent, $($lock)?),
+                Due::Oldest { .. } => lease!($c, oldest, $backend),
+                Due::Expired => lease!($c, expired, $backend),
+                Due::Urgent => lease!($c, urgent, $backend),
             }
         };
     }
     match conn {
         #[cfg(feature = "sqlite")]
-        AnyConnection::Sqlite(c) => lease_due!(c,),
+        AnyConnection::Sqlite(c) => lease_due!(c, sqlite),
         #[cfg(feature = "postgres")]
-        AnyConnection::Pg(c) => lease_due!(c, " FOR UPDATE SKIP LOCKED"),
+        AnyConnection::Pg(c) => lease_due!(c, postgres),
         #[cfg(feature = "mysql")]
         AnyConnection::Mysql(_) => unreachable!("MySQL leases in mysql_lease_first"),
     }

@@ -62,7 +62,8 @@ fn a_claim_is_ordered_only_when_work_may_be_due_and_one_at_a_time() {
         d.next_claim(t),
         Some(ClaimOrder {
             limit: 10,
-            urgent_only: false
+            urgent_only: false,
+            urgent: true
         })
     );
     d.wake();
@@ -93,7 +94,8 @@ fn the_rate_limit_caps_a_claim_at_a_second_s_worth() {
             d.next_claim(t),
             Some(ClaimOrder {
                 limit,
-                urgent_only: false
+                urgent_only: false,
+                urgent: true
             }),
             "{per_sec}/s"
         );
@@ -253,26 +255,30 @@ fn urgent_rows_are_claimed_while_a_batch_waits_for_the_rate_limiter() {
     let normal = ClaimOrder {
         limit: 4,
         urgent_only: false,
+        urgent: true,
     };
     assert_eq!(d.next_claim(t), Some(normal));
     d.claim_returned(t, Batch { len: 4 });
     d.throttle_began();
+    assert_eq!(
+        d.next_claim(t),
+        None,
+        "that claim looked for urgent rows first and found none"
+    );
+    d.nudge(true);
     let urgent = ClaimOrder {
         limit: 10,
         urgent_only: true,
+        urgent: true,
     };
-    assert_eq!(
-        d.next_claim(t),
-        Some(urgent),
-        "the full batch left more due"
-    );
+    assert_eq!(d.next_claim(t), Some(urgent), "urgent ids recorded here");
     d.claim_returned(t, Urgent { len: 1 });
     assert_eq!(d.next_claim(t), None, "no more urgent rows: no spinning");
     d.wake();
     assert_eq!(
         d.next_claim(t),
         Some(urgent),
-        "a nudge looks for urgent rows"
+        "a tick looks for urgent rows"
     );
     d.claim_returned(t, Urgent { len: 10 });
     assert_eq!(d.next_claim(t), Some(urgent), "a full urgent batch: more");
@@ -291,9 +297,10 @@ fn urgent_rows_found_by_a_normal_claim_leave_the_backlog_to_claim_next() {
         d.next_claim(t),
         Some(ClaimOrder {
             limit: 10,
-            urgent_only: false
+            urgent_only: false,
+            urgent: false
         }),
-        "normal rows may be due behind the urgent one"
+        "normal rows may be due behind the urgent one (the urgent rows were all taken)"
     );
     d.claim_returned(t, Batch { len: 3 });
     assert_eq!(d.next_claim(t), None);
@@ -339,4 +346,32 @@ fn the_fast_lane_is_open_only_to_free_executors_with_nothing_else_due() {
     let mut stopping = dispatch(2, 0);
     stopping.stop();
     assert_eq!(stopping.fast_lane_room(), 0);
+}
+
+#[test]
+fn urgent_rows_are_looked_for_after_a_tick_an_urgent_nudge_or_a_full_urgent_claim() {
+    let (t, mut d) = (Instant::now(), dispatch(1, 0));
+    let order = |d: &mut Dispatch| d.next_claim(t).expect("a claim").urgent;
+    d.wake();
+    assert!(order(&mut d), "at start, and after every tick");
+    d.claim_returned(t, Batch { len: 10 });
+    assert!(!order(&mut d), "the last claim found no urgent row");
+    d.claim_returned(t, Batch { len: 10 });
+    d.nudge(false);
+    assert!(!order(&mut d), "normal ids recorded here");
+    d.nudge(true);
+    d.claim_returned(t, Batch { len: 10 });
+    assert!(order(&mut d), "urgent ids recorded while claiming");
+    d.claim_returned(t, Urgent { len: 10 });
+    assert!(order(&mut d), "a full urgent claim: more may wait");
+    d.claim_returned(t, Urgent { len: 2 });
+    d.wake();
+    assert!(order(&mut d), "a tick: recorded elsewhere, or come due");
+    d.claim_returned(t, Paused);
+    d.nudge(false);
+    assert!(order(&mut d), "a paused claim did not look");
+    d.claim_returned(t, failed(true));
+    d.nudge(false);
+    let after_backoff = d.next_claim(t + ms(10_000)).expect("a claim");
+    assert!(after_backoff.urgent, "neither did a failed one");
 }

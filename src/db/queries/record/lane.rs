@@ -76,11 +76,11 @@ fn postgres(
         state: String,
     }
     let new: Vec<New> = prepared(
-        "WITH paused AS ( \
+        "WITH paused AS MATERIALIZED ( \
            SELECT EXISTS (SELECT 1 FROM video_del_control \
                           WHERE name = 'paused' AND value <> 0) AS stop), \
-         leased AS (SELECT NOT stop AS go, ?::bigint AS now, ?::varchar AS owner, \
-           ?::bigint AS until FROM paused), \
+         leased AS MATERIALIZED (SELECT NOT stop AS go, ?::bigint AS now, \
+           ?::varchar AS owner, ?::bigint AS until FROM paused), \
          new AS ( \
            INSERT INTO video_del_rec (id, created_at, not_before, source, request_id, \
              state, locked_by, locked_until, claims) \
