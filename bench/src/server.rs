@@ -212,39 +212,22 @@ pub fn build_server() -> anyhow::Result<PathBuf> {
     Ok(target.join("release").join("video-scheduler"))
 }
 
-/// `config` as JSON, without the keys that are at their default
-/// and that a binary older than them would refuse as unknown, so that
-/// `--server` can measure an earlier commit with the same configuration.
+/// `config` as JSON without the keys at their defaults (in each storage
+/// target too), so that `--server` can measure an earlier commit, which
+/// refuses keys added since as unknown, with the same configuration: the
+/// keys the benchmark sets differ from the defaults and stay.
 fn older_readable(config: &Config) -> anyhow::Result<serde_json::Value> {
+    fn strip_defaults(value: &mut serde_json::Value, defaults: &serde_json::Value) {
+        if let Some(fields) = value.as_object_mut() {
+            fields.retain(|key, v| defaults.get(key) != Some(v));
+        }
+    }
     let mut json = serde_json::to_value(config)?;
     let default = serde_json::to_value(video_scheduler::config::StorageConfig::default())?;
-    let targets: Vec<&mut serde_json::Value> = match &mut json["storage"] {
-        serde_json::Value::Array(list) => list.iter_mut().collect(),
-        one => vec![one],
-    };
-    for target in targets {
-        if let Some(fields) = target.as_object_mut() {
-            for key in ["versions", "versioning_check_secs", "bypass_governance"] {
-                if fields.get(key) == default.get(key) {
-                    fields.remove(key);
-                }
-            }
-        }
+    match &mut json["storage"] {
+        serde_json::Value::Array(list) => list.iter_mut().for_each(|t| strip_defaults(t, &default)),
+        one => strip_defaults(one, &default),
     }
-    // Top-level keys added since, left out while at their defaults.
-    let defaults = serde_json::to_value(Config::default())?;
-    if let Some(fields) = json.as_object_mut() {
-        for key in [
-            "require_synchronous_replication",
-            "webhooks",
-            "purge",
-            "webhook_retry_hours",
-            "fast_lane",
-        ] {
-            if fields.get(key) == defaults.get(key) {
-                fields.remove(key);
-            }
-        }
-    }
+    strip_defaults(&mut json, &serde_json::to_value(Config::default())?);
     Ok(json)
 }
