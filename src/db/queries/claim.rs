@@ -152,9 +152,10 @@ fn lease_rows(
     // once: as a WHERE term SQLite tested it per row, so a paused claim
     // walked the whole due backlog (600,000 VM steps over 100,000 due
     // rows; 30 this way). PostgreSQL keeps it in the WHERE clause, where
-    // its plan reads it once (a one-time filter): a LIMIT it cannot read
-    // when planning let it pick a plan that sorted the whole backlog at
-    // every claim once the table had grown (a soak's drain stalled).
+    // its plan already reads it once (a one-time filter), and its planner
+    // sees the LIMIT it plans the index walk for (the LIMIT form was
+    // suspected in a stalled soak, which turned out to be the disk, and
+    // was not kept there for want of a plan checked under load).
     // SQLite has one writer per process and an atomic statement: no
     // locking clause; PostgreSQL skips the rows another instance is
     // claiming right now instead of waiting for them.
