@@ -1,4 +1,5 @@
-//! Where the machine's CPU went while something was measured.
+//! Where the machine's CPU went while something was measured: the
+//! server's process, the database's processes, the whole machine.
 
 use std::time::{Duration, Instant};
 
@@ -24,7 +25,7 @@ impl CpuShares {
             at: Instant::now(),
             busy: machine_busy()?,
             server: server.cpu_time()?,
-            database: crate::rows::database_cpu(backend),
+            database: database_cpu(backend),
         })
     }
 
@@ -62,5 +63,59 @@ fn machine_busy() -> anyhow::Result<Duration> {
         .iter()
         .filter_map(|&i| fields.get(i))
         .sum();
-    Ok(crate::rows::ticks_to_duration(busy))
+    Ok(ticks_to_duration(busy))
+}
+
+/// CPU time (user + system) of the database server's processes on this
+/// machine: every `postgres` process for PostgreSQL, `mariadbd`/`mysqld`
+/// for MariaDB; zero for SQLite, whose work is in the server's own process.
+/// Processes that ended meanwhile are not counted: the server's pooled
+/// connections live as long as it does.
+pub fn database_cpu(backend: Backend) -> Duration {
+    let names: &[&str] = match backend {
+        Backend::Postgres => &["postgres"],
+        Backend::Mysql => &["mariadbd", "mysqld"],
+        Backend::Sqlite => return Duration::ZERO,
+    };
+    let mut ticks = 0u64;
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        if let Some((name, used)) = process_ticks(&stat) {
+            if names.contains(&name) {
+                ticks += used;
+            }
+        }
+    }
+    ticks_to_duration(ticks)
+}
+
+/// The command name and its user + system clock ticks, from a
+/// `/proc/<pid>/stat` line.
+pub fn process_ticks(stat: &str) -> Option<(&str, u64)> {
+    let (head, rest) = stat.rsplit_once(')')?;
+    let name = head.split_once('(')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let user: u64 = fields.get(11)?.parse().ok()?;
+    let system: u64 = fields.get(12)?.parse().ok()?;
+    Some((name, user + system))
+}
+
+pub fn ticks_to_duration(ticks: u64) -> Duration {
+    // SAFETY: sysconf has no preconditions.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_millis(ticks * 1000 / per_second)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_proc_stat_line_gives_its_name_and_ticks() {
+        let line = "42 (postgres: x) S 1 42 42 0 -1 4194560 100 0 0 0 7 5 0 0 20 0 1 0";
+        assert_eq!(process_ticks(line), Some(("postgres: x", 12)));
+        assert_eq!(process_ticks("garbage"), None);
+    }
 }

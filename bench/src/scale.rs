@@ -218,14 +218,14 @@ fn drain_window(
     let (t0, cpu0, db0) = (
         Instant::now(),
         server.cpu_time()?,
-        rows::database_cpu(backend),
+        crate::cpu::database_cpu(backend),
     );
     let last_left = wait_below(total - window + 1)?;
     Ok(Drained {
         drained: first_left - last_left,
         secs: t0.elapsed().as_secs_f64(),
         server_cpu: server.cpu_time()? - cpu0,
-        database_cpu: rows::database_cpu(backend).saturating_sub(db0),
+        database_cpu: crate::cpu::database_cpu(backend).saturating_sub(db0),
     })
 }
 

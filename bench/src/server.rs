@@ -82,8 +82,8 @@ impl Server {
     /// CPU time used so far (user + system), from /proc.
     pub fn cpu_time(&self) -> anyhow::Result<Duration> {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))?;
-        let (_, ticks) = crate::rows::process_ticks(&stat).context("stat format")?;
-        Ok(crate::rows::ticks_to_duration(ticks))
+        let (_, ticks) = crate::cpu::process_ticks(&stat).context("stat format")?;
+        Ok(crate::cpu::ticks_to_duration(ticks))
     }
 
     /// Peak resident set size (VmHWM), in MiB.
