@@ -43,7 +43,7 @@
 //! - [`db`]: pools, migrations, the outage tracker, what a failure means
 //!   (`failure`), write conflicts (`conflicts`), the URL; all SQL in
 //!   [`db::queries`], one file per job (record, claim, ack, manage, counts,
-//!   receipts, controls, announce, events).
+//!   receipts, controls, announce, events, vacuum).
 //! - `storage`: `Storage` (every target), the `Target` trait, local disk
 //!   (`storage/local.rs`: paths beneath a root, never escaping it), S3
 //!   (`storage/s3/`, feature `s3`: one file per request kind; versioned

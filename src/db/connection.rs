@@ -90,6 +90,24 @@ impl Manager {
                 // parse round trip stays saved.
                 conn.batch_execute("SET plan_cache_mode = force_custom_plan")
                     .map_err(setup_failed)?;
+                // Index scans only (where an index serves; PostgreSQL
+                // still scans a table no index serves). A queue table is
+                // nearly empty whenever the drain keeps up, autovacuum (and
+                // our own vacuum, pipeline/vacuum.rs) then records it as
+                // holding a few rows, and until the next ANALYZE the
+                // planner believes every statement on it reads a few rows,
+                // however many a burst has brought since. On such figures
+                // it chose a bitmap scan of every due row and a sort for a
+                // claim (550 ms for a claim of 500 behind a million due
+                // rows, against 11 ms through the index in order), and a
+                // sequential scan with a sort for claims and acks (a
+                // second each in a soak). Every statement here is meant to
+                // search or walk an index, in order where it pages
+                // (BENCHMARKS.md, the soak's PostgreSQL stall). Operator
+                // commands over the whole table (`stats --recount`,
+                // `cancel --invalid`) walk an index instead of the table.
+                conn.batch_execute("SET enable_bitmapscan = off; SET enable_seqscan = off")
+                    .map_err(setup_failed)?;
                 // As on MariaDB: a transaction whose client went silent
                 // does not hold its locks for longer than this.
                 conn.batch_execute(IDLE_TRANSACTION_POSTGRES)

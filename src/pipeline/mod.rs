@@ -7,6 +7,7 @@
 //! DispatcherActor --DeleteBatch--> ExecutorActor x N --delete--> storage
 //! ExecutorActor --ack (delete done, write receipt / reschedule failed)--> video_del_rec
 //! PrunerActor --prune expired receipts (one instance at a time)--> video_del_receipt
+//! VacuumActor --vacuum past 20,000 dead rows (PostgreSQL)--> video_del_rec
 //! ReplicationActor --read standbys / Galera cluster every minute--> Db, /metrics
 //! ExecutorActor --Nudge--> NotifierActor --fan out video_del_announce, claim (lease), deliver--> video_del_event, sinks
 //! DispatcherActor --Backlog (claims come back full)--> NotifierActor yields
@@ -23,6 +24,7 @@ pub(crate) mod record;
 pub(crate) mod replication;
 pub mod retry;
 pub(crate) mod timer;
+mod vacuum;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,6 +44,7 @@ use record::RecordActor;
 use replication::{ReplicationActor, StopReplication};
 use retry::RetryPolicy;
 use timer::{StopTimer, TimerActor};
+use vacuum::{StopVacuum, VacuumActor};
 
 /// How the dispatcher sizes its work, from `config`.
 fn settings(config: &Config) -> dispatcher::Settings {
@@ -60,6 +63,8 @@ pub(crate) struct Pipeline {
     pub dispatcher: Addr<DispatcherActor>,
     timer: Addr<TimerActor>,
     pruner: Addr<PrunerActor>,
+    /// PostgreSQL only.
+    vacuum: Option<Addr<VacuumActor>>,
     replication: Addr<ReplicationActor>,
     notifier: Option<Addr<NotifierActor>>,
     /// `locked_by` of this process's claims (and `acked_by` of receipts).
@@ -130,19 +135,19 @@ impl Pipeline {
             Duration::from_secs(config.receipts.prune_every_secs),
         )
         .start();
+        let vacuum = VacuumActor::start_for(&db);
         let replication = ReplicationActor::new(db.clone(), metrics.clone()).start();
         let record = RecordActor::new(db.labeled("record"), dispatcher.clone(), metrics)
             .with_fast_lane(fast_lane.map(|lane| (lane, owner.clone(), settings.lease)))
             .start();
-        log::info!(
-            "pipeline started as {owner}: {} executors",
-            config.executors
-        );
+        let executors = config.executors;
+        log::info!("pipeline started as {owner}: {executors} executors");
         Pipeline {
             record,
             dispatcher,
             timer,
             pruner,
+            vacuum,
             replication,
             notifier,
             owner,
@@ -155,6 +160,9 @@ impl Pipeline {
     pub(crate) async fn shutdown(&self, timeout: Duration) {
         let _ = self.timer.send(StopTimer).await;
         let _ = self.pruner.send(StopPruner).await;
+        if let Some(vacuum) = &self.vacuum {
+            let _ = vacuum.send(StopVacuum).await;
+        }
         let _ = self.replication.send(StopReplication).await;
         if let Some(notifier) = &self.notifier {
             let _ = notifier.send(StopNotifier).await;
@@ -163,6 +171,30 @@ impl Pipeline {
         if drained.is_err() {
             let released = self.dispatcher.send(ReleaseInFlight).await.unwrap_or(0);
             log::warn!("batches still running after {timeout:?}; released {released} leases");
+        }
+    }
+}
+
+/// What a periodic job's round (pruning, vacuuming) ended with, logged as
+/// an operator wants it: a failure once, until a round succeeds again; an
+/// outage not at all (`Db` logs it once, whoever meets it). The round's
+/// result when it succeeded.
+fn round_ended<T>(
+    failing: &mut bool,
+    result: Result<T, crate::db::DbError>,
+    what: &str,
+) -> Option<T> {
+    match result {
+        Ok(done) => {
+            *failing = false;
+            Some(done)
+        }
+        Err(e) if e.is_unavailable() => None,
+        Err(e) => {
+            if !std::mem::replace(failing, true) {
+                log::warn!("{what} failed; trying again next round: {e}");
+            }
+            None
         }
     }
 }

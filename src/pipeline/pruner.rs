@@ -102,23 +102,12 @@ impl PrunerActor {
         };
         ctx.spawn(round.into_actor(self).map(|result, act, _| {
             act.pruning = false;
-            match result {
-                Ok(pruned) => {
-                    act.failing = false;
-                    if let Some(n) = pruned.filter(|&n| n > 0) {
-                        log::info!(
-                            "pruned {n} receipts completed more than {} days ago",
-                            act.retention.as_secs() / 86_400
-                        );
-                    }
-                }
-                // Outages are logged once by `Db`, whoever meets them.
-                Err(e) if e.is_unavailable() => {}
-                Err(e) if !act.failing => {
-                    act.failing = true;
-                    log::warn!("pruning receipts failed; trying again next round: {e}");
-                }
-                Err(_) => {}
+            let pruned = super::round_ended(&mut act.failing, result, "pruning receipts");
+            if let Some(n) = pruned.flatten().filter(|&n| n > 0) {
+                log::info!(
+                    "pruned {n} receipts completed more than {} days ago",
+                    act.retention.as_secs() / 86_400
+                );
             }
         }));
     }

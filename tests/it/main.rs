@@ -55,6 +55,8 @@ mod outbox;
 #[cfg(any(feature = "mysql", feature = "postgres"))]
 mod partition;
 mod pipeline;
+#[cfg(feature = "postgres")]
+mod plans;
 mod priority;
 #[cfg(feature = "mysql")]
 mod read_only;

@@ -32,8 +32,9 @@ pub enum Due {
     /// particular order: a dead or cut-off instance's work, taken over
     /// before the backlog. Their `not_before` is their lease's end, so the
     /// oldest-first order would put them behind every row that came due
-    /// before it; they are found through the `(state, id)` index instead
-    /// (few rows are `running`: at most the instances' batches in flight).
+    /// before it; they are found through the index of running rows
+    /// instead (`(state, id)`, partial on PostgreSQL; few rows are
+    /// `running`: at most the instances' batches in flight).
     Expired,
     /// Only urgent rows (README, "Priority"), oldest due first, through
     /// the index of urgent rows: a claim takes them before the backlog,
@@ -46,8 +47,12 @@ macro_rules! due_rows {
     (oldest) => {
         "not_before <= ? ORDER BY not_before"
     };
+    // `not_before + 0`: never through the `not_before` index, which would
+    // walk every due pending row to find the few running ones. Planners
+    // that believe the table empty (PostgreSQL after autovacuum saw it so)
+    // otherwise find both indexes equally cheap.
     (expired) => {
-        "state = 'running' AND not_before <= ?"
+        "state = 'running' AND not_before + 0 <= ?"
     };
     // `priority = 1` spelled as the partial index's WHERE, so that SQLite
     // and PostgreSQL use it.
@@ -135,6 +140,68 @@ pub fn claim_first(
     Ok((Claim::Batch(claimed), due))
 }
 
+/// The WHERE clause and LIMIT of the claim's subselect (SQLite and
+/// PostgreSQL; for `concat!`). Raw SQL: diesel's DSL does not take an
+/// ordered, limited subselect as an update target. The subselect walks the
+/// `not_before` index (the index of running rows for expired leases, the
+/// urgent index for urgent rows). On SQLite the pause is the subselect's
+/// LIMIT (0 while paused), read once: as a WHERE term SQLite tested it per
+/// row, so a paused claim walked the whole due backlog (600,000 VM steps
+/// over 100,000 due rows; 30 this way). PostgreSQL keeps it in the WHERE
+/// clause, where its plan already reads it once (a one-time filter), and
+/// its planner sees the LIMIT it plans the index walk for. (A soak that
+/// stalled was first blamed on the LIMIT form, then on the disk;
+/// auto_explain showed plans made on statistics that counted no rows: see
+/// [`these!`] and connection.rs.) SQLite has one writer per process and
+/// an atomic statement: no locking clause; PostgreSQL skips the rows
+/// another instance is claiming right now instead of waiting for them.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+macro_rules! select {
+    ($due:ident, sqlite) => {
+        concat!(
+            "WHERE ",
+            due_rows!($due),
+            " LIMIT COALESCE((SELECT 0 FROM video_del_control \
+                              WHERE name = 'paused' AND value <> 0), ?)"
+        )
+    };
+    ($due:ident, postgres) => {
+        concat!(
+            "WHERE NOT EXISTS (SELECT 1 FROM video_del_control \
+                               WHERE name = 'paused' AND value <> 0) \
+             AND ",
+            due_rows!($due),
+            " LIMIT ? FOR UPDATE SKIP LOCKED"
+        )
+    };
+}
+
+/// The rows to lease, by id, up to the subselect ([`these_end!`] closes
+/// it): on PostgreSQL an array the subselect fills once, which the UPDATE
+/// then searches the primary key for. As `id IN (subselect)` it was a
+/// join, and a planner that believes the table empty (after autovacuum
+/// saw it so) may walk the whole primary key and run the subselect again
+/// for every row.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+macro_rules! these {
+    (sqlite) => {
+        "id IN (SELECT id FROM video_del_rec "
+    };
+    (postgres) => {
+        "id = ANY(ARRAY(SELECT id FROM video_del_rec "
+    };
+}
+
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+macro_rules! these_end {
+    (sqlite) => {
+        ")"
+    };
+    (postgres) => {
+        "))"
+    };
+}
+
 /// One UPDATE ... RETURNING leasing the rows `due` selects (SQLite,
 /// PostgreSQL).
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
@@ -145,49 +212,17 @@ fn lease_rows(
     limit: i64,
     due: Due,
 ) -> QueryResult<Vec<Claimed>> {
-    // Raw SQL: diesel's DSL does not take an ordered, limited subselect as
-    // an update target. The subselect walks the `not_before` index (the
-    // `state` index for expired leases, the urgent index for urgent rows).
-    // On SQLite the pause is the subselect's LIMIT (0 while paused), read
-    // once: as a WHERE term SQLite tested it per row, so a paused claim
-    // walked the whole due backlog (600,000 VM steps over 100,000 due
-    // rows; 30 this way). PostgreSQL keeps it in the WHERE clause, where
-    // its plan already reads it once (a one-time filter), and its planner
-    // sees the LIMIT it plans the index walk for (the LIMIT form was
-    // suspected in a stalled soak, which turned out to be the disk, and
-    // was not kept there for want of a plan checked under load).
-    // SQLite has one writer per process and an atomic statement: no
-    // locking clause; PostgreSQL skips the rows another instance is
-    // claiming right now instead of waiting for them.
-    macro_rules! select {
-        ($due:ident, sqlite) => {
-            concat!(
-                "WHERE ",
-                due_rows!($due),
-                " LIMIT COALESCE((SELECT 0 FROM video_del_control \
-                                  WHERE name = 'paused' AND value <> 0), ?)"
-            )
-        };
-        ($due:ident, postgres) => {
-            concat!(
-                "WHERE NOT EXISTS (SELECT 1 FROM video_del_control \
-                                   WHERE name = 'paused' AND value <> 0) \
-                 AND ",
-                due_rows!($due),
-                " LIMIT ? FOR UPDATE SKIP LOCKED"
-            )
-        };
-    }
     macro_rules! lease {
         ($c:expr, $due:ident, $backend:ident) => {
             prepared(concat!(
                 "UPDATE video_del_rec \
                  SET state = 'running', locked_by = ?, locked_until = ?, not_before = ?, \
                    claims = claims + 1 \
-                 WHERE id IN (SELECT id FROM video_del_rec ",
+                 WHERE ",
+                these!($backend),
                 select!($due, $backend),
-                ") \
-                 RETURNING id, attempts, created_at, source, request_id, paths"
+                these_end!($backend),
+                " RETURNING id, attempts, created_at, source, request_id, paths"
             ))
             .bind::<Text, _>(owner)
             .bind::<BigInt, _>(lease_until)

@@ -103,7 +103,7 @@ pub fn recount(conn: &mut Conn) -> QueryResult<CountDelta> {
 const URGENT: &str = "priority = 1";
 
 /// Counts by state from the kept counts (a sum over 16 rows), the running
-/// rows from the `(state, id)` index (at most the rows leased now), the
+/// rows from the index of running rows (at most the rows leased now), the
 /// oldest due `not_before` (one probe of the `not_before` index), the
 /// urgent due rows and the pause switch. A few index probes whatever the size of the table.
 pub fn stats(conn: &mut Conn, now: i64) -> QueryResult<Stats> {

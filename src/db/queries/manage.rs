@@ -25,7 +25,9 @@ pub fn get(conn: &mut Conn, id: &str) -> QueryResult<Option<Deletion>> {
 }
 
 /// A page of requests in id order, after `after`, optionally of one state.
-/// Keyset pagination: served by the primary key or the `(state, id)` index.
+/// Keyset pagination: served by the primary key or the index of the
+/// state's rows (`(state, id)`; on PostgreSQL partial indexes of the failed
+/// and of the running rows, and the primary key for pending ones).
 pub fn list(
     conn: &mut Conn,
     state: Option<State>,
@@ -123,7 +125,7 @@ pub(crate) fn ids_after(
 }
 
 /// Ids of requests in `state` after `after`, in id order: a page for the
-/// bulk actions (walks the `(state, id)` index).
+/// bulk actions (walks the index of the state's rows, as [`list`]).
 pub(crate) fn ids_in_state(
     conn: &mut Conn,
     state: State,

@@ -12,6 +12,7 @@
 //!   pause switch and the pruner's lease.
 //! - [`replication`]: what the server's replication promises (standbys,
 //!   a Galera node's cluster).
+//! - [`vacuum`]: PostgreSQL's queue table vacuumed as fast as it churns.
 //! - `prepared`: hand-written statements kept prepared per connection.
 //!
 //! Locking, in one place:
@@ -23,7 +24,8 @@
 //! - A claim moves `not_before` to the lease expiry, so a row whose owner
 //!   died becomes due again by itself, and the claim query needs a single
 //!   condition served by one index range scan. On SQLite and PostgreSQL it
-//!   is one `UPDATE ... WHERE id IN (due ids) RETURNING`; MySQL has no
+//!   is one `UPDATE ... WHERE id IN (due ids) RETURNING` (PostgreSQL:
+//!   `id = ANY(ARRAY(due ids))`, never a join); MySQL has no
 //!   `UPDATE ... RETURNING`, so it selects then updates in one short
 //!   transaction. MySQL and PostgreSQL lock the due rows with
 //!   `FOR UPDATE SKIP LOCKED`: concurrent instances skip each other's rows
@@ -119,6 +121,7 @@ mod prepared;
 pub mod receipts;
 pub mod record;
 pub mod replication;
+pub mod vacuum;
 
 /// Runs `run` in a transaction, except on PostgreSQL when it is a single
 /// statement (`one_statement`), which commits atomically by itself: no
