@@ -11,12 +11,14 @@
 //! ```sh
 //! cargo test --all-features --test it -- receipts::
 //! cargo test --all-features --test it -- receipts::postgres::
-//! cargo test --all-features --test it -- --include-ignored drop_in:: dashboard:: galera:: failover:: partition:: held:: read_only::
+//! cargo test --all-features --test it -- --include-ignored drop_in:: dashboard:: failover:: partition:: held:: read_only::
+//! cargo test --all-features --test it -- --include-ignored galera::
 //! ```
 //!
-//! The last line is how CI runs the ignored tests (the Go client, the
-//! dashboard in Chromium, a Galera cluster, a PostgreSQL failover, long
-//! partitions), which a plain `cargo test` leaves out.
+//! The last two lines are how CI runs the ignored tests (the Go client,
+//! the dashboard in Chromium, a PostgreSQL failover, long partitions; then
+//! a Galera cluster alone, whose nodes evict a peer silent for 3 s), which
+//! a plain `cargo test` leaves out.
 
 // First, so that its macros (`backend_tests!`, `storage_tests!`) are in
 // scope in every area below.
