@@ -70,7 +70,7 @@ impl VacuumActor {
             let started = Instant::now();
             actix_web::rt::task::spawn_blocking(move || db.write(vacuum::vacuum))
                 .await
-                .map_err(|e| DbError::Unavailable(format!("the vacuum's thread: {e}")))??;
+                .map_err(|e| DbError::Query(format!("the vacuum's thread: {e}")))??;
             Ok(Some((dead, started.elapsed())))
         };
         ctx.spawn(round.into_actor(self).map(|result, act, _| {

@@ -176,29 +176,22 @@ macro_rules! select {
     };
 }
 
-/// The rows to lease, by id, up to the subselect ([`these_end!`] closes
-/// it): on PostgreSQL an array the subselect fills once, which the UPDATE
-/// then searches the primary key for. As `id IN (subselect)` it was a
-/// join, and a planner that believes the table empty (after autovacuum
-/// saw it so) may walk the whole primary key and run the subselect again
-/// for every row.
+/// The rows to lease, by id, from the subselect `$select`: on PostgreSQL
+/// an array the subselect fills once, which the UPDATE then searches the
+/// primary key for. As `id IN (subselect)` it was a join, and a planner
+/// that believes the table empty (after autovacuum saw it so) may walk the
+/// whole primary key and run the subselect again for every row.
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 macro_rules! these {
-    (sqlite) => {
-        "id IN (SELECT id FROM video_del_rec "
+    (sqlite, $select:expr) => {
+        concat!("id IN (SELECT id FROM video_del_rec ", $select, ")")
     };
-    (postgres) => {
-        "id = ANY(ARRAY(SELECT id FROM video_del_rec "
-    };
-}
-
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
-macro_rules! these_end {
-    (sqlite) => {
-        ")"
-    };
-    (postgres) => {
-        "))"
+    (postgres, $select:expr) => {
+        concat!(
+            "id = ANY(ARRAY(SELECT id FROM video_del_rec ",
+            $select,
+            "))"
+        )
     };
 }
 
@@ -219,9 +212,7 @@ fn lease_rows(
                  SET state = 'running', locked_by = ?, locked_until = ?, not_before = ?, \
                    claims = claims + 1 \
                  WHERE ",
-                these!($backend),
-                select!($due, $backend),
-                these_end!($backend),
+                these!($backend, select!($due, $backend)),
                 " RETURNING id, attempts, created_at, source, request_id, paths"
             ))
             .bind::<Text, _>(owner)
